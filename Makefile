@@ -1,0 +1,52 @@
+# The two commands: `make up` (local Stratus with the sample docs) and `make test` (everything checked).
+# Both set up a fresh machine by themselves: .venv with pinned dependencies, the ONNX model.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.lock shared/pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: up test setup model lint typecheck unit integration e2e bench-embed clean
+
+up: setup
+	$(BIN)/stratus up
+
+test: setup lint typecheck
+	$(BIN)/pytest -q
+
+setup: $(STAMP) model
+
+$(STAMP):
+	@$(PYTHON) -c 'import sys; sys.exit("Stratus needs Python >= 3.11, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements/dev.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e shared
+	rm -f $(VENV)/.installed-* && touch $@
+
+# Idempotent: checks the manifest's hashes and returns at once when the model is already built.
+model: $(STAMP)
+	$(BIN)/python scripts/build_model.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/cfn-lint template.yaml
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest -q tests/unit
+
+integration: setup
+	$(BIN)/pytest -q tests/integration
+
+e2e: setup
+	$(BIN)/pytest -q tests/e2e
+
+bench-embed: setup
+	$(BIN)/stratus bench embed
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .stratus layers/model/all-MiniLM-L6-v2

@@ -1,0 +1,3 @@
+"""Stratus: serverless retrieval-augmented generation on AWS."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,302 @@
+"""The `stratus` command: run the local stack, ingest, search, report status, benchmark."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+STATE_FILE = Path(".stratus") / "local.json"
+SAMPLE_QUERY = "How do I run the tests?"
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _repo_root() -> Path:
+    from stratus.settings import REPO_ROOT
+
+    here = Path.cwd()
+    for candidate in (here, *here.parents):
+        if (candidate / "template.yaml").exists() and (candidate / "functions").is_dir():
+            return candidate
+    return REPO_ROOT
+
+
+def _use_local_stack_if_running() -> dict[str, Any] | None:
+    """Point this process at the stack `stratus up` started, if its state file is there."""
+    path = _repo_root() / STATE_FILE
+    if not path.exists():
+        return None
+    state: dict[str, Any] = json.loads(path.read_text())
+    os.environ.update(state["environment"])
+    from stratus import services
+
+    services.reset()
+    return state
+
+
+def _progress_printer(console: Any, total: int) -> Any:
+    last: dict[str, Any] = {"line": ""}
+
+    def show(records: list[Any]) -> None:
+        counts: dict[str, int] = {}
+        for record in records:
+            counts[record.status.value] = counts.get(record.status.value, 0) + 1
+        chunks = sum(r.chunk_count for r in records if r.status.value == "INDEXED")
+        line = (
+            f"  {counts.get('INDEXED', 0)}/{total} indexed, {counts.get('FAILED', 0)} failed, "
+            f"{chunks} chunks  ({', '.join(f'{k} {v}' for k, v in sorted(counts.items()))})"
+        )
+        if line != last["line"]:
+            console.print(line)
+            last["line"] = line
+
+    return show
+
+
+def _summary_table(console: Any, records: list[Any]) -> None:
+    from rich.table import Table
+
+    table = Table(title="Documents")
+    for column in ("source", "status", "chunks", "embedded", "reused", "error"):
+        table.add_column(column)
+    for r in sorted(records, key=lambda r: r.source):
+        table.add_row(
+            r.source,
+            r.status.value,
+            str(r.chunk_count),
+            str(r.chunks_embedded),
+            str(r.chunks_reused),
+            r.error or r.detail or "",
+        )
+    console.print(table)
+
+
+def _ingest(
+    collection: str, paths: list[Path], base: Path | None, timeout_s: float, console: Any
+) -> list[Any]:
+    from stratus import services
+    from stratus.settings import get_settings
+    from stratus.stores import aws
+    from stratus.uploads import collect_uploads, upload_files, wait_for_documents
+
+    settings = get_settings()
+    uploads = collect_uploads(paths, base)
+    if not uploads:
+        console.print(f"[yellow]nothing to ingest under {', '.join(map(str, paths))}[/]")
+        return []
+    started = time.time()
+    doc_ids = upload_files(aws.client("s3"), settings.bucket, settings.inbox_prefix, collection, uploads)
+    console.print(
+        f"uploaded {len(uploads)} file(s) to s3://{settings.bucket}/{settings.inbox_prefix}{collection}/"
+    )
+    return wait_for_documents(
+        services.document_table(),
+        collection,
+        doc_ids,
+        timeout_s,
+        _progress_printer(console, len(doc_ids)),
+        since=started,
+    )
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    """Start the local stack, ingest the sample docs, serve the API until Ctrl-C."""
+    from stratus.local.stack import LocalStack
+    from stratus.settings import get_settings
+
+    console = _console()
+    root = _repo_root()
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING" if not args.verbose else "INFO")
+    settings = get_settings()
+    started = time.perf_counter()
+    console.print("[bold]Stratus local stack[/] — AWS emulator on 127.0.0.1, functions in-process")
+    stack = LocalStack(
+        root,
+        bucket=settings.bucket,
+        visibility_timeout_s=settings.local_visibility_timeout_s,
+        poll_wait_s=settings.local_poll_wait_s,
+        lancedb_uri=args.lancedb or settings.lancedb_uri,
+    )
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    stack.start()
+    console.print(f"  emulator  {stack.endpoint_url}  (S3 bucket {settings.bucket}, SQS, DynamoDB)")
+    console.print(
+        f"  resources {len(stack.queue_urls)} queues, {len(stack.table_names)} tables, "
+        f"{len(stack.pollers)} queue consumers — read from template.yaml"
+    )
+    state_path = root / STATE_FILE
+    try:
+        api_url = stack.serve_api(
+            args.host or settings.api_host, args.port if args.port is not None else settings.api_port
+        )
+        console.print(f"  api       {api_url}  (OpenAPI at {api_url}/docs)")
+        state_path.parent.mkdir(exist_ok=True)
+        state_path.write_text(json.dumps({"api_url": api_url, "environment": stack.environment}, indent=2))
+        if not args.no_ingest:
+            sample = [p for p in (root / "README.md", root / "docs") if p.exists()]
+            console.print(
+                f"ingesting the sample collection [bold]{args.collection}[/] from README.md and docs/"
+            )
+            records = _ingest(args.collection, sample, root, args.timeout, console)
+            _summary_table(console, records)
+            failed = [r for r in records if r.status.value != "INDEXED"]
+            if failed:
+                console.print(f"[red]{len(failed)} document(s) did not index[/]")
+        import httpx
+
+        httpx.post(
+            f"{api_url}/v1/collections/{args.collection}/search", json={"query": "warm up"}, timeout=60
+        )
+        body = json.dumps({"query": SAMPLE_QUERY, "top_k": 3})
+        console.print(f"\n[bold green]Stratus is ready[/] in {time.perf_counter() - started:.1f}s. Try:\n")
+        print(
+            f"  curl -s -X POST {api_url}/v1/collections/{args.collection}/search "
+            f"-H 'Content-Type: application/json' -d '{body}'\n",
+            flush=True,
+        )
+        console.print("Press Ctrl-C to stop.")
+        if args.exit_when_ready:
+            return 0
+        while not stop.wait(0.5):
+            pass
+        console.print("stopping…")
+        return 0
+    finally:
+        stack.stop()
+        state_path.unlink(missing_ok=True)
+        console.print("stopped.")
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    """Upload files into a collection and wait until each is indexed or failed."""
+    console = _console()
+    if _use_local_stack_if_running() is None and not os.environ.get("STRATUS_BUCKET"):
+        console.print("[red]no local stack is running (run `make up`) and STRATUS_BUCKET is not set[/]")
+        return 2
+    records = _ingest(args.collection, [Path(p) for p in args.paths], None, args.timeout, console)
+    _summary_table(console, records)
+    return 0 if records and all(r.status.value == "INDEXED" for r in records) else 1
+
+
+def _api_url(args: argparse.Namespace) -> str:
+    if args.api_url:
+        return str(args.api_url)
+    state = _use_local_stack_if_running()
+    if state:
+        return str(state["api_url"])
+    from stratus.settings import get_settings
+
+    settings = get_settings()
+    return f"http://{settings.api_host}:{settings.api_port}"
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Search a collection through the API and print the hits."""
+    import httpx
+
+    console = _console()
+    response = httpx.post(
+        f"{_api_url(args)}/v1/collections/{args.collection}/search",
+        json={"query": args.query, "top_k": args.top_k, "mode": args.mode},
+        timeout=60,
+    )
+    if response.status_code != 200:
+        console.print(f"[red]{response.status_code}[/] {response.text}")
+        return 1
+    if args.json:
+        print(json.dumps(response.json(), indent=2))
+        return 0
+    for i, hit in enumerate(response.json()["hits"], start=1):
+        where = " > ".join(x for x in (hit["source"], hit["section"]) if x)
+        console.print(f"[bold]{i}.[/] {where}  [dim]score {hit['score']:.4f}[/]")
+        console.print(f"   {hit['text'][:300]}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the status of a collection's documents."""
+    from stratus import services
+
+    _use_local_stack_if_running()
+    records, cursor = services.document_table().list(args.collection, limit=1000)
+    while cursor:
+        more, cursor = services.document_table().list(args.collection, limit=1000, cursor=cursor)
+        records.extend(more)
+    _summary_table(_console(), records)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run a benchmark."""
+    if args.what == "embed":
+        from stratus.benchmarks.embed import main as bench_embed
+
+        return bench_embed(args.rest)
+    raise SystemExit(f"unknown benchmark {args.what!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `stratus` command."""
+    parser = argparse.ArgumentParser(prog="stratus", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="run the local stack with the sample collection")
+    up.add_argument("--host", default=None, help="API address (default STRATUS_API_HOST)")
+    up.add_argument("--port", type=int, default=None, help="API port (default STRATUS_API_PORT, 8000)")
+    up.add_argument("--collection", default="docs", help="name of the sample collection")
+    up.add_argument("--no-ingest", action="store_true", help="start empty")
+    up.add_argument("--lancedb", default=None, help="keep LanceDB in this local folder instead of the bucket")
+    up.add_argument("--timeout", type=float, default=600, help="seconds to wait for the sample ingest")
+    up.add_argument("--exit-when-ready", action="store_true", help="stop as soon as the stack is ready")
+    up.add_argument("--verbose", action="store_true", help="show the functions' logs")
+    up.set_defaults(func=cmd_up)
+
+    ingest = sub.add_parser("ingest", help="upload files into a collection and wait for them")
+    ingest.add_argument("paths", nargs="+")
+    ingest.add_argument("--collection", "-c", required=True)
+    ingest.add_argument("--timeout", type=float, default=3600)
+    ingest.set_defaults(func=cmd_ingest)
+
+    search = sub.add_parser("search", help="search a collection")
+    search.add_argument("query")
+    search.add_argument("--collection", "-c", default="docs")
+    search.add_argument("--top-k", "-k", type=int, default=5)
+    search.add_argument("--mode", choices=["hybrid", "vector", "keyword"], default="hybrid")
+    search.add_argument("--api-url", default=None)
+    search.add_argument("--json", action="store_true")
+    search.set_defaults(func=cmd_search)
+
+    status = sub.add_parser("status", help="status of a collection's documents")
+    status.add_argument("--collection", "-c", default="docs")
+    status.set_defaults(func=cmd_status)
+
+    bench = sub.add_parser("bench", help="benchmarks (embed)")
+    bench.add_argument("what", choices=["embed"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help)")
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `stratus` command."""
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,651 @@
+"""Turn raw document bytes (Markdown, plain text, HTML, PDF) into plain text sections.
+
+Also reads Bedrock Knowledge Bases style ``<file>.metadata.json`` sidecars.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import re
+import unicodedata
+from collections.abc import Callable
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any, Literal
+
+from stratus.errors import PermanentError
+from stratus.models import ParsedDocument, Section
+
+if TYPE_CHECKING:
+    from bs4 import Tag
+
+logger = logging.getLogger(__name__)
+
+Format = Literal["markdown", "text", "html", "pdf"]
+
+_EXTENSIONS: dict[str, Format] = {
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+    ".text": "text",
+    ".html": "html",
+    ".htm": "html",
+    ".xhtml": "html",
+    ".pdf": "pdf",
+}
+_CONTENT_TYPES: dict[str, Format] = {
+    "text/markdown": "markdown",
+    "text/x-markdown": "markdown",
+    "text/plain": "text",
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "application/pdf": "pdf",
+}
+SUPPORTED_EXTENSIONS = tuple(_EXTENSIONS)
+# Refused by extension alone, whatever the bytes look like.
+_BINARY_EXTENSIONS = frozenset(
+    {
+        ".exe", ".dll", ".so", ".dylib", ".class", ".jar", ".png", ".jpg", ".jpeg", ".gif", ".bmp",
+        ".tif", ".tiff", ".webp", ".ico", ".heic", ".zip", ".gz", ".tgz", ".tar", ".bz2", ".xz", ".7z",
+        ".rar", ".doc", ".docx", ".xls", ".xlsx", ".ppt", ".pptx", ".odt", ".ods", ".odp", ".epub",
+        ".mp3", ".mp4", ".wav", ".avi", ".mov", ".mkv", ".flac", ".ogg", ".woff", ".woff2", ".ttf",
+        ".otf", ".parquet", ".sqlite",
+    }
+)  # fmt: skip
+
+# Magic numbers of common binary formats, to name them in the error message.
+_MAGIC: tuple[tuple[bytes, str], ...] = (
+    (b"\x89PNG", "PNG image"),
+    (b"\xff\xd8\xff", "JPEG image"),
+    (b"GIF8", "GIF image"),
+    (b"PK\x03\x04", "ZIP archive (or an Office document)"),
+    (b"\x1f\x8b", "gzip archive"),
+    (b"MZ", "Windows executable"),
+    (b"\x7fELF", "ELF executable"),
+    (b"\xd0\xcf\x11\xe0", "legacy Office document"),
+    (b"Rar!", "RAR archive"),
+    (b"7z\xbc\xaf", "7-Zip archive"),
+    (b"RIFF", "RIFF media file"),
+    (b"ID3", "MP3 audio"),
+    (b"%!PS", "PostScript document"),
+)
+
+# ---------------------------------------------------------------------------------------
+# Text decoding and normalisation
+# ---------------------------------------------------------------------------------------
+
+# C0/C1 control characters except tab and newline, plus the BOM and other invisible format marks.
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u200b\u00ad]")
+_HSPACE_RE = re.compile(r"[^\S\n]+")
+_MANY_NEWLINES_RE = re.compile(r"\n{3,}")
+
+
+def decode_text(data: bytes) -> str:
+    """Decode bytes as UTF-8 (BOM-aware, UTF-16 BOMs too), falling back to cp1252 then latin-1."""
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="replace")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return data.decode("utf-16", errors="replace")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        pass
+    try:
+        return data.decode("cp1252")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def normalize_text(text: str, *, keep_indent: bool = False) -> str:
+    """NFC, drop control characters, unify line breaks, collapse spaces, keep paragraph breaks."""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n\n")
+    text = unicodedata.normalize("NFC", _CONTROL_RE.sub("", text.replace("\f", "\n\n")))
+    lines = []
+    for line in text.split("\n"):
+        if keep_indent:
+            body = line.lstrip(" \t")
+            indent = line[: len(line) - len(body)].expandtabs(4)
+            lines.append(indent + _HSPACE_RE.sub(" ", body).rstrip() if body.strip() else "")
+        else:
+            lines.append(_HSPACE_RE.sub(" ", line).strip())
+    return _MANY_NEWLINES_RE.sub("\n\n", "\n".join(lines)).strip("\n")
+
+
+# ---------------------------------------------------------------------------------------
+# Format detection
+# ---------------------------------------------------------------------------------------
+
+
+def _looks_like_text(data: bytes) -> bool:
+    sample = data[:8192]
+    if b"\x00" in sample and not sample.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return False
+    try:
+        sample.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        # A multi-byte character cut by the sample boundary is still text.
+        if exc.start < len(sample) - 4:
+            return False
+    return True
+
+
+def _sniff(data: bytes) -> Format | None:
+    head = data[:1024].lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if head.startswith(b"%pdf-"):
+        return "pdf"
+    if head.startswith((b"<!doctype html", b"<html")) or (head.startswith(b"<?xml") and b"<html" in head):
+        return "html"
+    return None
+
+
+def _binary_kind(data: bytes) -> str | None:
+    return next((name for magic, name in _MAGIC if data.startswith(magic)), None)
+
+
+def detect_format(data: bytes, filename: str, content_type: str | None = None) -> Format:
+    """Pick the parser: extension first, then content type, then sniffing the bytes."""
+    suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+    if suffix in _EXTENSIONS:
+        return _EXTENSIONS[suffix]
+    binary = _binary_kind(data)
+    if suffix in _BINARY_EXTENSIONS:
+        raise PermanentError(_unsupported(f"'{suffix}'", binary))
+    mime = (content_type or "").split(";", 1)[0].strip().lower()
+    if mime in _CONTENT_TYPES:
+        return _CONTENT_TYPES[mime]
+    sniffed = _sniff(data)
+    if sniffed is not None:
+        return sniffed
+    # An unknown extension or generic content type is accepted as plain text only when the
+    # bytes really are UTF-8 text (S3 often reports binary/octet-stream for anything).
+    generic = mime.startswith("text/") or mime in ("", "application/octet-stream", "binary/octet-stream")
+    if binary is None and generic and _looks_like_text(data):
+        return "text"
+    what = f"'{suffix}'" if suffix else (f"content type '{mime}'" if mime else "file without extension")
+    raise PermanentError(_unsupported(what, binary))
+
+
+def _unsupported(what: str, binary: str | None) -> str:
+    detail = f", looks like a {binary}" if binary else ""
+    return f"unsupported file type {what}{detail} (supported: {', '.join(SUPPORTED_EXTENSIONS)})"
+
+
+# ---------------------------------------------------------------------------------------
+# Entry point
+# ---------------------------------------------------------------------------------------
+
+
+def _stem(filename: str) -> str:
+    name = PurePosixPath(filename.replace("\\", "/")).name
+    if name.lower().endswith(".metadata.json"):
+        name = name[: -len(".metadata.json")]
+    return PurePosixPath(name).stem or name
+
+
+def parse_document(data: bytes, filename: str, content_type: str | None = None) -> ParsedDocument:
+    """Parse document bytes into a title and text sections; PermanentError when it cannot be used."""
+    fmt = detect_format(data, filename, content_type)
+    parsers: dict[Format, Callable[[bytes, str], ParsedDocument]] = {
+        "markdown": _parse_markdown,
+        "text": _parse_text,
+        "html": _parse_html,
+        "pdf": _parse_pdf,
+    }
+    parsed = parsers[fmt](data, filename)
+    sections = [s for s in parsed.sections if s.text.strip()]
+    if not sections:
+        raise PermanentError("document has no extractable text")
+    return ParsedDocument(title=parsed.title or _stem(filename), sections=sections)
+
+
+# ---------------------------------------------------------------------------------------
+# Plain text
+# ---------------------------------------------------------------------------------------
+
+
+def _parse_text(data: bytes, filename: str) -> ParsedDocument:
+    text = normalize_text(decode_text(data), keep_indent=True)
+    return ParsedDocument(title=_stem(filename), sections=[Section(text=text)])
+
+
+# ---------------------------------------------------------------------------------------
+# Markdown
+# ---------------------------------------------------------------------------------------
+
+_FRONT_MATTER_RE = re.compile(
+    r"\A(?:---|\+\+\+)[ \t]*\n(.*?\n)?(?:---|\+\+\+|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL
+)
+_FRONT_TITLE_RE = re.compile(r"""^title\s*[:=]\s*["']?(.*?)["']?\s*$""", re.MULTILINE | re.IGNORECASE)
+_ATX_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
+_FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_SETEXT_RE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
+_MD_LINK_RE = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
+_MD_EMPHASIS_RE = re.compile(r"(\*{1,3}|_{1,3}|`+|~~)(\S(?:.*?\S)?)\1")
+
+
+def _clean_heading(text: str) -> str:
+    text = _MD_LINK_RE.sub(r"\1", text)
+    text = _MD_EMPHASIS_RE.sub(r"\2", text)
+    return normalize_text(text).replace("\n", " ")
+
+
+class _SectionBuilder:
+    """Collects lines under a heading path; a heading change closes the current section."""
+
+    def __init__(self) -> None:
+        self.sections: list[Section] = []
+        self.stack: list[tuple[int, str]] = []
+        self.lines: list[str] = []
+        self.headings: list[str] = []
+
+    def heading(self, level: int, text: str) -> None:
+        self.flush()
+        if not text:
+            return
+        while self.stack and self.stack[-1][0] >= level:
+            self.stack.pop()
+        self.stack.append((level, text))
+        self.headings.append(text)
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
+
+    def flush(self) -> None:
+        text = normalize_text("\n".join(self.lines), keep_indent=True)
+        self.lines = []
+        if text:
+            self.sections.append(Section(heading_path=[t for _, t in self.stack], text=text))
+
+    def finish(self) -> list[Section]:
+        self.flush()
+        if not self.sections and self.headings:
+            # A document made only of headings still has text worth indexing.
+            return [Section(text="\n".join(self.headings))]
+        return self.sections
+
+
+def _parse_markdown(data: bytes, filename: str) -> ParsedDocument:
+    text = decode_text(data).replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
+    front_title = ""
+    match = _FRONT_MATTER_RE.match(text)
+    if match:
+        title_match = _FRONT_TITLE_RE.search(match.group(1) or "")
+        front_title = title_match.group(1).strip() if title_match else ""
+        text = text[match.end() :]
+
+    builder = _SectionBuilder()
+    title = ""
+    fence: str | None = None
+    lines = text.split("\n")
+    prev_blank = True
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if fence is not None:
+            builder.add(line)
+            stripped = line.strip()
+            if stripped.startswith(fence) and stripped.strip(fence[0]) == "":
+                fence = None
+            i += 1
+            continue
+        fence_match = _FENCE_RE.match(line)
+        if fence_match:
+            fence = fence_match.group(1)
+            builder.add(line)
+            prev_blank = False
+            i += 1
+            continue
+        atx = _ATX_RE.match(line)
+        setext = (
+            prev_blank
+            and line.strip()
+            and not line.startswith(("    ", "\t", ">", "- ", "* ", "+ "))
+            and i + 1 < len(lines)
+            and _SETEXT_RE.match(lines[i + 1])
+        )
+        if atx or setext:
+            if atx:
+                level, heading = len(atx.group(1)), _clean_heading(atx.group(2) or "")
+                i += 1
+            else:
+                level = 1 if lines[i + 1].strip().startswith("=") else 2
+                heading = _clean_heading(line)
+                i += 2
+            if level == 1 and not title and heading:
+                title = heading
+            builder.heading(level, heading)
+            prev_blank = True
+            continue
+        builder.add(line)
+        prev_blank = not line.strip()
+        i += 1
+    return ParsedDocument(title=title or front_title or _stem(filename), sections=builder.finish())
+
+
+# ---------------------------------------------------------------------------------------
+# HTML
+# ---------------------------------------------------------------------------------------
+
+_DROP_TAGS = (
+    "script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg", "template",
+    "iframe", "object", "embed", "canvas", "button", "select", "dialog", "head",
+)  # fmt: skip
+_DROP_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search", "dialog", "menu"}
+_HEADING_TAGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
+_BLOCK_TAGS = {
+    "address", "article", "blockquote", "body", "caption", "dd", "details", "div", "dl", "dt",
+    "fieldset", "figcaption", "figure", "hr", "html", "li", "main", "ol", "p", "section", "summary",
+    "table", "tbody", "tfoot", "thead", "tr", "ul",
+}  # fmt: skip
+_CELL_TAGS = {"td", "th"}
+_WS_RE = re.compile(r"\s+")
+
+
+def _html_text(tag: Tag) -> str:
+    return _WS_RE.sub(" ", tag.get_text(" ")).strip()
+
+
+def _parse_html(data: bytes, filename: str) -> ParsedDocument:
+    from bs4 import BeautifulSoup, Comment, Declaration, Doctype, NavigableString, ProcessingInstruction
+    from bs4 import Tag as BsTag
+
+    # Let bs4 honour a <meta charset>, but decode plain bytes our way first when they are valid UTF-8.
+    markup: str | bytes
+    try:
+        markup = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        markup = data
+    soup = BeautifulSoup(markup, "html.parser")
+
+    title = ""
+    if soup.title is not None:
+        title = _html_text(soup.title)
+    if not title:
+        h1 = soup.find("h1")
+        if isinstance(h1, BsTag):
+            title = _html_text(h1)
+
+    # extract() rather than decompose(): decompose clears the nested tags a later step may still visit.
+    for tag in soup.find_all(_DROP_TAGS):
+        tag.extract()
+    hidden = [
+        tag
+        for tag in soup.find_all(True)
+        if "hidden" in tag.attrs
+        or str(tag.attrs.get("aria-hidden", "")).lower() == "true"
+        or str(tag.attrs.get("role", "")).lower() in _DROP_ROLES
+    ]
+    for tag in hidden:
+        tag.extract()
+
+    roots: list[BsTag] = []
+    main = soup.find("main") or soup.find(True, attrs={"role": "main"})
+    if isinstance(main, BsTag):
+        roots = [main]
+    else:
+        articles = [a for a in soup.find_all("article") if a.find_parent("article") is None]
+        body = soup.body
+        roots = articles or ([body] if isinstance(body, BsTag) else [soup])
+
+    builder = _SectionBuilder()
+    paragraph: list[str] = []
+
+    def flush_paragraph() -> None:
+        text = "".join(paragraph)
+        paragraph.clear()
+        lines = [_WS_RE.sub(" ", line).strip() for line in text.split("\n")]
+        joined = "\n".join(line for line in lines if line)
+        if joined:
+            builder.add(joined)
+            builder.add("")
+
+    def walk(root: BsTag) -> None:
+        # Iterative depth-first walk: deeply nested markup must not hit the recursion limit.
+        stack: list[Any] = [root]
+        while stack:
+            node = stack.pop()
+            if node is _END_BLOCK:
+                flush_paragraph()
+                continue
+            if node is _CELL_GAP:
+                paragraph.append(" ")
+                continue
+            if isinstance(node, (Comment, Declaration, Doctype, ProcessingInstruction)):
+                continue
+            if isinstance(node, NavigableString):
+                # Source line breaks are plain whitespace in HTML; only <br> breaks a line.
+                paragraph.append(_WS_RE.sub(" ", str(node)))
+                continue
+            if not isinstance(node, BsTag):
+                continue
+            name = node.name
+            if name in _HEADING_TAGS:
+                flush_paragraph()
+                builder.heading(_HEADING_TAGS[name], _html_text(node))
+                continue
+            if name == "br":
+                paragraph.append("\n")
+                continue
+            if name == "pre":
+                flush_paragraph()
+                code = node.get_text()
+                builder.add(code.strip("\n"))  # normalize_text keeps its indentation
+                builder.add("")
+                continue
+            children = list(node.children)
+            if name in _BLOCK_TAGS:
+                flush_paragraph()
+                stack.append(_END_BLOCK)
+            elif name in _CELL_TAGS:
+                stack.append(_CELL_GAP)
+            stack.extend(reversed(children))
+
+    for root in roots:
+        walk(root)
+        flush_paragraph()
+    sections = builder.finish()
+    return ParsedDocument(title=title or _stem(filename), sections=sections)
+
+
+_END_BLOCK = object()
+_CELL_GAP = object()
+
+
+# ---------------------------------------------------------------------------------------
+# PDF
+# ---------------------------------------------------------------------------------------
+
+
+def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(io.BytesIO(data), strict=False)
+        encrypted = reader.is_encrypted
+    except Exception as exc:  # pypdf raises many kinds of errors on broken files
+        raise PermanentError(f"PDF could not be parsed: {exc}") from exc
+    if encrypted:
+        try:
+            # Many "encrypted" PDFs only restrict permissions and open with the empty user password.
+            opened = bool(reader.decrypt(""))
+        except Exception as exc:  # DependencyError (no AES backend), unknown algorithm, bad key
+            raise PermanentError(f"PDF is encrypted and could not be opened: {exc}") from exc
+        if not opened:
+            raise PermanentError("PDF is encrypted with a password; no text can be extracted")
+
+    try:
+        pages = list(reader.pages)
+    except Exception as exc:
+        raise PermanentError(f"PDF could not be parsed: {exc}") from exc
+
+    sections: list[Section] = []
+    failures: list[str] = []
+    for number, page in enumerate(pages, start=1):
+        try:
+            raw = page.extract_text() or ""
+        except Exception as exc:  # one broken page should not cost the whole document
+            failures.append(f"page {number}: {exc}")
+            continue
+        text = normalize_text(raw)
+        if text:
+            sections.append(Section(text=text, page=number))
+    if failures:
+        logger.warning("PDF %s: %d page(s) could not be read: %s", filename, len(failures), failures[:3])
+    if not sections and failures and len(failures) == len(pages):
+        raise PermanentError(f"PDF could not be parsed: {failures[0]}")
+    if not sections and encrypted:
+        raise PermanentError("PDF is encrypted and has no extractable text")
+
+    title = ""
+    try:
+        meta = reader.metadata
+        if meta is not None and meta.title:
+            title = normalize_text(str(meta.title)).replace("\n", " ")
+    except Exception:  # broken metadata is not worth failing a readable document
+        logger.debug("PDF %s: unreadable metadata", filename)
+    return ParsedDocument(title=title or _stem(filename), sections=sections)
+
+
+# ---------------------------------------------------------------------------------------
+# Metadata sidecars (Bedrock Knowledge Bases format)
+# ---------------------------------------------------------------------------------------
+
+SIDECAR_SUFFIX = ".metadata.json"
+MAX_METADATA_KEYS = 50
+MAX_METADATA_VALUE_CHARS = 2048
+MAX_SIDECAR_BYTES = 64 * 1024
+METADATA_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# Names of the chunk table's own columns: a metadata key becomes a column and must not shadow them.
+RESERVED_METADATA_KEYS = frozenset(
+    {
+        "chunk_id", "doc_id", "collection", "source", "title", "section", "text", "position", "page",
+        "token_count", "content_sha256", "vector", "metadata", "_distance", "_score",
+        "_relevance_score", "_rowid",
+    }
+)  # fmt: skip
+
+MetadataValue = str | int | float | bool
+
+
+def is_metadata_sidecar(key: str) -> bool:
+    """Whether an S3 key names a ``<file>.metadata.json`` sidecar rather than a document."""
+    name = key.rsplit("/", 1)[-1]
+    return name.lower().endswith(SIDECAR_SUFFIX) and len(name) > len(SIDECAR_SUFFIX)
+
+
+def sidecar_key_for(key: str) -> str:
+    """The sidecar key that belongs to a document key."""
+    return key + SIDECAR_SUFFIX
+
+
+def document_key_for_sidecar(key: str) -> str:
+    """The document key a sidecar key belongs to."""
+    if not is_metadata_sidecar(key):
+        raise ValueError(f"not a metadata sidecar key: {key}")
+    return key[: -len(SIDECAR_SUFFIX)]
+
+
+def _typed_value(key: str, spec: dict[str, Any]) -> MetadataValue:
+    value = spec.get("value")
+    if not isinstance(value, dict):
+        raise PermanentError(f"metadata sidecar: attribute '{key}' needs a 'value' object")
+    kind = str(value.get("type", "")).upper()
+    fields = {"STRING": "stringValue", "NUMBER": "numberValue", "BOOLEAN": "booleanValue"}
+    if kind == "STRING_LIST":
+        raise PermanentError(
+            f"metadata sidecar: attribute '{key}' is a STRING_LIST; lists are not supported, use a string"
+        )
+    if kind not in fields:
+        raise PermanentError(
+            f"metadata sidecar: attribute '{key}' has unknown type {value.get('type')!r} "
+            "(expected STRING, NUMBER or BOOLEAN)"
+        )
+    field = fields[kind]
+    if field not in value:
+        raise PermanentError(f"metadata sidecar: attribute '{key}' of type {kind} needs '{field}'")
+    raw = value[field]
+    ok = {
+        "STRING": isinstance(raw, str),
+        "NUMBER": isinstance(raw, int | float) and not isinstance(raw, bool),
+        "BOOLEAN": isinstance(raw, bool),
+    }[kind]
+    if not ok:
+        raise PermanentError(f"metadata sidecar: attribute '{key}': '{field}' is not a {kind.lower()}")
+    return _scalar(key, raw)
+
+
+def _scalar(key: str, raw: Any) -> MetadataValue:
+    if isinstance(raw, bool):
+        return raw
+    if isinstance(raw, int):
+        if not -(2**63) <= raw < 2**63:
+            raise PermanentError(f"metadata sidecar: attribute '{key}': integer out of 64-bit range")
+        return raw
+    if isinstance(raw, float):
+        if not math.isfinite(raw):
+            raise PermanentError(f"metadata sidecar: attribute '{key}': number must be finite")
+        return raw
+    if isinstance(raw, str):
+        if len(raw) > MAX_METADATA_VALUE_CHARS:
+            raise PermanentError(
+                f"metadata sidecar: attribute '{key}': value longer than "
+                f"{MAX_METADATA_VALUE_CHARS} characters"
+            )
+        return unicodedata.normalize("NFC", raw.replace("\x00", ""))
+    if isinstance(raw, list):
+        raise PermanentError(f"metadata sidecar: attribute '{key}' is a list; lists are not supported")
+    if raw is None:
+        raise PermanentError(f"metadata sidecar: attribute '{key}' is null")
+    raise PermanentError(f"metadata sidecar: attribute '{key}' must be a string, number or boolean")
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise PermanentError(f"metadata sidecar: duplicate key '{key}'")
+        result[key] = value
+    return result
+
+
+def parse_metadata_sidecar(data: bytes) -> dict[str, MetadataValue]:
+    """Read a ``.metadata.json`` sidecar into flat, filterable scalar attributes."""
+    if len(data) > MAX_SIDECAR_BYTES:
+        raise PermanentError(f"metadata sidecar larger than {MAX_SIDECAR_BYTES} bytes")
+    try:
+        text = data.decode("utf-8-sig")
+        doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except UnicodeDecodeError as exc:
+        raise PermanentError(f"metadata sidecar is not UTF-8: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise PermanentError(f"metadata sidecar is not valid JSON: {exc}") from exc
+    if not isinstance(doc, dict) or "metadataAttributes" not in doc:
+        raise PermanentError("metadata sidecar must be an object with a 'metadataAttributes' object")
+    attributes = doc["metadataAttributes"]
+    if not isinstance(attributes, dict):
+        raise PermanentError("metadata sidecar: 'metadataAttributes' must be an object")
+    if len(attributes) > MAX_METADATA_KEYS:
+        raise PermanentError(
+            f"metadata sidecar has {len(attributes)} attributes; at most {MAX_METADATA_KEYS} are allowed"
+        )
+    result: dict[str, MetadataValue] = {}
+    seen: dict[str, str] = {}
+    for key, raw in attributes.items():
+        if not METADATA_KEY_RE.match(key):
+            raise PermanentError(
+                f"metadata sidecar: invalid attribute name {key!r} (letters, digits and _, "
+                "not starting with a digit, at most 64 characters)"
+            )
+        folded = key.lower()
+        if folded in RESERVED_METADATA_KEYS:
+            raise PermanentError(f"metadata sidecar: attribute name '{key}' is reserved")
+        if folded in seen:
+            # Filter SQL folds unquoted identifiers to lower case, so these would collide.
+            raise PermanentError(
+                f"metadata sidecar: attribute names '{seen[folded]}' and '{key}' differ only in case"
+            )
+        seen[folded] = key
+        result[key] = _typed_value(key, raw) if isinstance(raw, dict) else _scalar(key, raw)
+    return result

@@ -1,0 +1,419 @@
+"""The local stack: the AWS emulator on loopback, the template's resources, queue pollers, the API."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from stratus.local.plan import EventSourcePlan, FunctionPlan, StackPlan, read_plan
+
+log = logging.getLogger("stratus.local")
+
+Handler = Callable[[dict[str, Any], Any], Any]
+REGION = "us-east-1"
+# The emulator accepts any credentials; these are not secrets.
+EMULATOR_KEY = "testing"
+ACCOUNT = "123456789012"
+
+
+@dataclass
+class LambdaContext:
+    """The part of Lambda's context object that handlers and Powertools read."""
+
+    function_name: str
+    memory_limit_in_mb: int
+    timeout_s: int
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    function_version: str = "$LATEST"
+    log_group_name: str = ""
+    log_stream_name: str = "local"
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def invoked_function_arn(self) -> str:
+        """The function's ARN as Lambda would report it."""
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:{self.function_name}"
+
+    def get_remaining_time_in_millis(self) -> int:
+        """Milliseconds left before the function's timeout."""
+        return max(0, int((self.timeout_s - (time.monotonic() - self.started)) * 1000))
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on `host` right now."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def load_handler(repo_root: Path, dotted: str) -> Handler:
+    """Import `functions.<stage>.app.handler` from the repository, as the Lambda runtime would."""
+    if str(repo_root) not in sys.path:
+        sys.path.insert(0, str(repo_root))
+    module_name, _, attribute = dotted.rpartition(".")
+    handler: Handler = getattr(importlib.import_module(module_name), attribute)
+    return handler
+
+
+def resolve(value: Any, refs: dict[str, str], attributes: dict[tuple[str, str], str]) -> str | None:
+    """A template value with !Ref / !GetAtt / !Sub resolved to local names (None if unsupported)."""
+    if isinstance(value, str | int | float):
+        return str(value)
+    if not isinstance(value, dict) or len(value) != 1:
+        return None
+    ((name, arg),) = value.items()
+    if name == "Ref":
+        return refs.get(arg)
+    if name == "Fn::GetAtt":
+        return attributes.get((arg[0], arg[1]))
+    if name == "Fn::Sub" and isinstance(arg, str):
+        import re
+
+        def substitute(match: re.Match[str]) -> str:
+            ref, _, attr = match.group(1).partition(".")
+            found = attributes.get((ref, attr)) if attr else refs.get(ref)
+            return found if found is not None else match.group(0)
+
+        return re.sub(r"\$\{([^}!]+)\}", substitute, arg)
+    return None
+
+
+class QueuePoller(threading.Thread):
+    """Delivers one queue's messages to one handler the way Lambda's SQS event source does."""
+
+    def __init__(
+        self,
+        stack: LocalStack,
+        source: EventSourcePlan,
+        function: FunctionPlan,
+        handler: Handler,
+    ) -> None:
+        super().__init__(name=f"poller-{source.function}", daemon=True)
+        self.stack = stack
+        self.source = source
+        self.function = function
+        self.handler = handler
+        self.queue_url = stack.queue_urls[source.queue]
+        self.queue_arn = stack.queue_arns[source.queue]
+        self.invocations = 0
+        self.errors = 0
+
+    def run(self) -> None:
+        """Poll until the stack stops."""
+        sqs = self.stack.client("sqs")
+        while not self.stack.stopping.is_set():
+            try:
+                messages = self._receive(sqs)
+                if messages:
+                    self._deliver(sqs, messages)
+            except Exception:
+                if self.stack.stopping.is_set():
+                    return
+                log.exception("poller %s failed; retrying", self.source.function)
+                time.sleep(0.5)
+
+    def _receive(self, sqs: Any) -> list[dict[str, Any]]:
+        wanted = self.source.batch_size
+        window = min(self.source.batching_window_s, self.stack.batch_window_cap_s)
+        deadline = time.monotonic() + window
+        messages: list[dict[str, Any]] = []
+        while len(messages) < wanted and not self.stack.stopping.is_set():
+            response = sqs.receive_message(
+                QueueUrl=self.queue_url,
+                MaxNumberOfMessages=min(10, wanted - len(messages)),
+                WaitTimeSeconds=self.stack.poll_wait_s if not messages else 0,
+                AttributeNames=["All"],
+                MessageAttributeNames=["All"],
+            )
+            received = response.get("Messages", [])
+            messages.extend(received)
+            if not messages or (not received and time.monotonic() >= deadline):
+                break
+            if not received:
+                time.sleep(0.05)
+        return messages
+
+    def _deliver(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
+        event = {
+            "Records": [
+                {
+                    "messageId": m["MessageId"],
+                    "receiptHandle": m["ReceiptHandle"],
+                    "body": m["Body"],
+                    "attributes": m.get("Attributes", {}),
+                    "messageAttributes": {
+                        k: {
+                            "stringValue": v.get("StringValue"),
+                            "dataType": v.get("DataType"),
+                            "stringListValues": [],
+                            "binaryListValues": [],
+                        }
+                        for k, v in m.get("MessageAttributes", {}).items()
+                    },
+                    "md5OfBody": m.get("MD5OfBody", ""),
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.queue_arn,
+                    "awsRegion": REGION,
+                }
+                for m in messages
+            ]
+        }
+        context = LambdaContext(self.function.logical_id, self.function.memory_mb, self.function.timeout_s)
+        self.invocations += 1
+        try:
+            response = self.handler(event, context)
+        except Exception:
+            # A raised error fails the whole batch: every message comes back after its visibility timeout.
+            self.errors += 1
+            log.exception("%s failed on a batch of %d", self.function.logical_id, len(messages))
+            return
+        failed: set[str] = set()
+        if self.source.report_batch_item_failures and isinstance(response, dict):
+            failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for start in range(0, len(done), 10):
+            sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(done[start : start + 10])
+                ],
+            )
+
+
+class LocalStack:
+    """Starts moto on 127.0.0.1, creates the template's resources, and runs the functions in-process."""
+
+    def __init__(
+        self,
+        repo_root: Path,
+        bucket: str = "stratus-local",
+        visibility_timeout_s: int | None = None,
+        poll_wait_s: int = 1,
+        batch_window_cap_s: float = 1.0,
+        lancedb_uri: str | None = None,
+        extra_environment: dict[str, str] | None = None,
+    ) -> None:
+        self.repo_root = repo_root
+        self.plan: StackPlan = read_plan(repo_root / "template.yaml", bucket)
+        self.visibility_timeout_s = visibility_timeout_s
+        self.poll_wait_s = poll_wait_s
+        self.batch_window_cap_s = batch_window_cap_s
+        self.lancedb_uri = lancedb_uri
+        self.extra_environment = extra_environment or {}
+        self.stopping = threading.Event()
+        self.endpoint_url = ""
+        self.queue_urls: dict[str, str] = {}
+        self.queue_arns: dict[str, str] = {}
+        self.table_names: dict[str, str] = {}
+        self.environment: dict[str, str] = {}
+        self.pollers: list[QueuePoller] = []
+        self._server: Any = None
+        self._api_server: Any = None
+        self._api_thread: threading.Thread | None = None
+        self.api_url = ""
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def start(self, run_functions: bool = True) -> LocalStack:
+        """Start the emulator, create resources, export the environment, start the pollers."""
+        from moto.server import ThreadedMotoServer
+
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        self._export_credentials()
+        self._create_resources()
+        self._export_environment()
+        if run_functions:
+            self.start_functions()
+        return self
+
+    def start_functions(self) -> None:
+        """One poller per SQS event source of the template."""
+        for source in self.plan.event_sources:
+            function = self.plan.functions[source.function]
+            poller = QueuePoller(self, source, function, load_handler(self.repo_root, function.handler))
+            poller.start()
+            self.pollers.append(poller)
+
+    def handler(self, logical_id: str) -> Handler:
+        """The handler of a template function, imported from the repository."""
+        return load_handler(self.repo_root, self.plan.functions[logical_id].handler)
+
+    def context(self, logical_id: str) -> LambdaContext:
+        """A Lambda context for invoking a template function by hand."""
+        function = self.plan.functions[logical_id]
+        return LambdaContext(logical_id, function.memory_mb, function.timeout_s)
+
+    def serve_api(self, host: str = "127.0.0.1", port: int = 8000) -> str:
+        """Serve the API with uvicorn in a thread; return its base URL once it accepts connections."""
+        import uvicorn
+
+        from stratus.api.app import create_app
+
+        port = port or free_port(host)
+        config = uvicorn.Config(create_app(), host=host, port=port, log_level="warning", lifespan="off")
+        self._api_server = uvicorn.Server(config)
+        self._api_thread = threading.Thread(target=self._api_server.run, name="api", daemon=True)
+        self._api_thread.start()
+        deadline = time.monotonic() + 30
+        while not self._api_server.started:
+            if time.monotonic() > deadline or not self._api_thread.is_alive():
+                raise RuntimeError(f"the API did not start on {host}:{port} (is the port in use?)")
+            time.sleep(0.05)
+        self.api_url = f"http://{host}:{port}"
+        return self.api_url
+
+    def stop(self) -> None:
+        """Stop the API, the pollers and the emulator."""
+        self.stopping.set()
+        if self._api_server is not None:
+            self._api_server.should_exit = True
+            if self._api_thread is not None:
+                self._api_thread.join(timeout=10)
+        for poller in self.pollers:
+            poller.join(timeout=self.poll_wait_s + 30)
+        if self._server is not None:
+            self._server.stop()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- resources ---------------------------------------------------------------------
+
+    def client(self, service: str) -> Any:
+        """A boto3 client for the emulator."""
+        import boto3
+
+        return boto3.client(
+            service,  # type: ignore[call-overload]
+            endpoint_url=self.endpoint_url,
+            region_name=REGION,
+            aws_access_key_id=EMULATOR_KEY,
+            aws_secret_access_key=EMULATOR_KEY,
+        )
+
+    def _export_credentials(self) -> None:
+        os.environ.update(
+            {
+                "AWS_ACCESS_KEY_ID": EMULATOR_KEY,
+                "AWS_SECRET_ACCESS_KEY": EMULATOR_KEY,
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_REGION": REGION,
+                "AWS_EC2_METADATA_DISABLED": "true",
+            }
+        )
+        os.environ.pop("AWS_SESSION_TOKEN", None)
+        os.environ.pop("AWS_PROFILE", None)
+
+    def _create_resources(self) -> None:
+        sqs, s3, ddb = self.client("sqs"), self.client("s3"), self.client("dynamodb")
+        queues = self.plan.queues
+        # Dead-letter queues first: the main queues' redrive policies name them.
+        for plan in sorted(queues.values(), key=lambda q: q.dead_letter_queue is not None):
+            attributes = {"VisibilityTimeout": str(self.visibility_timeout_s or plan.visibility_timeout_s)}
+            if self.visibility_timeout_s is not None:
+                attributes["VisibilityTimeout"] = str(self.visibility_timeout_s)
+            if plan.dead_letter_queue:
+                import json
+
+                attributes["RedrivePolicy"] = json.dumps(
+                    {
+                        "deadLetterTargetArn": self.queue_arns[plan.dead_letter_queue],
+                        "maxReceiveCount": str(plan.max_receive_count),
+                    }
+                )
+            url = sqs.create_queue(QueueName=f"stratus-{plan.logical_id}", Attributes=attributes)["QueueUrl"]
+            self.queue_urls[plan.logical_id] = url
+            self.queue_arns[plan.logical_id] = sqs.get_queue_attributes(
+                QueueUrl=url, AttributeNames=["QueueArn"]
+            )["Attributes"]["QueueArn"]
+        for table in self.plan.tables.values():
+            name = f"stratus-{table.logical_id}"
+            ddb.create_table(
+                TableName=name,
+                KeySchema=table.key_schema,
+                AttributeDefinitions=table.attribute_definitions,
+                BillingMode="PAY_PER_REQUEST",
+            )
+            self.table_names[table.logical_id] = name
+        s3.create_bucket(Bucket=self.plan.bucket)
+        configurations = []
+        for notification in self.plan.notifications:
+            rules = [{"Name": "prefix", "Value": notification.prefix}] if notification.prefix else []
+            if notification.suffix:
+                rules.append({"Name": "suffix", "Value": notification.suffix})
+            entry: dict[str, Any] = {
+                "QueueArn": self.queue_arns[notification.queue],
+                "Events": [notification.event],
+            }
+            if rules:
+                entry["Filter"] = {"Key": {"FilterRules": rules}}
+            configurations.append(entry)
+        if configurations:
+            s3.put_bucket_notification_configuration(
+                Bucket=self.plan.bucket, NotificationConfiguration={"QueueConfigurations": configurations}
+            )
+            self._drain_test_events(sqs)
+
+    def _drain_test_events(self, sqs: Any) -> None:
+        """S3 sends an s3:TestEvent when notifications are set; Lambda would ignore it, so do we."""
+        for queue in {n.queue for n in self.plan.notifications}:
+            response = sqs.receive_message(QueueUrl=self.queue_urls[queue], MaxNumberOfMessages=10)
+            for message in response.get("Messages", []):
+                if '"s3:TestEvent"' in message["Body"]:
+                    sqs.delete_message(
+                        QueueUrl=self.queue_urls[queue], ReceiptHandle=message["ReceiptHandle"]
+                    )
+
+    def _export_environment(self) -> None:
+        """Apply the template's global function environment, resolved to local names."""
+        refs: dict[str, str] = {"AWS::Region": REGION, "AWS::AccountId": ACCOUNT, "AWS::StackName": "stratus"}
+        refs.update({k: str(v) for k, v in self.plan.parameters.items() if v is not None})
+        refs.update(self.queue_urls)
+        refs.update(self.table_names)
+        refs["DocumentBucket"] = self.plan.bucket
+        attributes = {(k, "Arn"): v for k, v in self.queue_arns.items()}
+        environment: dict[str, str] = {}
+        for name, value in self.plan.environment.items():
+            resolved = resolve(value, refs, attributes)
+            if resolved is not None:
+                environment[name] = resolved
+        environment["STRATUS_AWS_ENDPOINT_URL"] = self.endpoint_url
+        environment["STRATUS_REGION"] = REGION
+        if self.lancedb_uri:
+            environment["STRATUS_LANCEDB_URI"] = self.lancedb_uri
+        environment.update(self.extra_environment)
+        self.environment = environment
+        os.environ.update(environment)
+        from stratus import services
+
+        services.reset()
+
+    # -- inspection --------------------------------------------------------------------
+
+    def queue_depth(self, logical_id: str) -> int:
+        """Visible plus in-flight messages of a queue."""
+        attributes = self.client("sqs").get_queue_attributes(
+            QueueUrl=self.queue_urls[logical_id],
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return int(attributes["ApproximateNumberOfMessages"]) + int(
+            attributes["ApproximateNumberOfMessagesNotVisible"]
+        )

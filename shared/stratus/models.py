@@ -1,0 +1,95 @@
+"""Typed models shared by the stages, the API and the CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+from stratus.errors import PermanentError
+
+COLLECTION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class DocumentStatus(StrEnum):
+    """Where a document is in the pipeline."""
+
+    QUEUED = "QUEUED"
+    FETCHED = "FETCHED"
+    EMBEDDED = "EMBEDDED"
+    INDEXED = "INDEXED"
+    FAILED = "FAILED"
+    DELETED = "DELETED"
+
+
+def check_collection_name(collection: str) -> str:
+    """Collections name tables and S3 prefixes: lower-case letters, digits, '-' and '_'."""
+    if not COLLECTION_PATTERN.fullmatch(collection):
+        raise PermanentError(
+            f"invalid collection name {collection!r}: use 1-63 of a-z, 0-9, '-' and '_', "
+            "starting with a letter or digit"
+        )
+    return collection
+
+
+def make_doc_id(collection: str, source: str) -> str:
+    """Stable document id from its collection and source (S3 key or URL)."""
+    return hashlib.sha256(f"{collection}\x00{source}".encode()).hexdigest()[:32]
+
+
+def make_chunk_id(doc_id: str, text: str, occurrence: int) -> str:
+    """Stable chunk id: the same text at the same occurrence in a document keeps its id."""
+    digest = hashlib.sha256(f"{doc_id}\x00{occurrence}\x00{text}".encode()).hexdigest()
+    return digest[:32]
+
+
+class Section(BaseModel):
+    """A run of text under one heading path (and page, for paged formats)."""
+
+    heading_path: list[str] = Field(default_factory=list)
+    text: str
+    page: int | None = None
+
+
+class ParsedDocument(BaseModel):
+    """A document reduced to plain text sections."""
+
+    title: str = ""
+    sections: list[Section]
+
+
+class Chunk(BaseModel):
+    """A piece of a document sized for the encoder."""
+
+    chunk_id: str
+    position: int
+    text: str
+    section: str = ""
+    page: int | None = None
+    token_count: int
+
+
+class ChunkBatch(BaseModel):
+    """Everything the fetch stage learnt about one document version: what embed and index use."""
+
+    collection: str
+    doc_id: str
+    source: str
+    title: str = ""
+    content_sha256: str
+    metadata: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    chunks: list[Chunk]
+
+
+class StageMessage(BaseModel):
+    """The small pointer (claim check) sent between stages through SQS."""
+
+    action: str = Field("upsert", pattern="^(upsert|delete)$")
+    collection: str
+    doc_id: str
+    source: str
+    content_sha256: str = ""
+    key: str = Field("", description="S3 key of the stage output this message points at.")
+    request_id: str | None = None

@@ -1,0 +1,41 @@
+"""Pieces every stage shares: staging keys, embed text, timing."""
+
+from __future__ import annotations
+
+import gzip
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from stratus.models import ChunkBatch
+
+
+def staging_key(prefix: str, collection: str, doc_id: str, content_sha256: str, name: str) -> str:
+    """Where a stage writes its output for one document version."""
+    return f"{prefix}{collection}/{doc_id}/{content_sha256}/{name}"
+
+
+def embed_text(title: str, section: str, text: str) -> str:
+    """What the encoder and the full-text index see: the chunk with its title and heading path."""
+    context = " > ".join(part for part in (title, section) if part)
+    return f"{context}\n{text}" if context else text
+
+
+def dump_chunk_batch(batch: ChunkBatch) -> bytes:
+    """Serialise the fetch stage's output (gzip JSON: no pyarrow in the fetch function)."""
+    return gzip.compress(batch.model_dump_json().encode(), compresslevel=5)
+
+
+def load_chunk_batch(data: bytes) -> ChunkBatch:
+    """Read what dump_chunk_batch wrote."""
+    return ChunkBatch.model_validate_json(gzip.decompress(data))
+
+
+@contextmanager
+def stopwatch(timings: dict[str, float], name: str) -> Iterator[None]:
+    """Add the block's wall time in milliseconds to timings[name]."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[name] = round(timings.get(name, 0.0) + (time.perf_counter() - started) * 1000, 2)

@@ -1,0 +1,331 @@
+"""Fetch stage: read or download a document, parse, chunk, stage the chunks, hand over to embed."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_plus
+
+from stratus.errors import PermanentError
+from stratus.models import ChunkBatch, DocumentStatus, StageMessage, check_collection_name, make_doc_id
+from stratus.observability import MetricName, logger, metrics
+from stratus.pipeline.common import dump_chunk_batch, staging_key, stopwatch
+from stratus.stores.documents import normalise_version
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from stratus.stores.blobs import BlobStore
+    from stratus.stores.documents import DocumentTable
+    from stratus.stores.queues import MessageQueue
+
+METADATA_SUFFIX = ".metadata.json"
+MANIFEST_SUFFIX = ".urls"
+UNCHANGED_STATES = {DocumentStatus.FETCHED, DocumentStatus.EMBEDDED, DocumentStatus.INDEXED}
+
+
+@dataclass(frozen=True)
+class ObjectEvent:
+    """One S3 notification record, reduced to what the fetch stage needs."""
+
+    kind: str  # "created" or "removed"
+    key: str
+    version: str
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    """Plain values the fetch stage needs from settings."""
+
+    inbox_prefix: str
+    staging_prefix: str
+    chunk_tokens: int
+    chunk_overlap_tokens: int
+    max_document_bytes: int
+
+
+@dataclass(frozen=True)
+class FetchedContent:
+    """A document's bytes and where they came from."""
+
+    source: str
+    data: bytes
+    filename: str
+    content_type: str | None = None
+
+
+def parse_s3_notification(body: str) -> list[ObjectEvent]:
+    """The object events in an S3 notification delivered through SQS (test events yield none)."""
+    payload = json.loads(body)
+    if payload.get("Event") == "s3:TestEvent":
+        return []
+    events = []
+    for record in payload.get("Records", []):
+        name = record.get("eventName", "")
+        s3 = record.get("s3", {})
+        key = unquote_plus(s3.get("object", {}).get("key", ""))
+        sequencer = s3.get("object", {}).get("sequencer") or f"{int(time.time() * 1e6):X}"
+        kind = "removed" if name.startswith("ObjectRemoved") else "created"
+        events.append(ObjectEvent(kind=kind, key=key, version=normalise_version(sequencer)))
+    return events
+
+
+def split_inbox_key(inbox_prefix: str, key: str) -> tuple[str, str]:
+    """(collection, source path) of an inbox key such as inbox/docs/guide/intro.md."""
+    rest = key.removeprefix(inbox_prefix)
+    collection, _, source = rest.partition("/")
+    if not source or rest == key:
+        raise PermanentError(f"key {key!r} is not under {inbox_prefix}<collection>/")
+    return check_collection_name(collection), source
+
+
+class FetchStage:
+    """Turns inbox objects into staged chunk batches and pointer messages."""
+
+    def __init__(
+        self,
+        blobs: BlobStore,
+        documents: DocumentTable,
+        embed_queue: MessageQueue,
+        index_queue: MessageQueue,
+        tokenizer: Callable[[], Tokenizer],
+        config: FetchConfig,
+        fetch_urls: Callable[[Sequence[str]], list[Any]] | None = None,
+    ) -> None:
+        self._blobs = blobs
+        self._documents = documents
+        self._embed_queue = embed_queue
+        self._index_queue = index_queue
+        self._tokenizer = tokenizer
+        self._config = config
+        self._fetch_urls = fetch_urls
+
+    def handle_event(self, event: ObjectEvent, request_id: str | None = None) -> None:
+        """Process one object event; permanent problems mark the document FAILED and return."""
+        key = event.key
+        if key.endswith(METADATA_SUFFIX):
+            # A sidecar changes the filterable attributes of its document: fetch the document again.
+            parent = key.removesuffix(METADATA_SUFFIX)
+            if self._blobs.head(parent) is not None:
+                self.handle_event(ObjectEvent("created", parent, event.version), request_id)
+            return
+        collection, source = split_inbox_key(self._config.inbox_prefix, key)
+        if event.kind == "removed":
+            self.delete_document(collection, source, event.version, request_id)
+        elif key.endswith(MANIFEST_SUFFIX):
+            self._ingest_manifest(collection, key, event.version, request_id)
+        else:
+            self._ingest_object(collection, source, key, event.version, request_id)
+
+    def delete_document(self, collection: str, source: str, version: str, request_id: str | None) -> None:
+        """Record the deletion and ask the index stage to remove every chunk of the document."""
+        doc_id = make_doc_id(collection, source)
+        if not self._documents.record_version(
+            collection, doc_id, version, DocumentStatus.DELETED, source=source, chunk_count=0
+        ):
+            logger.info("stale delete ignored", extra={"doc_id": doc_id})
+            return
+        message = StageMessage(
+            action="delete", collection=collection, doc_id=doc_id, source=source, request_id=request_id
+        )
+        self._index_queue.send([message])
+
+    def _ingest_object(
+        self, collection: str, source: str, key: str, version: str, request_id: str | None
+    ) -> None:
+        info = self._blobs.head(key)
+        if info is None:
+            logger.info("object is gone; a later event handles it", extra={"key": key})
+            return
+        doc_id = make_doc_id(collection, source)
+        if info.size > self._config.max_document_bytes:
+            self._fail(
+                collection,
+                doc_id,
+                source,
+                version,
+                f"document is {info.size} bytes; the limit is {self._config.max_document_bytes}",
+            )
+            return
+        data = self._blobs.get_bytes(key)
+        if data is None:
+            return
+        content = FetchedContent(source, data, PurePosixPath(key).name, info.content_type)
+        self.ingest(
+            collection, content, version, self._sidecar_metadata(collection, doc_id, key, version), request_id
+        )
+
+    def _sidecar_metadata(self, collection: str, doc_id: str, key: str, version: str) -> dict[str, Any]:
+        from stratus.ingest.parsing import parse_metadata_sidecar
+
+        data = self._blobs.get_bytes(key + METADATA_SUFFIX)
+        return parse_metadata_sidecar(data) if data is not None else {}
+
+    def _ingest_manifest(self, collection: str, key: str, version: str, request_id: str | None) -> None:
+        from stratus.ingest.web import parse_url_manifest
+
+        data = self._blobs.get_bytes(key)
+        if data is None or self._fetch_urls is None:
+            return
+        urls, problems = parse_url_manifest(data.decode("utf-8", errors="replace"))
+        for problem in problems:
+            logger.warning("manifest line skipped", extra={"key": key, "problem": problem})
+        for result in self._fetch_urls(urls):
+            doc_id = make_doc_id(collection, result.url)
+            if not result.ok:
+                if result.permanent:
+                    self._fail(collection, doc_id, result.url, version, result.error or "fetch failed")
+                    continue
+                from stratus.errors import TransientError
+
+                raise TransientError(f"{result.url}: {result.error}")
+            filename = PurePosixPath(result.final_url.split("?")[0]).name or "index.html"
+            content = FetchedContent(result.url, result.body or b"", filename, result.content_type)
+            self.ingest(collection, content, version, {}, request_id)
+
+    def ingest(
+        self,
+        collection: str,
+        content: FetchedContent,
+        version: str,
+        metadata: dict[str, Any],
+        request_id: str | None,
+    ) -> None:
+        """Parse, chunk and stage one document version unless it is unchanged or stale."""
+        from stratus.ingest.chunking import chunk_document
+        from stratus.ingest.parsing import parse_document
+
+        timings: dict[str, float] = {}
+        doc_id = make_doc_id(collection, content.source)
+        digest = hashlib.sha256(content.data)
+        digest.update(json.dumps(metadata, sort_keys=True).encode())
+        sha = digest.hexdigest()
+        existing = self._documents.get(collection, doc_id)
+        if existing is not None and existing.version > version:
+            logger.info("stale event ignored", extra={"doc_id": doc_id})
+            return
+        if existing is not None and existing.content_sha256 == sha and existing.status in UNCHANGED_STATES:
+            self._documents.record_version(
+                collection, doc_id, version, existing.status, detail="unchanged re-upload: nothing re-encoded"
+            )
+            metrics.add_metric(name=MetricName.DOCUMENTS_UNCHANGED, unit="Count", value=1)
+            return
+        try:
+            with stopwatch(timings, "parse"):
+                parsed = parse_document(content.data, content.filename, content.content_type)
+            with stopwatch(timings, "chunk"):
+                chunks = chunk_document(
+                    doc_id,
+                    parsed,
+                    self._tokenizer(),
+                    self._config.chunk_tokens,
+                    self._config.chunk_overlap_tokens,
+                )
+            if not chunks:
+                raise PermanentError("document has no extractable text")
+        except PermanentError as error:
+            self._fail(collection, doc_id, content.source, version, str(error), sha)
+            return
+        batch = ChunkBatch(
+            collection=collection,
+            doc_id=doc_id,
+            source=content.source,
+            title=parsed.title,
+            content_sha256=sha,
+            metadata=metadata,
+            chunks=chunks,
+        )
+        key = staging_key(self._config.staging_prefix, collection, doc_id, sha, "chunks.json.gz")
+        with stopwatch(timings, "stage"):
+            self._blobs.put_bytes(key, dump_chunk_batch(batch), "application/gzip")
+        recorded = self._documents.record_version(
+            collection,
+            doc_id,
+            version,
+            DocumentStatus.FETCHED,
+            source=content.source,
+            title=parsed.title,
+            content_sha256=sha,
+            chunk_count=len(chunks),
+            chunks_embedded=0,
+            chunks_reused=0,
+            detail=None,
+            timings_ms=timings,
+        )
+        if not recorded:
+            logger.info("a newer version was recorded meanwhile", extra={"doc_id": doc_id})
+            return
+        self._embed_queue.send(
+            [
+                StageMessage(
+                    collection=collection,
+                    doc_id=doc_id,
+                    source=content.source,
+                    content_sha256=sha,
+                    key=key,
+                    request_id=request_id,
+                )
+            ]
+        )
+        metrics.add_metric(name=MetricName.DOCUMENTS_FETCHED, unit="Count", value=1)
+        metrics.add_metric(name=MetricName.CHUNKS_PRODUCED, unit="Count", value=len(chunks))
+
+    def _fail(
+        self, collection: str, doc_id: str, source: str, version: str, reason: str, sha: str = ""
+    ) -> None:
+        logger.warning("document failed", extra={"doc_id": doc_id, "reason": reason})
+        self._documents.record_version(
+            collection,
+            doc_id,
+            version,
+            DocumentStatus.FAILED,
+            source=source,
+            error=reason,
+            content_sha256=sha,
+            chunk_count=0,
+        )
+        metrics.add_metric(name=MetricName.DOCUMENTS_FAILED, unit="Count", value=1)
+
+
+def build_fetch_stage() -> FetchStage:
+    """The fetch stage wired to the process-wide stores."""
+    from stratus import services
+    from stratus.settings import get_settings
+
+    settings = get_settings()
+
+    def fetch_urls(urls: Sequence[str]) -> list[Any]:
+        from stratus.ingest.web import FetchOptions, fetch_urls_sync
+
+        return list(fetch_urls_sync(urls, options=FetchOptions.from_settings(settings)))
+
+    return FetchStage(
+        blobs=services.blob_store(),
+        documents=services.document_table(),
+        embed_queue=services.queue("embed"),
+        index_queue=services.queue("index"),
+        tokenizer=services.chunk_tokenizer,
+        config=FetchConfig(
+            inbox_prefix=settings.inbox_prefix,
+            staging_prefix=settings.staging_prefix,
+            chunk_tokens=settings.chunk_tokens,
+            chunk_overlap_tokens=settings.chunk_overlap_tokens,
+            max_document_bytes=settings.max_document_bytes,
+        ),
+        fetch_urls=fetch_urls,
+    )
+
+
+def run_fetch_message(body: str, message_id: str | None = None) -> None:
+    """Handle one fetch-queue message (an S3 notification); raise to have it retried."""
+    stage = build_fetch_stage()
+    for event in parse_s3_notification(body):
+        try:
+            stage.handle_event(event, request_id=message_id)
+        except PermanentError as error:
+            logger.warning("object skipped", extra={"key": event.key, "reason": str(error)})

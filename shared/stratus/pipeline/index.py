@@ -1,0 +1,138 @@
+"""Index stage: per SQS batch, one merge_insert and one delete per collection, then mark INDEXED."""
+
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from stratus.errors import PermanentError
+from stratus.models import DocumentStatus, StageMessage
+from stratus.observability import MetricName, logger, metrics
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from stratus.stores.blobs import BlobStore
+    from stratus.stores.documents import DocumentTable
+    from stratus.stores.vectors import ChunkStore
+
+
+@dataclass
+class _CollectionWork:
+    upserts: list[tuple[StageMessage, pa.Table]] = field(default_factory=list)
+    deletes: list[StageMessage] = field(default_factory=list)
+    message_ids: list[str] = field(default_factory=list)
+
+
+class IndexStage:
+    """The single writer of the chunk tables."""
+
+    def __init__(self, blobs: BlobStore, documents: DocumentTable, chunks: ChunkStore) -> None:
+        self._blobs = blobs
+        self._documents = documents
+        self._chunks = chunks
+
+    def handle_batch(self, messages: Sequence[tuple[str, StageMessage]]) -> list[str]:
+        """Index a batch of (message id, message); return the ids of messages to retry."""
+        work: dict[str, _CollectionWork] = defaultdict(_CollectionWork)
+        failed: list[str] = []
+        for message_id, message in messages:
+            item = work[message.collection]
+            if message.action == "delete":
+                current = self._documents.get(message.collection, message.doc_id)
+                if current is not None and current.status == DocumentStatus.DELETED:
+                    item.deletes.append(message)
+                    item.message_ids.append(message_id)
+                continue
+            try:
+                rows = self._load_current(message)
+            except PermanentError as error:
+                logger.warning(
+                    "index message dropped", extra={"doc_id": message.doc_id, "reason": str(error)}
+                )
+                continue
+            except Exception:
+                logger.exception("could not load staged vectors", extra={"doc_id": message.doc_id})
+                failed.append(message_id)
+                continue
+            if rows is not None:
+                item.upserts.append((message, rows))
+                item.message_ids.append(message_id)
+        for collection, item in work.items():
+            try:
+                self._write(collection, item)
+            except Exception:
+                logger.exception(
+                    "index write failed; the batch's messages will be retried",
+                    extra={"collection": collection},
+                )
+                failed.extend(item.message_ids)
+        return failed
+
+    def _load_current(self, message: StageMessage) -> pa.Table | None:
+        import pyarrow.parquet as pq
+
+        current = self._documents.get(message.collection, message.doc_id)
+        if (
+            current is None
+            or current.content_sha256 != message.content_sha256
+            or current.status
+            in {
+                DocumentStatus.DELETED,
+                DocumentStatus.FAILED,
+            }
+        ):
+            logger.info("stale index message ignored", extra={"doc_id": message.doc_id})
+            return None
+        data = self._blobs.get_bytes(message.key)
+        if data is None:
+            reason = f"staged vectors {message.key} are missing"
+            self._documents.advance(
+                message.collection,
+                message.doc_id,
+                message.content_sha256,
+                DocumentStatus.FAILED,
+                error=reason,
+            )
+            raise PermanentError(reason)
+        return pq.read_table(io.BytesIO(data))
+
+    def _write(self, collection: str, item: _CollectionWork) -> None:
+        import pyarrow as pa
+
+        latest: dict[str, tuple[StageMessage, pa.Table]] = {}
+        for message, rows in item.upserts:
+            latest[message.doc_id] = (message, rows)
+        rows = pa.concat_tables([r for _, r in latest.values()]) if latest else None
+        deletes = [m.doc_id for m in item.deletes if m.doc_id not in latest]
+        if rows is None and self._chunks.open(collection) is None:
+            return
+        dimension = rows.schema.field("vector").type.list_size if rows is not None else 0
+        replace = {doc_id: r.column("chunk_id").to_pylist() for doc_id, (_, r) in latest.items()}
+        self._chunks.write(collection, rows, replace, deletes, dimension)
+        for doc_id, (message, table) in latest.items():
+            self._documents.advance(
+                collection, doc_id, message.content_sha256, DocumentStatus.INDEXED, chunk_count=table.num_rows
+            )
+        metrics.add_metric(name=MetricName.DOCUMENTS_INDEXED, unit="Count", value=len(latest))
+        metrics.add_metric(name=MetricName.CHUNKS_INDEXED, unit="Count", value=rows.num_rows if rows else 0)
+        metrics.add_metric(name=MetricName.DOCUMENTS_DELETED, unit="Count", value=len(deletes))
+
+
+def build_index_stage() -> IndexStage:
+    """The index stage wired to the process-wide stores."""
+    from stratus import services
+
+    return IndexStage(services.blob_store(), services.document_table(), services.chunk_store())
+
+
+def run_index_batch(event: dict[str, object]) -> dict[str, list[dict[str, str]]]:
+    """Handle one SQS batch of index messages; the response names the messages to retry."""
+    from stratus.pipeline.sqs import batch_response, parse_stage_records
+
+    messages, malformed = parse_stage_records(event)
+    failed = build_index_stage().handle_batch(messages)
+    return batch_response(malformed + failed)

@@ -1,0 +1,78 @@
+"""Process-wide stores and models built from settings: created on first use, reused while warm."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING
+
+from stratus.settings import get_settings
+from stratus.stores import aws
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from stratus.stores.blobs import BlobStore
+    from stratus.stores.documents import DocumentTable
+    from stratus.stores.queues import MessageQueue
+    from stratus.stores.vectors import ChunkStore
+
+
+@cache
+def blob_store() -> BlobStore:
+    """The bucket of inbox, staging and LanceDB objects."""
+    from stratus.stores.blobs import BlobStore
+
+    return BlobStore(aws.client("s3"), get_settings().bucket)
+
+
+@cache
+def document_table() -> DocumentTable:
+    """The DynamoDB documents table."""
+    from stratus.stores.documents import DocumentTable
+
+    return DocumentTable(aws.client("dynamodb"), get_settings().documents_table)
+
+
+@cache
+def queue(stage: str) -> MessageQueue:
+    """The SQS queue read by `stage` (fetch, embed or index)."""
+    from stratus.stores.queues import MessageQueue
+
+    url = getattr(get_settings(), f"{stage}_queue_url")
+    if not url:
+        raise RuntimeError(f"STRATUS_{stage.upper()}_QUEUE_URL is not set")
+    return MessageQueue(aws.client("sqs"), url)
+
+
+@cache
+def chunk_store() -> ChunkStore:
+    """The LanceDB chunk tables; reads see other writers' commits within read_consistency_s."""
+    from stratus.stores.vectors import ChunkStore, storage_options_for
+
+    settings = get_settings()
+    uri = settings.resolved_lancedb_uri
+    return ChunkStore(
+        uri,
+        storage_options_for(uri, settings.region, settings.aws_endpoint_url),
+        read_consistency_s=settings.read_consistency_s,
+    )
+
+
+@cache
+def chunk_tokenizer() -> Tokenizer:
+    """The encoder's tokenizer alone (no ONNX session): what the fetch stage chunks with."""
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(get_settings().model_dir / "tokenizer.json"))
+
+
+def reset() -> None:
+    """Forget every cached client, store and model (tests and the local stack use this)."""
+    for cached in (blob_store, document_table, queue, chunk_store, chunk_tokenizer, aws.client):
+        cached.cache_clear()
+    get_settings.cache_clear()
+    try:
+        from stratus.embedding.encoder import get_encoder
+    except ImportError:
+        return
+    get_encoder.cache_clear()

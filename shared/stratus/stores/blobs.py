@@ -1,0 +1,104 @@
+"""S3 access behind a small class: documents in, stage outputs between stages."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from stratus.errors import PermanentError, TransientError
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    """What HEAD says about an object."""
+
+    key: str
+    size: int
+    content_type: str | None
+
+
+def _is_missing(error: Exception) -> bool:
+    code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
+    return code in {"NoSuchKey", "404", "NotFound"}
+
+
+def _raise_classified(error: Exception, what: str) -> None:
+    """Turn a botocore error into a Stratus error that says whether to retry."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    if isinstance(error, ClientError):
+        status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        code = error.response.get("Error", {}).get("Code", "")
+        if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout", "InternalError"}:
+            raise TransientError(f"S3 {what}: {code or status}") from error
+        raise PermanentError(f"S3 {what}: {code or status}") from error
+    if isinstance(error, BotoCoreError):
+        raise TransientError(f"S3 {what}: {error}") from error
+    raise error
+
+
+class BlobStore:
+    """Reads and writes objects of one bucket."""
+
+    def __init__(self, s3_client: Any, bucket: str) -> None:
+        self._s3 = s3_client
+        self.bucket = bucket
+
+    def head(self, key: str) -> BlobInfo | None:
+        """Size and type of `key`, or None when it does not exist."""
+        try:
+            response = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except Exception as error:
+            if _is_missing(error):
+                return None
+            _raise_classified(error, f"head {key}")
+            raise
+        return BlobInfo(key, int(response["ContentLength"]), response.get("ContentType"))
+
+    def get_bytes(self, key: str) -> bytes | None:
+        """The object's bytes, or None when it does not exist."""
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+            return bytes(response["Body"].read())
+        except Exception as error:
+            if _is_missing(error):
+                return None
+            _raise_classified(error, f"get {key}")
+            raise
+
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
+        """Write an object."""
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+        except Exception as error:
+            _raise_classified(error, f"put {key}")
+
+    def delete(self, key: str) -> None:
+        """Delete an object (no error when it is already gone)."""
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as error:
+            _raise_classified(error, f"delete {key}")
+
+    def put_json_lines_gz(self, key: str, rows: list[dict[str, Any]]) -> None:
+        """Write rows as gzip-compressed JSON Lines."""
+        body = "\n".join(json.dumps(row, ensure_ascii=False, separators=(",", ":")) for row in rows)
+        self.put_bytes(key, gzip.compress(body.encode(), compresslevel=5), "application/x-ndjson")
+
+    def get_json_lines_gz(self, key: str) -> list[dict[str, Any]] | None:
+        """Read rows written by put_json_lines_gz, or None when the object is gone."""
+        data = self.get_bytes(key)
+        if data is None:
+            return None
+        text = gzip.decompress(data).decode()
+        return [json.loads(line) for line in text.splitlines() if line]
+
+    def presigned_put_url(self, key: str, expires_s: int, content_type: str | None = None) -> str:
+        """A URL that lets a client PUT `key` directly, valid for `expires_s` seconds."""
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        if content_type:
+            params["ContentType"] = content_type
+        url: str = self._s3.generate_presigned_url("put_object", Params=params, ExpiresIn=expires_s)
+        return url

@@ -1,0 +1,215 @@
+"""The DynamoDB documents table: one item per (collection, doc_id), written conditionally."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from stratus.errors import TransientError
+from stratus.models import DocumentStatus
+
+_TRANSIENT_CODES = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+}
+
+
+@dataclass
+class DocumentRecord:
+    """What Stratus knows about one document."""
+
+    collection: str
+    doc_id: str
+    source: str = ""
+    status: DocumentStatus = DocumentStatus.QUEUED
+    version: str = ""
+    content_sha256: str = ""
+    title: str = ""
+    chunk_count: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    error: str | None = None
+    detail: str | None = None
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_public(self) -> dict[str, Any]:
+        """The JSON the API and CLI report."""
+        return {
+            "collection": self.collection,
+            "doc_id": self.doc_id,
+            "source": self.source,
+            "title": self.title,
+            "status": self.status.value,
+            "content_sha256": self.content_sha256,
+            "chunk_count": self.chunk_count,
+            "chunks_embedded": self.chunks_embedded,
+            "chunks_reused": self.chunks_reused,
+            "error": self.error,
+            "detail": self.detail,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "timings_ms": self.timings_ms,
+        }
+
+
+def normalise_version(sequencer: str) -> str:
+    """S3 sequencers compare as hex numbers; left-pad so DynamoDB's string order agrees."""
+    return sequencer.upper().rjust(40, "0")
+
+
+def _attr(value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"BOOL": value}
+    if isinstance(value, int | float):
+        return {"N": repr(value) if isinstance(value, float) else str(value)}
+    if value is None:
+        return {"NULL": True}
+    if isinstance(value, dict):
+        return {"S": json.dumps(value)}
+    return {"S": str(value)}
+
+
+def _from_item(item: dict[str, Any]) -> DocumentRecord:
+    def s(name: str, default: str = "") -> str:
+        return str(item.get(name, {}).get("S", default))
+
+    def n(name: str) -> float:
+        return float(item.get(name, {}).get("N", 0))
+
+    error = item.get("error", {}).get("S")
+    timings = json.loads(s("timings_ms", "{}") or "{}")
+    return DocumentRecord(
+        collection=s("collection"),
+        doc_id=s("doc_id"),
+        source=s("source"),
+        status=DocumentStatus(s("status", DocumentStatus.QUEUED.value)),
+        version=s("version"),
+        content_sha256=s("content_sha256"),
+        title=s("title"),
+        chunk_count=int(n("chunk_count")),
+        chunks_embedded=int(n("chunks_embedded")),
+        chunks_reused=int(n("chunks_reused")),
+        error=error,
+        detail=item.get("detail", {}).get("S"),
+        created_at=n("created_at"),
+        updated_at=n("updated_at"),
+        timings_ms=timings,
+    )
+
+
+class DocumentTable:
+    """Status of every document, with conditional writes so late messages never win."""
+
+    def __init__(self, dynamodb_client: Any, table_name: str) -> None:
+        self._ddb = dynamodb_client
+        self.table_name = table_name
+
+    def get(self, collection: str, doc_id: str) -> DocumentRecord | None:
+        """The record of one document, or None."""
+        response = self._call(
+            "get_item",
+            TableName=self.table_name,
+            Key=self._key(collection, doc_id),
+            ConsistentRead=True,
+        )
+        item = response.get("Item")
+        return _from_item(item) if item else None
+
+    def list(
+        self, collection: str, limit: int = 100, cursor: str | None = None
+    ) -> tuple[list[DocumentRecord], str | None]:
+        """One page of a collection's documents and the cursor of the next page."""
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "#c = :c",
+            "ExpressionAttributeNames": {"#c": "collection"},
+            "ExpressionAttributeValues": {":c": {"S": collection}},
+            "Limit": limit,
+        }
+        if cursor:
+            params["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        response = self._call("query", **params)
+        records = [_from_item(item) for item in response.get("Items", [])]
+        last = response.get("LastEvaluatedKey")
+        next_cursor = base64.urlsafe_b64encode(json.dumps(last).encode()).decode() if last else None
+        return records, next_cursor
+
+    def record_version(
+        self, collection: str, doc_id: str, version: str, status: DocumentStatus, **fields: Any
+    ) -> bool:
+        """Write a new version's state unless a newer version is already recorded."""
+        return self._update(
+            collection,
+            doc_id,
+            {"status": status.value, "version": version, **fields},
+            condition="attribute_not_exists(doc_id) OR version <= :v",
+            condition_values={":v": {"S": version}},
+        )
+
+    def advance(
+        self, collection: str, doc_id: str, content_sha256: str, status: DocumentStatus, **fields: Any
+    ) -> bool:
+        """Move the document to `status` if it still holds the content `content_sha256`."""
+        return self._update(
+            collection,
+            doc_id,
+            {"status": status.value, **fields},
+            condition="content_sha256 = :sha AND #st <> :deleted",
+            condition_values={":sha": {"S": content_sha256}, ":deleted": {"S": DocumentStatus.DELETED.value}},
+        )
+
+    def _update(
+        self,
+        collection: str,
+        doc_id: str,
+        fields: dict[str, Any],
+        condition: str,
+        condition_values: dict[str, Any],
+    ) -> bool:
+        now = time.time()
+        fields = {**fields, "updated_at": now}
+        if "error" not in fields and fields.get("status") != DocumentStatus.FAILED.value:
+            fields["error"] = None
+        names: dict[str, str] = {"#st": "status"} if "#st" in condition else {}
+        values = {**condition_values, ":now": _attr(now)}
+        sets = ["created_at = if_not_exists(created_at, :now)"]
+        for i, (name, value) in enumerate(fields.items()):
+            names[f"#f{i}"] = name
+            values[f":f{i}"] = _attr(value)
+            sets.append(f"#f{i} = :f{i}")
+        try:
+            self._call(
+                "update_item",
+                TableName=self.table_name,
+                Key=self._key(collection, doc_id),
+                UpdateExpression="SET " + ", ".join(sets),
+                ConditionExpression=condition,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        from botocore.exceptions import ClientError
+
+        try:
+            response: dict[str, Any] = getattr(self._ddb, operation)(**params)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in _TRANSIENT_CODES:
+                raise TransientError(f"DynamoDB {operation}: {error}") from error
+            raise
+        return response
+
+    @staticmethod
+    def _key(collection: str, doc_id: str) -> dict[str, Any]:
+        return {"collection": {"S": collection}, "doc_id": {"S": doc_id}}

@@ -1,0 +1,90 @@
+"""Putting local files into a collection's inbox and waiting until the pipeline has handled them."""
+
+from __future__ import annotations
+
+import mimetypes
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from stratus.models import DocumentStatus, make_doc_id
+
+if TYPE_CHECKING:
+    from stratus.stores.documents import DocumentRecord, DocumentTable
+
+TERMINAL = {DocumentStatus.INDEXED, DocumentStatus.FAILED, DocumentStatus.DELETED}
+SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".urls", ".json"}
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file to upload and the source name it gets in the collection."""
+
+    path: Path
+    source: str
+
+
+def collect_uploads(paths: Iterable[Path], base: Path | None = None) -> list[Upload]:
+    """Files under `paths` (folders walked recursively), named relative to `base` or their argument."""
+    uploads: list[Upload] = []
+    for path in paths:
+        if path.is_dir():
+            files = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
+            )
+            root = base or path
+        else:
+            files, root = [path], base or path.parent
+        for file in files:
+            if file.name.startswith("."):
+                continue
+            try:
+                source = file.resolve().relative_to(root.resolve()).as_posix()
+            except ValueError:
+                source = file.name
+            uploads.append(Upload(file, source))
+    return uploads
+
+
+def upload_files(
+    s3_client: Any, bucket: str, inbox_prefix: str, collection: str, uploads: Sequence[Upload]
+) -> list[str]:
+    """Upload files into inbox/<collection>/; return the doc ids the pipeline will report on."""
+    doc_ids = []
+    for upload in uploads:
+        content_type = mimetypes.guess_type(upload.path.name)[0] or "application/octet-stream"
+        s3_client.put_object(
+            Bucket=bucket,
+            Key=f"{inbox_prefix}{collection}/{upload.source}",
+            Body=upload.path.read_bytes(),
+            ContentType=content_type,
+        )
+        if not upload.source.endswith((".metadata.json", ".urls")):
+            doc_ids.append(make_doc_id(collection, upload.source))
+    return doc_ids
+
+
+def wait_for_documents(
+    documents: DocumentTable,
+    collection: str,
+    doc_ids: Sequence[str],
+    timeout_s: float,
+    on_progress: Callable[[list[DocumentRecord]], None] | None = None,
+    since: float = 0.0,
+    poll_s: float = 0.25,
+) -> list[DocumentRecord]:
+    """Poll until every document reached INDEXED, FAILED or DELETED after `since` (or the timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        records = [documents.get(collection, doc_id) for doc_id in doc_ids]
+        known = [r for r in records if r is not None]
+        if on_progress:
+            on_progress(known)
+        done = len(known) == len(doc_ids) and all(
+            r.status in TERMINAL and r.updated_at >= since for r in known
+        )
+        if done or time.monotonic() > deadline:
+            return known
+        time.sleep(poll_s)

