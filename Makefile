@@ -6,12 +6,15 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.lock shared/pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: up test setup model lint typecheck unit integration e2e bench-embed clean
+SAM_VENV  := .venv-sam
+SAM_STAMP := $(SAM_VENV)/.installed-aws-sam-cli-1.170.0
+
+.PHONY: up test setup model lint typecheck sam-validate unit integration e2e bench-embed clean
 
 up: setup
 	$(BIN)/stratus up
 
-test: setup lint typecheck
+test: setup lint typecheck sam-validate
 	$(BIN)/pytest -q
 
 setup: $(STAMP) model
@@ -33,6 +36,15 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint template.yaml
 
+# aws-sam-cli pins its own dependencies, so it lives in its own virtual environment.
+$(SAM_STAMP):
+	test -x $(SAM_VENV)/bin/python || $(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install -q --disable-pip-version-check aws-sam-cli==1.170.0
+	rm -f $(SAM_VENV)/.installed-* && touch $@
+
+sam-validate: $(SAM_STAMP)
+	SAM_CLI_TELEMETRY=0 $(SAM_VENV)/bin/sam validate --lint --template template.yaml --region us-east-1
+
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
@@ -49,4 +61,4 @@ bench-embed: setup
 	$(BIN)/stratus bench embed
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .stratus layers/model/all-MiniLM-L6-v2
+	rm -rf $(VENV) $(SAM_VENV) .mypy_cache .ruff_cache .pytest_cache .stratus layers/model/all-MiniLM-L6-v2

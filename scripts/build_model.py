@@ -166,8 +166,19 @@ class _GraphBuilder:
         self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, domain=domain, **attrs))
         return out
 
+    def split3(self, value: str, size: int) -> tuple[str, str, str]:
+        from onnx import helper
 
-def build_graph(weights: dict[str, np.ndarray], config: dict[str, Any]) -> Any:
+        self._count += 1
+        outs = [f"split_{self._count}_{j}" for j in range(3)]
+        sizes = self.const(f"split_sizes_{self._count}", np.array([size] * 3))
+        self.nodes.append(
+            helper.make_node("Split", [value, sizes], outs, name=f"Split_{self._count}", axis=-1)
+        )
+        return outs[0], outs[1], outs[2]
+
+
+def build_graph(weights: dict[str, np.ndarray], config: dict[str, Any], fused_qkv: bool = True) -> Any:
     """The fp32 encoder + mean pooling + L2 norm as an onnx.ModelProto with com.microsoft fused ops."""
     from onnx import TensorProto, helper
 
@@ -210,12 +221,22 @@ def build_graph(weights: dict[str, np.ndarray], config: dict[str, Any]) -> Any:
             [w(p + f"attention.self.{k}.weight").T for k in ("query", "key", "value")], axis=1
         )
         qkv_b = np.concatenate([w(p + f"attention.self.{k}.bias") for k in ("query", "key", "value")])
-        attn = g.op(
-            "Attention",
-            [x, g.const(f"l{i}_qkv_w", qkv_w), g.const(f"l{i}_qkv_b", qkv_b), mask_i32],
-            domain=MS_DOMAIN,
-            num_heads=heads,
-        )
+        if fused_qkv:
+            attn = g.op(
+                "Attention",
+                [x, g.const(f"l{i}_qkv_w", qkv_w), g.const(f"l{i}_qkv_b", qkv_b), mask_i32],
+                domain=MS_DOMAIN,
+                num_heads=heads,
+            )
+        else:
+            qkv = g.op("MatMul", [x, g.const(f"l{i}_qkv_w", qkv_w)])
+            q, k, v = g.split3(qkv, hidden)
+            attn = g.op(
+                "MultiHeadAttention",
+                [q, k, v, g.const(f"l{i}_qkv_b", qkv_b), mask_i32],
+                domain=MS_DOMAIN,
+                num_heads=heads,
+            )
         attn_out = g.op(
             "MatMul", [attn, g.const(f"l{i}_attn_out_w", w(p + "attention.output.dense.weight").T)]
         )

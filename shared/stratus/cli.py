@@ -249,6 +249,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     raise SystemExit(f"unknown benchmark {args.what!r}")
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Consume a stage queue outside Lambda until SIGINT/SIGTERM."""
+    from stratus.embedding.encoder import get_encoder
+    from stratus.worker import embed_worker
+
+    console = _console()
+    _use_local_stack_if_running()
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker = embed_worker(wait_s=args.wait, batch_size=args.batch_size)
+    console.print(f"embed worker on providers {get_encoder().providers}; Ctrl-C to stop")
+    stats = worker.run(stop, max_batches=args.max_batches)
+    console.print(f"stopped: {stats.batches} batches, {stats.succeeded} succeeded, {stats.failed} failed")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `stratus` command."""
     parser = argparse.ArgumentParser(prog="stratus", description=__doc__)
@@ -283,6 +300,13 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="status of a collection's documents")
     status.add_argument("--collection", "-c", default="docs")
     status.set_defaults(func=cmd_status)
+
+    worker = sub.add_parser("worker", help="consume a stage queue outside Lambda (the GPU embed worker)")
+    worker.add_argument("stage", choices=["embed"])
+    worker.add_argument("--wait", type=int, default=20, help="SQS long-poll seconds")
+    worker.add_argument("--batch-size", type=int, default=10)
+    worker.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
+    worker.set_defaults(func=cmd_worker)
 
     bench = sub.add_parser("bench", help="benchmarks (embed)")
     bench.add_argument("what", choices=["embed"])

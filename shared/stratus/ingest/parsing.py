@@ -1,6 +1,13 @@
 """Turn raw document bytes (Markdown, plain text, HTML, PDF) into plain text sections.
 
-Also reads Bedrock Knowledge Bases style ``<file>.metadata.json`` sidecars.
+The format is chosen by extension, then content type, then by sniffing the bytes; an unknown
+type is accepted as plain text only when its bytes are UTF-8 text. Everything that can never
+become text raises PermanentError with a readable reason.
+
+Also reads Bedrock Knowledge Bases style ``<file>.metadata.json`` sidecars. Their attributes
+become filterable columns, so only scalars are kept: string lists (``STRING_LIST`` or a JSON
+list) are refused with a PermanentError naming the key rather than joined into one string,
+which would silently break equality filters. ``includeForEmbedding`` is accepted and ignored.
 """
 
 from __future__ import annotations
@@ -521,8 +528,8 @@ METADATA_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 RESERVED_METADATA_KEYS = frozenset(
     {
         "chunk_id", "doc_id", "collection", "source", "title", "section", "text", "position", "page",
-        "token_count", "content_sha256", "vector", "metadata", "_distance", "_score",
-        "_relevance_score", "_rowid",
+        "token_count", "content_sha256", "vector", "metadata", "metadata_json", "fts_text", "_distance",
+        "_score", "_relevance_score", "_rowid",
     }
 )  # fmt: skip
 

@@ -234,6 +234,10 @@ class LocalStack:
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
+        # moto keeps its state per process, not per server: start from an empty emulator.
+        import httpx
+
+        httpx.post(f"{self.endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
         self._export_credentials()
         self._create_resources()
         self._export_environment()

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from stratus.stores.documents import DocumentTable
     from stratus.stores.queues import MessageQueue
 
-METADATA_SUFFIX = ".metadata.json"
 MANIFEST_SUFFIX = ".urls"
 UNCHANGED_STATES = {DocumentStatus.FETCHED, DocumentStatus.EMBEDDED, DocumentStatus.INDEXED}
 
@@ -107,10 +106,12 @@ class FetchStage:
 
     def handle_event(self, event: ObjectEvent, request_id: str | None = None) -> None:
         """Process one object event; permanent problems mark the document FAILED and return."""
+        from stratus.ingest.parsing import document_key_for_sidecar, is_metadata_sidecar
+
         key = event.key
-        if key.endswith(METADATA_SUFFIX):
+        if is_metadata_sidecar(key):
             # A sidecar changes the filterable attributes of its document: fetch the document again.
-            parent = key.removesuffix(METADATA_SUFFIX)
+            parent = document_key_for_sidecar(key)
             if self._blobs.head(parent) is not None:
                 self.handle_event(ObjectEvent("created", parent, event.version), request_id)
             return
@@ -156,15 +157,18 @@ class FetchStage:
         if data is None:
             return
         content = FetchedContent(source, data, PurePosixPath(key).name, info.content_type)
-        self.ingest(
-            collection, content, version, self._sidecar_metadata(collection, doc_id, key, version), request_id
-        )
+        try:
+            metadata = self._sidecar_metadata(key)
+        except PermanentError as error:
+            self._fail(collection, doc_id, source, version, f"metadata sidecar: {error}")
+            return
+        self.ingest(collection, content, version, metadata, request_id)
 
-    def _sidecar_metadata(self, collection: str, doc_id: str, key: str, version: str) -> dict[str, Any]:
-        from stratus.ingest.parsing import parse_metadata_sidecar
+    def _sidecar_metadata(self, key: str) -> dict[str, Any]:
+        from stratus.ingest.parsing import parse_metadata_sidecar, sidecar_key_for
 
-        data = self._blobs.get_bytes(key + METADATA_SUFFIX)
-        return parse_metadata_sidecar(data) if data is not None else {}
+        data = self._blobs.get_bytes(sidecar_key_for(key))
+        return dict(parse_metadata_sidecar(data)) if data is not None else {}
 
     def _ingest_manifest(self, collection: str, key: str, version: str, request_id: str | None) -> None:
         from stratus.ingest.web import parse_url_manifest
