@@ -241,12 +241,27 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    """Run a benchmark."""
-    if args.what == "embed":
-        from stratus.benchmarks.embed import main as bench_embed
+    """Run a benchmark: its module in stratus.benchmarks parses the rest of the arguments."""
+    import importlib
 
-        return bench_embed(args.rest)
-    raise SystemExit(f"unknown benchmark {args.what!r}")
+    module = importlib.import_module(f"stratus.benchmarks.{args.what}")
+    result: int = module.main(args.rest)
+    return result
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Retrieval quality on a BEIR-layout folder (stratus.evaluation parses the arguments)."""
+    from stratus.evaluation import main as evaluate
+
+    return evaluate(args.rest)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """Dead-letter queue tools (stratus.dlq parses the arguments)."""
+    from stratus.dlq import main as dlq
+
+    _use_local_stack_if_running()
+    return dlq(args.rest)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -308,10 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--max-batches", type=int, default=None, help="stop after this many batches")
     worker.set_defaults(func=cmd_worker)
 
-    bench = sub.add_parser("bench", help="benchmarks (embed)")
-    bench.add_argument("what", choices=["embed"])
-    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark (see --help)")
+    bench = sub.add_parser("bench", help="benchmarks: embed, query, ingest (each takes --help)")
+    bench.add_argument("what", choices=["embed", "query", "ingest"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark")
     bench.set_defaults(func=cmd_bench)
+
+    evaluate = sub.add_parser("eval", help="retrieval quality on a BEIR-layout dataset (takes --help)")
+    evaluate.add_argument("rest", nargs=argparse.REMAINDER, help="DATASET_DIR and options")
+    evaluate.set_defaults(func=cmd_eval)
+
+    dlq = sub.add_parser("dlq", help="inspect or redrive dead-letter queues (takes --help)")
+    dlq.add_argument("rest", nargs=argparse.REMAINDER, help="redrive|list and options")
+    dlq.set_defaults(func=cmd_dlq)
     return parser
 
 
