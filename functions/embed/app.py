@@ -2,27 +2,15 @@
 
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
-from aws_lambda_powertools.utilities.batch.types import PartialItemFailureResponse
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stratus.observability import logger, metrics, tracer
-from stratus.pipeline.embed import run_embed_message
-
-processor = BatchProcessor(event_type=EventType.SQS)
-
-
-def record_handler(record: SQSRecord) -> None:
-    """One pointer to a staged chunk batch."""
-    run_embed_message(record.body)
+from stratus.pipeline.embed import run_embed_batch
 
 
 @logger.inject_lambda_context
 @tracer.capture_lambda_handler
 @metrics.log_metrics
-def handler(event: dict[str, Any], context: LambdaContext) -> PartialItemFailureResponse:
-    """Process a batch; failed records are reported for redelivery."""
-    return process_partial_response(
-        event=event, record_handler=record_handler, processor=processor, context=context
-    )
+def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Embed the whole batch at once (one encoder call); failed records are reported for redelivery."""
+    return run_embed_batch(event)

@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     bench = sub.add_parser("bench", help="benchmarks: embed, query, ingest (each takes --help)")
-    bench.add_argument("what", choices=["embed", "query", "ingest"])
+    bench.add_argument("what", choices=["embed", "query", "ingest", "chat"])
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark")
     bench.set_defaults(func=cmd_bench)
 
@@ -340,7 +340,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `stratus` command."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    if argv and argv[0] in {"eval", "dlq", "bench"}:
+        # These hand everything after their name (and the benchmark's) to their own parser, --help too.
+        head = 2 if argv[0] == "bench" else 1
+        args = parser.parse_args(argv[:head])
+        args.rest = argv[head:]
+    else:
+        args = parser.parse_args(argv)
     result: int = args.func(args)
     return result
 

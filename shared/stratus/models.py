@@ -93,3 +93,10 @@ class StageMessage(BaseModel):
     content_sha256: str = ""
     key: str = Field("", description="S3 key of the stage output this message points at.")
     request_id: str | None = None
+    new_document: bool = Field(
+        False,
+        description="Set by fetch for a document with no earlier record: embed skips the vector lookup.",
+    )
+    received_at: float | None = Field(
+        None, description="Unix time the fetch stage picked this version up (ingest latency starts here)."
+    )

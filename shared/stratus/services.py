@@ -51,10 +51,23 @@ def chunk_store() -> ChunkStore:
 
     settings = get_settings()
     uri = settings.resolved_lancedb_uri
+    replica = None
+    if uri.startswith("s3://") and settings.search_replica_dir is not None:
+        import hashlib
+
+        from stratus.stores.replica import TableReplica
+
+        # One folder per store (bucket, prefix and endpoint): replicas of different stores never mix.
+        key = hashlib.sha256(f"{settings.aws_endpoint_url}|{uri}".encode()).hexdigest()[:16]
+        root = settings.search_replica_dir / key
+        replica = TableReplica(aws.client("s3"), uri, root, settings.read_consistency_s)
     return ChunkStore(
         uri,
         storage_options_for(uri, settings.region, settings.aws_endpoint_url),
         read_consistency_s=settings.read_consistency_s,
+        filter_fields=settings.filter_fields,
+        replica=replica,
+        memory_max_rows=settings.search_memory_max_rows,
     )
 
 
@@ -71,6 +84,9 @@ def reset() -> None:
     for cached in (blob_store, document_table, queue, chunk_store, chunk_tokenizer, aws.client):
         cached.cache_clear()
     get_settings.cache_clear()
+    from stratus.rerank import get_reranker
+
+    get_reranker.cache_clear()
     try:
         from stratus.embedding.encoder import get_encoder
     except ImportError:

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     )
     embed_max_tokens: int = Field(256, ge=8, le=512, description="Tokens per text the encoder sees.")
     embed_batch_tokens: int = Field(
-        8192, ge=256, description="Token budget of one encoder batch (texts x padded length)."
+        2048, ge=256, description="Token budget of one encoder batch (texts x padded length)."
     )
     query_cache_size: int = Field(1024, ge=0, description="Query embeddings kept in the LRU cache.")
 
@@ -68,11 +68,55 @@ class Settings(BaseSettings):
     search_default_top_k: int = Field(5, ge=1, le=100, description="top_k when a request names none.")
     search_candidates: int = Field(50, ge=1, le=1000, description="Candidates per retriever before fusion.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant k.")
-    rrf_vector_weight: float = Field(1.0, ge=0, description="Weight of the vector ranking in fusion.")
-    rrf_keyword_weight: float = Field(1.0, ge=0, description="Weight of the full-text ranking in fusion.")
+    rrf_vector_weight: float = Field(
+        1.0, ge=0, description="Weight of the vector side in fusion (both methods)."
+    )
+    rrf_keyword_weight: float = Field(
+        1.0, ge=0, description="Weight of the full-text side in fusion (both methods)."
+    )
     read_consistency_s: float = Field(
         2.0, ge=0, description="Longest time the API may serve a table version older than the latest."
     )
+    search_fusion: Literal["rrf", "convex"] = Field(
+        "convex",
+        description="How hybrid fuses the two rankings: rrf (weighted reciprocal ranks) or convex "
+        "(weighted sum of min-max normalised scores).",
+    )
+    filter_fields: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="Metadata fields that filters may name, with types (JSON object or comma list "
+        "name:type; types string, int, float, bool); promoted to m_<name> columns.",
+    )
+    rerank_model_dir: Path | None = Field(
+        None, description="Cross-encoder folder (model.onnx + tokenizer.json) for rerank; unset: rerank off."
+    )
+    rerank_candidates: int = Field(20, ge=1, le=200, description="Fused hits the cross-encoder rescores.")
+    rerank_max_tokens: int = Field(
+        256, ge=8, le=512, description="Tokens of query + passage the reranker sees."
+    )
+    search_memory_max_rows: int = Field(
+        100_000,
+        ge=0,
+        description="Tables up to this many chunks (and no ANN index) are searched from an in-memory copy "
+        "of their vectors and hit columns, refreshed when the table version moves; 0: off.",
+    )
+    search_replica_dir: Path | None = Field(
+        Path("/tmp/stratus-replica"),  # noqa: S108 - Lambda's only writable disk; one folder per store
+        description="Local read replica of S3-backed tables (copied when the table version moves); "
+        "empty: query S3 directly.",
+    )
+
+    @field_validator("filter_fields", mode="before")
+    @classmethod
+    def _filter_fields(cls, value: object) -> object:
+        from stratus.filters import parse_filter_fields
+
+        return parse_filter_fields(value)
+
+    @field_validator("search_replica_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     # --- Maintenance -------------------------------------------------------------------
     vector_index_min_rows: int = Field(
@@ -117,6 +161,20 @@ class Settings(BaseSettings):
         description="Media types a fetched URL may have (comma list or JSON array).",
     )
 
+    # --- Ingestion API (documents_api.py) ----------------------------------------------
+    upload_url_expiry_s: int = Field(
+        900, ge=1, le=604800, description="Lifetime of a presigned upload URL (POST .../uploads)."
+    )
+    upload_max_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, description="Largest file a presigned upload may declare."
+    )
+    api_max_documents_per_request: int = Field(
+        100, ge=1, description="Inline documents plus URLs one POST .../documents may carry."
+    )
+    api_max_text_bytes: int = Field(
+        1024 * 1024, ge=1, description="Largest inline text of one document (UTF-8 bytes)."
+    )
+
     @field_validator("url_allow_hosts", "url_allowed_content_types", mode="before")
     @classmethod
     def _comma_or_json_set(cls, value: object) -> object:
@@ -126,6 +184,104 @@ class Settings(BaseSettings):
                 return frozenset(json.loads(text))
             return frozenset(item.strip().lower() for item in text.split(",") if item.strip())
         return value
+
+    # --- Chat (stratus/chat: router, providers, budget, prompts) -------------------------
+    chat_router_mode: Literal["local-first", "cloud-only", "local-only"] = Field(
+        "local-first",
+        description="Provider order: local-first (local LLM, then cloud, then extractive), cloud-only, "
+        "local-only; the extractive answerer ends every chain when chat_extractive_fallback is on.",
+    )
+    chat_cloud_providers: str = Field(
+        "openai,bedrock", description="Cloud providers in the order tried (comma list of openai, bedrock)."
+    )
+    chat_extractive_fallback: bool = Field(
+        True, description="End every provider chain with the offline extractive answerer."
+    )
+    chat_default_collection: str = Field(
+        "docs", description="Collection of /v1/chat/completions when the model is not stratus/<collection>."
+    )
+    chat_top_k: int = Field(6, ge=1, le=50, description="Chunks retrieved for a chat question.")
+    chat_max_context_tokens: int = Field(
+        8000, ge=256, description="Cap on any provider's prompt (context window used, all providers)."
+    )
+    chat_answer_tokens: int = Field(
+        512, ge=16, le=8192, description="Tokens reserved for the answer (default max_tokens)."
+    )
+    chat_min_chunks: int = Field(
+        1, ge=0, description="Budget trimming never drops below this many chunks (truncates instead)."
+    )
+    chat_history_messages: int = Field(
+        6, ge=0, le=50, description="Earlier messages of the conversation kept in the prompt."
+    )
+    chat_refuse_without_context: bool = Field(
+        True, description="Say that nothing relevant was found instead of answering without context."
+    )
+    chat_rewrite_followups: bool = Field(
+        True, description="Rewrite a follow-up into a standalone search query with one LLM call."
+    )
+    chat_followup_keywords: bool = Field(
+        True, description="Without an LLM: add keywords of the previous user turn to a follow-up's query."
+    )
+    chat_temperature: float = Field(0.2, ge=0, le=2, description="Default sampling temperature.")
+    chat_extractive_sentences: int = Field(
+        4, ge=1, le=20, description="Sentences the extractive answerer stitches together."
+    )
+    chat_connect_timeout_s: float = Field(3.0, gt=0, description="Time to connect to an LLM provider.")
+    chat_timeout_s: float = Field(
+        25.0, gt=0, description="Longest wait for a provider's response or its next streamed chunk."
+    )
+    chat_breaker_failures: int = Field(
+        3, ge=1, description="Consecutive retryable failures that open a provider's circuit."
+    )
+    chat_breaker_cooldown_s: float = Field(
+        30.0, ge=0, description="Time an open circuit waits before one half-open probe."
+    )
+    chat_breaker_max_cooldown_s: float = Field(
+        300.0, ge=0, description="Longest Retry-After (429) honoured as a circuit cooldown."
+    )
+    chat_local_health_ttl_s: float = Field(
+        15.0, ge=0, description="How long a local LLM health check result is reused."
+    )
+    chat_local_health_timeout_s: float = Field(
+        1.0, gt=0, description="Timeout of the local LLM health check (GET <base>/models)."
+    )
+    chat_secret_cache_s: int = Field(
+        300, ge=0, description="How long API keys read from SSM / Secrets Manager are cached."
+    )
+    chat_tiktoken_encoding: str = Field(
+        "o200k_base",
+        description="tiktoken encoding of the token estimate (read from TIKTOKEN_CACHE_DIR; the "
+        "encoder's tokenizer when it is not there).",
+    )
+    local_llm_base_url: str | None = Field(
+        None, description="Local OpenAI-compatible server (Ollama: http://127.0.0.1:11434/v1; vLLM)."
+    )
+    local_llm_model: str = Field("llama3.1:8b", description="Model name of the local server.")
+    local_llm_api_key: SecretStr | None = Field(None, description="API key of the local server, if any.")
+    local_llm_context_tokens: int = Field(
+        4096, ge=256, description="Context window of the local model; longer prompts go to the cloud."
+    )
+    openai_base_url: str = Field(
+        "https://api.openai.com/v1",
+        description="Cloud OpenAI-compatible base URL (OpenAI, Groq, OpenRouter, a remote vLLM).",
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, description="API key of the cloud OpenAI-compatible provider (prefer the parameter below)."
+    )
+    openai_api_key_parameter: str | None = Field(
+        None,
+        description="SSM parameter name or Secrets Manager secret (arn:...:secret:... or "
+        "secretsmanager:<name>) holding the key; enables the openai provider.",
+    )
+    openai_model: str = Field("gpt-4o-mini", description="Model of the cloud OpenAI-compatible provider.")
+    openai_context_tokens: int = Field(
+        128000, ge=256, description="Context window of the cloud OpenAI-compatible model."
+    )
+    bedrock_model_id: str | None = Field(
+        None, description="Bedrock model or inference profile id for Converse; enables the bedrock provider."
+    )
+    bedrock_region: str | None = Field(None, description="Region of Bedrock calls (unset: STRATUS_REGION).")
+    bedrock_context_tokens: int = Field(200000, ge=256, description="Context window of the Bedrock model.")
 
     @property
     def resolved_lancedb_uri(self) -> str:

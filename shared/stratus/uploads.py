@@ -49,11 +49,22 @@ def collect_uploads(paths: Iterable[Path], base: Path | None = None) -> list[Upl
 
 
 def upload_files(
-    s3_client: Any, bucket: str, inbox_prefix: str, collection: str, uploads: Sequence[Upload]
+    s3_client: Any,
+    bucket: str,
+    inbox_prefix: str,
+    collection: str,
+    uploads: Sequence[Upload],
+    concurrency: int = 8,
 ) -> list[str]:
-    """Upload files into inbox/<collection>/; return the doc ids the pipeline will report on."""
-    doc_ids = []
-    for upload in uploads:
+    """Upload files into inbox/<collection>/; return the doc ids the pipeline will report on.
+
+    Metadata sidecars go first, so a document's own S3 event already finds its attributes
+    (a sidecar that arrives later makes fetch read its document a second time). Puts run
+    `concurrency` at a time.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def put(upload: Upload) -> None:
         content_type = mimetypes.guess_type(upload.path.name)[0] or "application/octet-stream"
         s3_client.put_object(
             Bucket=bucket,
@@ -61,9 +72,17 @@ def upload_files(
             Body=upload.path.read_bytes(),
             ContentType=content_type,
         )
-        if not upload.source.endswith((".metadata.json", ".urls")):
-            doc_ids.append(make_doc_id(collection, upload.source))
-    return doc_ids
+
+    sidecars = [u for u in uploads if u.source.endswith(".metadata.json")]
+    rest = [u for u in uploads if not u.source.endswith(".metadata.json")]
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="upload") as pool:
+        for wave in (sidecars, rest):
+            list(pool.map(put, wave))  # (raises the first failure)
+    return [
+        make_doc_id(collection, u.source)
+        for u in uploads
+        if not u.source.endswith((".metadata.json", ".urls"))
+    ]
 
 
 def wait_for_documents(

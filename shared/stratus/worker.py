@@ -10,6 +10,9 @@ from typing import Any
 
 from stratus.observability import logger, metrics
 
+BatchHandler = Callable[[dict[str, Any]], dict[str, list[dict[str, str]]]]
+"""A Lambda-style SQS batch handler: an event with Records in, a partial batch response out."""
+
 
 @dataclass
 class WorkerStats:
@@ -20,20 +23,45 @@ class WorkerStats:
     failed: int = 0
 
 
+def sqs_event(messages: list[dict[str, Any]], queue_arn: str = "") -> dict[str, Any]:
+    """The Lambda SQS event for messages received with boto3's receive_message."""
+    return {
+        "Records": [
+            {
+                "messageId": m["MessageId"],
+                "receiptHandle": m["ReceiptHandle"],
+                "body": m["Body"],
+                "attributes": m.get("Attributes", {}),
+                "messageAttributes": {
+                    k: {"stringValue": v.get("StringValue"), "dataType": v.get("DataType")}
+                    for k, v in m.get("MessageAttributes", {}).items()
+                },
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+            }
+            for m in messages
+        ]
+    }
+
+
 class QueueWorker:
-    """Receives batches from one queue, handles each message, deletes the ones that succeeded."""
+    """Receives batches from one queue, hands each whole batch to a handler, deletes what succeeded.
+
+    The handler is the same batch function the Lambda handler calls, so a batch is embedded in one
+    encoder call here too, and a record it names as failed is left for SQS to redeliver.
+    """
 
     def __init__(
         self,
         sqs_client: Any,
         queue_url: str,
-        handle: Callable[[str], None],
+        handle_batch: BatchHandler,
         batch_size: int = 10,
         wait_s: int = 20,
     ) -> None:
         self._sqs = sqs_client
         self._queue_url = queue_url
-        self._handle = handle
+        self._handle_batch = handle_batch
         self._batch_size = min(10, max(1, batch_size))
         self._wait_s = wait_s
         self.stats = WorkerStats()
@@ -44,23 +72,24 @@ class QueueWorker:
             QueueUrl=self._queue_url,
             MaxNumberOfMessages=self._batch_size,
             WaitTimeSeconds=self._wait_s,
+            AttributeNames=["All"],
             MessageAttributeNames=["All"],
         )
         messages = response.get("Messages", [])
         if not messages:
             return 0
-        done = []
-        for message in messages:
-            try:
-                self._handle(message["Body"])
-                done.append(message)
-                self.stats.succeeded += 1
-            except Exception:
-                # Left undeleted: it comes back after the visibility timeout, then goes to the DLQ.
-                logger.exception(
-                    "message failed; SQS redelivers it", extra={"message_id": message["MessageId"]}
-                )
-                self.stats.failed += 1
+        try:
+            result = self._handle_batch(sqs_event(messages))
+            failed = {f["itemIdentifier"] for f in result.get("batchItemFailures", [])}
+        except Exception:
+            # Left undeleted: every message comes back after the visibility timeout, then goes to the DLQ.
+            logger.exception("batch failed; SQS redelivers it", extra={"messages": len(messages)})
+            failed = {m["MessageId"] for m in messages}
+        done = [m for m in messages if m["MessageId"] not in failed]
+        for message_id in failed:
+            logger.warning("message failed; SQS redelivers it", extra={"message_id": message_id})
+        self.stats.succeeded += len(done)
+        self.stats.failed += len(messages) - len(done)
         if done:
             self._sqs.delete_message_batch(
                 QueueUrl=self._queue_url,
@@ -83,11 +112,11 @@ class QueueWorker:
 
 def embed_worker(wait_s: int = 20, batch_size: int = 10) -> QueueWorker:
     """A worker for the embed queue, wired to the process-wide settings and stores."""
-    from stratus.pipeline.embed import run_embed_message
+    from stratus.pipeline.embed import run_embed_batch
     from stratus.settings import get_settings
     from stratus.stores import aws
 
     url = get_settings().embed_queue_url
     if not url:
         raise SystemExit("STRATUS_EMBED_QUEUE_URL is not set (the stack output EmbedQueueUrl)")
-    return QueueWorker(aws.client("sqs"), url, run_embed_message, batch_size=batch_size, wait_s=wait_s)
+    return QueueWorker(aws.client("sqs"), url, run_embed_batch, batch_size=batch_size, wait_s=wait_s)

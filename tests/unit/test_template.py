@@ -305,7 +305,13 @@ def test_policies_are_least_privilege(resources: dict[str, Any]) -> None:
         },
         "MaintenanceFunction": lancedb_rw,
     }
-    expected_sends = {"FetchFunction": {"EmbedQueue", "IndexQueue"}, "EmbedFunction": {"IndexQueue"}}
+    expected_sends = {
+        "FetchFunction": {"EmbedQueue", "IndexQueue"},
+        "EmbedFunction": {"IndexQueue"},
+        # DELETE /v1/collections/{c}/documents/{id} of a URL document has no inbox object whose S3
+        # event could reach fetch, so the API sends the delete StageMessage to index itself.
+        "ApiFunction": {"IndexQueue"},
+    }
     for name in FUNCTIONS:
         props = resources[name]["Properties"]
         # Then S3 object access is exactly the stage's prefixes, and sends go to the next queues only
@@ -561,3 +567,29 @@ def test_maintenance_event_is_a_scheduled_event() -> None:
     event = _load_event("maintenance")
     assert (event["source"], event["detail-type"]) == ("aws.events", "Scheduled Event")
     assert event["resources"][0].startswith("arn:aws:events:us-east-1:")
+
+
+def test_llm_grants_exist_only_when_a_provider_is_configured(resources: dict[str, Any]) -> None:
+    # Given the API function's policies
+    policies = resources["ApiFunction"]["Properties"]["Policies"]
+    conditional = {p["Fn::If"][0]: p["Fn::If"][1] for p in policies if "Fn::If" in p}
+
+    # Then SSM and Bedrock actions appear only inside the matching conditional policy
+    unconditional_actions = {
+        action
+        for p in policies
+        if "Fn::If" not in p
+        for statement in p.get("Statement", [])
+        for action in statement["Action"]
+    }
+    assert not {a for a in unconditional_actions if a.startswith(("ssm:", "bedrock:", "secretsmanager:"))}
+    assert conditional["HasOpenAiKey"]["Statement"][0]["Action"] == ["ssm:GetParameter"]
+    assert conditional["HasBedrockModel"]["Statement"][0]["Action"] == [
+        "bedrock:InvokeModel",
+        "bedrock:InvokeModelWithResponseStream",
+    ]
+    # And each is scoped to the one configured parameter or model, never a wildcard
+    for policy in conditional.values():
+        resources_ = policy["Statement"][0]["Resource"]
+        for resource in resources_ if isinstance(resources_, list) else [resources_]:
+            assert "*" not in resource["Fn::Sub"]

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from stratus import __version__
-from stratus.api import routes_documents, routes_health, routes_search
+from stratus.api import routes_chat, routes_documents, routes_health, routes_search
 from stratus.observability import logger
 
 
@@ -48,6 +48,7 @@ def create_app() -> FastAPI:
     app.include_router(routes_health.router)
     app.include_router(routes_search.router)
     app.include_router(routes_documents.router)
+    app.include_router(routes_chat.router)
     return app
 
 

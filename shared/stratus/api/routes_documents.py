@@ -1,13 +1,22 @@
-"""Document routes: status now; uploads and deletes build on them."""
+"""Document routes: status, inline text and URL submissions, presigned uploads, deletes."""
 
 from __future__ import annotations
 
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from stratus.api.deps import CollectionName, DocumentId
+from stratus.documents_api import (
+    DeleteResponse,
+    FieldError,
+    SubmitRequest,
+    SubmitResponse,
+    UploadRequest,
+    UploadTicket,
+)
 
 router = APIRouter(tags=["documents"])
 
@@ -44,3 +53,61 @@ def get_document(collection: CollectionName, doc_id: DocumentId) -> dict[str, An
     if record is None:
         raise HTTPException(404, f"document {doc_id} not found in {collection!r}")
     return record.to_public()
+
+
+def _field_error(error: FieldError) -> JSONResponse:
+    """The same 422 shape as request validation errors: detail names the field."""
+    return JSONResponse(
+        status_code=422,
+        content={"detail": str(error), "errors": [{"field": error.field, "message": error.message}]},
+    )
+
+
+@router.post(
+    "/v1/collections/{collection}/documents",
+    status_code=202,
+    response_model=SubmitResponse,
+    summary="Add documents as inline text or URLs",
+)
+def submit_documents(collection: CollectionName, body: SubmitRequest) -> SubmitResponse | JSONResponse:
+    """Write inline texts (with metadata sidecars) and a URL manifest into the collection's inbox."""
+    from stratus.documents_api import documents_api
+
+    try:
+        return documents_api().submit(collection, body)
+    except FieldError as error:
+        return _field_error(error)
+
+
+@router.post(
+    "/v1/collections/{collection}/uploads",
+    response_model=UploadTicket,
+    summary="Presigned PUT URL for a large file",
+)
+def create_upload(collection: CollectionName, body: UploadRequest) -> UploadTicket | JSONResponse:
+    """A presigned PUT to the inbox key of `source`; PUT the bytes with the returned headers."""
+    from stratus.documents_api import documents_api
+
+    try:
+        return documents_api().presign_upload(collection, body)
+    except FieldError as error:
+        return _field_error(error)
+
+
+@router.delete(
+    "/v1/collections/{collection}/documents/{doc_id}",
+    status_code=202,
+    response_model=DeleteResponse,
+    summary="Remove a document and every chunk of it",
+)
+def delete_document(collection: CollectionName, doc_id: DocumentId) -> DeleteResponse:
+    """Delete the inbox object (the S3 event removes the chunks) or, for a URL, mark it DELETED."""
+    from stratus.documents_api import documents_api
+
+    try:
+        result = documents_api().delete(collection, doc_id)
+    except FieldError as error:
+        raise HTTPException(409, str(error)) from error
+    if result is None:
+        raise HTTPException(404, f"document {doc_id} not found in {collection!r}")
+    return result

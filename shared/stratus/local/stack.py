@@ -396,6 +396,11 @@ class LocalStack:
         attributes = {(k, "Arn"): v for k, v in self.queue_arns.items()}
         environment: dict[str, str] = {}
         for name, value in self.plan.environment.items():
+            is_parameter = isinstance(value, dict) and value.get("Ref") in self.plan.parameters
+            if is_parameter and name in os.environ:
+                # A template parameter is the user's to choose: what they exported wins locally too.
+                environment[name] = os.environ[name]
+                continue
             resolved = resolve(value, refs, attributes)
             if resolved is not None:
                 environment[name] = resolved

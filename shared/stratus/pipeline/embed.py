@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from stratus.errors import PermanentError
+from stratus.errors import PermanentError, TransientError
 from stratus.models import ChunkBatch, DocumentStatus, StageMessage
-from stratus.observability import MetricName, logger, metrics
+from stratus.observability import MetricName, emit_metric, logger
 from stratus.pipeline.common import embed_text, load_chunk_batch, staging_key, stopwatch
+from stratus.pipeline.sqs import map_concurrently
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -32,33 +35,70 @@ class DocumentEncoder(Protocol):
     def embed_documents(self, texts: list[str]) -> np.ndarray: ...
 
 
-def chunk_rows(batch: ChunkBatch, vectors: np.ndarray) -> pa.Table:
-    """The chunk table rows of one document version, vectors included."""
+def chunk_rows(
+    batch: ChunkBatch, vectors: np.ndarray, filter_fields: dict[str, str] | None = None
+) -> pa.Table:
+    """The chunk table rows of one document version, vectors included.
+
+    Declared filter fields (`filter_fields`, default STRATUS_FILTER_FIELDS) are promoted from the
+    document's metadata to typed m_<name> columns; a value that does not fit the type is null.
+    """
     import pyarrow as pa
 
+    from stratus.filters import coerce_value, column_for
     from stratus.stores.vectors import chunk_schema
 
+    if filter_fields is None:
+        from stratus.settings import get_settings
+
+        filter_fields = get_settings().filter_fields
+    n = len(batch.chunks)
     metadata_json = json.dumps(batch.metadata, sort_keys=True)
-    columns = {
+    columns: dict[str, list[object]] = {
         "chunk_id": [c.chunk_id for c in batch.chunks],
-        "doc_id": [batch.doc_id] * len(batch.chunks),
-        "source": [batch.source] * len(batch.chunks),
-        "title": [batch.title] * len(batch.chunks),
+        "doc_id": [batch.doc_id] * n,
+        "source": [batch.source] * n,
+        "title": [batch.title] * n,
         "section": [c.section for c in batch.chunks],
         "page": [c.page for c in batch.chunks],
         "position": [c.position for c in batch.chunks],
         "token_count": [c.token_count for c in batch.chunks],
         "text": [c.text for c in batch.chunks],
         "fts_text": [embed_text(batch.title, c.section, c.text) for c in batch.chunks],
-        "content_sha256": [batch.content_sha256] * len(batch.chunks),
-        "metadata_json": [metadata_json] * len(batch.chunks),
+        "content_sha256": [batch.content_sha256] * n,
+        "metadata_json": [metadata_json] * n,
     }
+    for name, kind in filter_fields.items():
+        columns[column_for(name)] = [coerce_value(kind, batch.metadata.get(name))] * n
     dimension = vectors.shape[1]
-    schema = chunk_schema(dimension)
+    schema = chunk_schema(dimension, filter_fields)
     arrays = [pa.array(columns[f.name], type=f.type) for f in schema if f.name != "vector"]
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
     arrays.append(pa.FixedSizeListArray.from_arrays(flat, dimension))
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+@dataclass
+class _Pending:
+    """One document version of an SQS batch on its way through the embed stage."""
+
+    message_ids: list[str]
+    message: StageMessage
+    batch: ChunkBatch
+    timings: dict[str, float]
+    vectors: np.ndarray | None = None
+    missing: list[int] = field(default_factory=list)
+
+
+@dataclass
+class EmbedBatchReport:
+    """What one call of `EmbedStage.handle_batch` did (the worker and benchmarks read it)."""
+
+    failed: list[str] = field(default_factory=list)
+    documents: int = 0
+    chunks_encoded: int = 0
+    chunks_reused: int = 0
+    encode_ms: float = 0.0
 
 
 class EmbedStage:
@@ -81,57 +121,192 @@ class EmbedStage:
         self._staging_prefix = staging_prefix
 
     def handle(self, message: StageMessage) -> None:
-        """Embed the document version the message points at, unless it is no longer current."""
+        """Embed one document version (a batch of one); raise when it should be retried."""
+        report = self.handle_batch([("single", message)])
+        if report.failed:
+            raise TransientError(f"embedding {message.doc_id} failed; it will be retried")
+
+    def handle_batch(self, messages: Sequence[tuple[str, StageMessage]]) -> EmbedBatchReport:
+        """Embed a whole SQS batch at once: one stored-vector lookup per collection, one encoder call.
+
+        Returns the ids of the messages to retry. A document whose staged file is missing or
+        unreadable is FAILED and acknowledged alone; a transient fault of one document retries
+        only its message; an encoder failure retries every message of the batch.
+        """
+        report = EmbedBatchReport()
+        pending = self._load(messages, report)
+        if not pending:
+            return report
+        encoder = self._encoder()
+        self._reuse_stored_vectors(pending, encoder.dimension, report)
+        texts: list[str] = []
+        for item in pending:
+            texts.extend(
+                embed_text(item.batch.title, item.batch.chunks[i].section, item.batch.chunks[i].text)
+                for i in item.missing
+            )
+        started = time.perf_counter()
+        try:
+            encoded = encoder.embed_documents(texts) if texts else np.empty((0, encoder.dimension))
+        except Exception:
+            logger.exception("encoder failed; the whole batch will be retried")
+            report.failed.extend(mid for item in pending for mid in item.message_ids)
+            return report
+        report.encode_ms = (time.perf_counter() - started) * 1000
+        report.chunks_encoded = len(texts)
+        offset = 0
+        for item in pending:
+            assert item.vectors is not None
+            count = len(item.missing)
+            if count:
+                item.vectors[item.missing] = encoded[offset : offset + count]
+            offset += count
+            # The batch's encode time, shared out by each document's number of encoded chunks.
+            share = report.encode_ms * count / len(texts) if texts else 0.0
+            item.timings["embed"] = round(item.timings.get("embed", 0.0) + share, 2)
+        forwarded: list[StageMessage] = []
+        staged = map_concurrently(self._stage, pending)
+        for item, outcome in zip(pending, staged, strict=True):
+            try:
+                message = outcome.result()
+            except Exception:
+                logger.exception("could not stage vectors", extra={"doc_id": item.batch.doc_id})
+                report.failed.extend(item.message_ids)
+                continue
+            if message is not None:
+                forwarded.append(message)
+                report.documents += 1
+        if forwarded:
+            try:
+                self._index_queue.send(forwarded)
+            except Exception:
+                logger.exception("could not hand over to index; the batch will be retried")
+                sent_ids = {m.doc_id for m in forwarded}
+                report.failed.extend(
+                    mid for item in pending if item.batch.doc_id in sent_ids for mid in item.message_ids
+                )
+                return report
+        emit_metric(MetricName.CHUNKS_EMBEDDED, report.chunks_encoded)
+        emit_metric(MetricName.CHUNKS_REUSED, report.chunks_reused)
+        return report
+
+    def _load(self, messages: Sequence[tuple[str, StageMessage]], report: EmbedBatchReport) -> list[_Pending]:
+        """The current, readable document versions of the batch (duplicates merged)."""
+        unique: dict[tuple[str, str, str], tuple[str, StageMessage]] = {}
+        duplicates: dict[tuple[str, str, str], list[str]] = {}
+        for message_id, message in messages:
+            version = (message.collection, message.doc_id, message.content_sha256)
+            if version in unique:
+                duplicates.setdefault(version, []).append(message_id)
+            else:
+                unique[version] = (message_id, message)
+        # Per-document reads (the record, the staged chunks) overlap: they are round trips, not CPU.
+        loads = map_concurrently(lambda pair: self._load_one(*pair), list(unique.values()))
+        pending: dict[tuple[str, str, str], _Pending] = {}
+        for (version, (message_id, message)), outcome in zip(unique.items(), loads, strict=True):
+            try:
+                item = outcome.result()
+            except PermanentError as error:
+                logger.warning("document failed", extra={"doc_id": message.doc_id, "reason": str(error)})
+                self._fail(message, str(error))
+                continue
+            except Exception:
+                logger.exception("could not load staged chunks", extra={"doc_id": message.doc_id})
+                report.failed.append(message_id)
+                continue
+            if item is not None:  # (a stale version is acknowledged, its duplicates with it)
+                item.message_ids.extend(duplicates.get(version, []))
+                pending[version] = item
+        return list(pending.values())
+
+    def _load_one(self, message_id: str, message: StageMessage) -> _Pending | None:
         current = self._documents.get(message.collection, message.doc_id)
         if current is None or current.content_sha256 != message.content_sha256:
             logger.info("stale embed message ignored", extra={"doc_id": message.doc_id})
-            return
-        timings = dict(current.timings_ms)
+            return None
+        if current.status in {DocumentStatus.DELETED, DocumentStatus.FAILED}:
+            logger.info(
+                "embed message for a deleted or failed document ignored", extra={"doc_id": message.doc_id}
+            )
+            return None
         data = self._blobs.get_bytes(message.key)
         if data is None:
             raise PermanentError(f"staged chunks {message.key} are missing")
-        batch = load_chunk_batch(data)
-        with stopwatch(timings, "embed"):
-            vectors, reused = self.vectors_for(batch)
+        try:
+            batch = load_chunk_batch(data)
+        except (OSError, EOFError, ValueError) as error:
+            raise PermanentError(f"staged chunks {message.key} are unreadable: {error}") from error
+        return _Pending([message_id], message, batch, dict(current.timings_ms))
+
+    def _reuse_stored_vectors(
+        self, pending: list[_Pending], dimension: int, report: EmbedBatchReport
+    ) -> None:
+        """Stored vectors of unchanged chunks: one lookup per collection, none for new documents."""
+        lookups: dict[str, list[str]] = {}
+        for item in pending:
+            if not item.message.new_document:
+                lookups.setdefault(item.batch.collection, []).append(item.batch.doc_id)
+        stored: dict[str, dict[str, dict[str, np.ndarray]]] = {
+            collection: self._chunks.vectors_for_documents(collection, doc_ids)
+            for collection, doc_ids in lookups.items()
+        }
+        for item in pending:
+            known = stored.get(item.batch.collection, {}).get(item.batch.doc_id, {})
+            item.vectors = np.zeros((len(item.batch.chunks), dimension), dtype=np.float32)
+            for i, chunk in enumerate(item.batch.chunks):
+                vector = known.get(chunk.chunk_id)
+                if vector is not None and vector.shape[0] == dimension:
+                    item.vectors[i] = vector
+                else:
+                    item.missing.append(i)
+            report.chunks_reused += len(item.batch.chunks) - len(item.missing)
+
+    def _stage(self, item: _Pending) -> StageMessage | None:
+        """Write one document's embeddings, mark it EMBEDDED; the pointer to send to index."""
+        batch, timings = item.batch, item.timings
+        assert item.vectors is not None
         key = staging_key(
             self._staging_prefix, batch.collection, batch.doc_id, batch.content_sha256, "embeddings.parquet"
         )
         with stopwatch(timings, "stage_vectors"):
             self._blobs.put_bytes(
-                key, to_parquet(chunk_rows(batch, vectors)), "application/vnd.apache.parquet"
+                key, to_parquet(chunk_rows(batch, item.vectors)), "application/vnd.apache.parquet"
             )
-        embedded = len(batch.chunks) - reused
+        reused = len(batch.chunks) - len(item.missing)
         if not self._documents.advance(
             batch.collection,
             batch.doc_id,
             batch.content_sha256,
             DocumentStatus.EMBEDDED,
-            chunks_embedded=embedded,
+            chunks_embedded=len(item.missing),
             chunks_reused=reused,
             timings_ms=timings,
         ):
             logger.info("document changed while embedding; result dropped", extra={"doc_id": batch.doc_id})
-            return
-        self._index_queue.send([message.model_copy(update={"key": key})])
-        metrics.add_metric(name=MetricName.CHUNKS_EMBEDDED, unit="Count", value=embedded)
-        metrics.add_metric(name=MetricName.CHUNKS_REUSED, unit="Count", value=reused)
+            return None
+        return item.message.model_copy(update={"key": key})
 
     def vectors_for(self, batch: ChunkBatch) -> tuple[np.ndarray, int]:
-        """Vectors of every chunk in order, and how many were reused from the index."""
-        stored = self._chunks.vectors_for(batch.collection, batch.doc_id)
+        """Vectors of every chunk of one document in order, and how many were reused from the index."""
+        item = _Pending(
+            [], StageMessage(collection=batch.collection, doc_id=batch.doc_id, source=batch.source), batch, {}
+        )
         encoder = self._encoder()
-        vectors = np.zeros((len(batch.chunks), encoder.dimension), dtype=np.float32)
-        missing = []
-        for i, chunk in enumerate(batch.chunks):
-            vector = stored.get(chunk.chunk_id)
-            if vector is not None and vector.shape[0] == encoder.dimension:
-                vectors[i] = vector
-            else:
-                missing.append(i)
-        if missing:
-            texts = [embed_text(batch.title, batch.chunks[i].section, batch.chunks[i].text) for i in missing]
-            vectors[missing] = encoder.embed_documents(texts)
-        return vectors, len(batch.chunks) - len(missing)
+        report = EmbedBatchReport()
+        self._reuse_stored_vectors([item], encoder.dimension, report)
+        assert item.vectors is not None
+        if item.missing:
+            texts = [
+                embed_text(batch.title, batch.chunks[i].section, batch.chunks[i].text) for i in item.missing
+            ]
+            item.vectors[item.missing] = encoder.embed_documents(texts)
+        return item.vectors, report.chunks_reused
+
+    def _fail(self, message: StageMessage, reason: str) -> None:
+        self._documents.advance(
+            message.collection, message.doc_id, message.content_sha256, DocumentStatus.FAILED, error=reason
+        )
+        emit_metric(MetricName.DOCUMENTS_FAILED, 1)
 
 
 def to_parquet(table: pa.Table) -> bytes:
@@ -159,20 +334,27 @@ def build_embed_stage() -> EmbedStage:
     )
 
 
+def run_embed_batch(event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    """Handle one SQS batch of embed messages at once; the response names the messages to retry."""
+    from stratus.pipeline.sqs import batch_response, parse_stage_records
+
+    messages, malformed = parse_stage_records(event)
+    report = build_embed_stage().handle_batch(messages)
+    logger.info(
+        "embed batch",
+        extra={
+            "messages": len(messages),
+            "documents": report.documents,
+            "chunks_encoded": report.chunks_encoded,
+            "chunks_reused": report.chunks_reused,
+            "encode_ms": round(report.encode_ms, 1),
+        },
+    )
+    return batch_response(malformed + report.failed)
+
+
 def run_embed_message(body: str) -> None:
     """Handle one embed-queue message; raise to have it retried."""
     message = StageMessage.model_validate_json(body)
     logger.append_keys(request_id=message.request_id, doc_id=message.doc_id)
-    try:
-        build_embed_stage().handle(message)
-    except PermanentError as error:
-        _documents_fail(message, str(error))
-
-
-def _documents_fail(message: StageMessage, reason: str) -> None:
-    from stratus import services
-
-    services.document_table().advance(
-        message.collection, message.doc_id, message.content_sha256, DocumentStatus.FAILED, error=reason
-    )
-    metrics.add_metric(name=MetricName.DOCUMENTS_FAILED, unit="Count", value=1)
+    build_embed_stage().handle(message)

@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 
 from stratus.errors import PermanentError
 from stratus.models import ChunkBatch, DocumentStatus, StageMessage, check_collection_name, make_doc_id
-from stratus.observability import MetricName, logger, metrics
+from stratus.observability import MetricName, emit_metric, logger
 from stratus.pipeline.common import dump_chunk_batch, staging_key, stopwatch
 from stratus.stores.documents import normalise_version
 
@@ -46,6 +46,8 @@ class FetchConfig:
     chunk_tokens: int
     chunk_overlap_tokens: int
     max_document_bytes: int
+    url_allow_hosts: frozenset[str] = frozenset()
+    url_max_per_manifest: int = 1000
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,10 @@ class FetchStage:
                 self.handle_event(ObjectEvent("created", parent, event.version), request_id)
             return
         collection, source = split_inbox_key(self._config.inbox_prefix, key)
+        if event.kind == "removed" and key.endswith(MANIFEST_SUFFIX):
+            # A manifest only lists URLs; its documents stay until deleted through the API.
+            logger.info("manifest removed; its URL documents are kept", extra={"key": key})
+            return
         if event.kind == "removed":
             self.delete_document(collection, source, event.version, request_id)
         elif key.endswith(MANIFEST_SUFFIX):
@@ -176,7 +182,11 @@ class FetchStage:
         data = self._blobs.get_bytes(key)
         if data is None or self._fetch_urls is None:
             return
-        urls, problems = parse_url_manifest(data.decode("utf-8", errors="replace"))
+        urls, problems = parse_url_manifest(
+            data.decode("utf-8", errors="replace"),
+            max_urls=self._config.url_max_per_manifest,
+            allow_hosts=self._config.url_allow_hosts,
+        )
         for problem in problems:
             logger.warning("manifest line skipped", extra={"key": key, "problem": problem})
         for result in self._fetch_urls(urls):
@@ -204,6 +214,8 @@ class FetchStage:
         from stratus.ingest.chunking import chunk_document
         from stratus.ingest.parsing import parse_document
 
+        received_at = time.time()
+
         timings: dict[str, float] = {}
         doc_id = make_doc_id(collection, content.source)
         digest = hashlib.sha256(content.data)
@@ -217,7 +229,7 @@ class FetchStage:
             self._documents.record_version(
                 collection, doc_id, version, existing.status, detail="unchanged re-upload: nothing re-encoded"
             )
-            metrics.add_metric(name=MetricName.DOCUMENTS_UNCHANGED, unit="Count", value=1)
+            emit_metric(MetricName.DOCUMENTS_UNCHANGED, 1)
             return
         try:
             with stopwatch(timings, "parse"):
@@ -273,11 +285,15 @@ class FetchStage:
                     content_sha256=sha,
                     key=key,
                     request_id=request_id,
+                    received_at=received_at,
+                    # No record, or only the QUEUED one the API writes: nothing of it can be indexed.
+                    new_document=existing is None
+                    or (existing.status == DocumentStatus.QUEUED and not existing.content_sha256),
                 )
             ]
         )
-        metrics.add_metric(name=MetricName.DOCUMENTS_FETCHED, unit="Count", value=1)
-        metrics.add_metric(name=MetricName.CHUNKS_PRODUCED, unit="Count", value=len(chunks))
+        emit_metric(MetricName.DOCUMENTS_FETCHED, 1)
+        emit_metric(MetricName.CHUNKS_PRODUCED, len(chunks))
 
     def _fail(
         self, collection: str, doc_id: str, source: str, version: str, reason: str, sha: str = ""
@@ -293,7 +309,7 @@ class FetchStage:
             content_sha256=sha,
             chunk_count=0,
         )
-        metrics.add_metric(name=MetricName.DOCUMENTS_FAILED, unit="Count", value=1)
+        emit_metric(MetricName.DOCUMENTS_FAILED, 1)
 
 
 def build_fetch_stage() -> FetchStage:
@@ -320,6 +336,8 @@ def build_fetch_stage() -> FetchStage:
             chunk_tokens=settings.chunk_tokens,
             chunk_overlap_tokens=settings.chunk_overlap_tokens,
             max_document_bytes=settings.max_document_bytes,
+            url_allow_hosts=frozenset(settings.url_allow_hosts),
+            url_max_per_manifest=settings.url_max_per_manifest,
         ),
         fetch_urls=fetch_urls,
     )

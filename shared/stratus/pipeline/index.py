@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -10,7 +11,8 @@ from typing import TYPE_CHECKING
 
 from stratus.errors import PermanentError
 from stratus.models import DocumentStatus, StageMessage
-from stratus.observability import MetricName, logger, metrics
+from stratus.observability import MetricName, emit_metric, logger
+from stratus.pipeline.sqs import map_concurrently
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -39,6 +41,15 @@ class IndexStage:
         """Index a batch of (message id, message); return the ids of messages to retry."""
         work: dict[str, _CollectionWork] = defaultdict(_CollectionWork)
         failed: list[str] = []
+        upserts = [(mid, m) for mid, m in messages if m.action != "delete"]
+        # Per-document reads (record, staged vectors) overlap: they are round trips, not CPU.
+        loads = dict(
+            zip(
+                (mid for mid, _ in upserts),
+                map_concurrently(lambda pair: self._load_current(pair[1]), upserts),
+                strict=True,
+            )
+        )
         for message_id, message in messages:
             item = work[message.collection]
             if message.action == "delete":
@@ -48,7 +59,7 @@ class IndexStage:
                     item.message_ids.append(message_id)
                 continue
             try:
-                rows = self._load_current(message)
+                rows = loads[message_id].result()
             except PermanentError as error:
                 logger.warning(
                     "index message dropped", extra={"doc_id": message.doc_id, "reason": str(error)}
@@ -113,13 +124,22 @@ class IndexStage:
         dimension = rows.schema.field("vector").type.list_size if rows is not None else 0
         replace = {doc_id: r.column("chunk_id").to_pylist() for doc_id, (_, r) in latest.items()}
         self._chunks.write(collection, rows, replace, deletes, dimension)
-        for doc_id, (message, table) in latest.items():
-            self._documents.advance(
+
+        def mark_indexed(doc_id: str) -> bool:
+            message, table = latest[doc_id]
+            return self._documents.advance(
                 collection, doc_id, message.content_sha256, DocumentStatus.INDEXED, chunk_count=table.num_rows
             )
-        metrics.add_metric(name=MetricName.DOCUMENTS_INDEXED, unit="Count", value=len(latest))
-        metrics.add_metric(name=MetricName.CHUNKS_INDEXED, unit="Count", value=rows.num_rows if rows else 0)
-        metrics.add_metric(name=MetricName.DOCUMENTS_DELETED, unit="Count", value=len(deletes))
+
+        indexed_at = time.time()
+        for doc_id, outcome in zip(latest, map_concurrently(mark_indexed, list(latest)), strict=True):
+            received_at = latest[doc_id][0].received_at
+            if outcome.result() and received_at is not None:
+                latency_ms = max(0.0, (indexed_at - received_at) * 1000)
+                emit_metric(MetricName.INGEST_LATENCY_MS, latency_ms, "Milliseconds")
+        emit_metric(MetricName.DOCUMENTS_INDEXED, len(latest))
+        emit_metric(MetricName.CHUNKS_INDEXED, rows.num_rows if rows else 0)
+        emit_metric(MetricName.DOCUMENTS_DELETED, len(deletes))
 
 
 def build_index_stage() -> IndexStage:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from stratus.observability import MetricName, logger, metrics
+from stratus.observability import MetricName, emit_metric, logger
 
 if TYPE_CHECKING:
     from stratus.stores.vectors import ChunkStore
@@ -21,5 +21,5 @@ def run_maintenance(
         except Exception as error:
             logger.exception("maintenance failed", extra={"collection": collection})
             reports.append({"collection": collection, "error": type(error).__name__})
-    metrics.add_metric(name=MetricName.MAINTENANCE_RUNS, unit="Count", value=1)
+    emit_metric(MetricName.MAINTENANCE_RUNS, 1)
     return reports

@@ -1,0 +1,96 @@
+"""Citation markers: keep the answer's [n] that map to a chunk of the prompt, drop the rest.
+
+Works on a stream: text after a '[' is held back until the bracket closes (or clearly is no marker),
+so the streamed deltas and the final answer are the same cleaned text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from stratus.chat.models import Citation
+
+if TYPE_CHECKING:
+    from stratus.chat.prompts import ContextChunk
+
+_MARKER = re.compile(r"^\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]$")
+_PARTIAL = re.compile(r"^\[[\d,\s]*$")
+_MAX_MARKER = 24
+
+
+class CitationFilter:
+    """Feed text in pieces; get back text with unmapped markers removed; `cited` lists n in order."""
+
+    def __init__(self, valid: set[int]) -> None:
+        self.valid = valid
+        self.cited: list[int] = []
+        self._held = ""
+
+    def feed(self, text: str) -> str:
+        """The part of the text so far that can be emitted."""
+        out: list[str] = []
+        buffer = self._held + text
+        self._held = ""
+        i = 0
+        while i < len(buffer):
+            start = buffer.find("[", i)
+            if start < 0:
+                out.append(buffer[i:])
+                break
+            out.append(buffer[i:start])
+            end = buffer.find("]", start)
+            candidate = buffer[start : end + 1] if end >= 0 else buffer[start:]
+            if end < 0:
+                if _PARTIAL.match(candidate) and len(candidate) < _MAX_MARKER:
+                    self._held = candidate  # maybe the start of a marker: wait for more
+                    break
+                out.append("[")
+                i = start + 1
+                continue
+            match = _MARKER.match(candidate)
+            if match is None:
+                out.append("[")
+                i = start + 1
+                continue
+            numbers = [int(x) for x in match.group(1).split(",")]
+            kept = [n for n in numbers if n in self.valid]
+            for n in kept:
+                if n not in self.cited:
+                    self.cited.append(n)
+            if kept:
+                out.append("".join(f"[{n}]" for n in kept))
+            elif out and out[-1].endswith(" "):
+                out[-1] = out[-1][:-1]  # no space left dangling where a marker was dropped
+            i = end + 1
+        return "".join(out)
+
+    def flush(self) -> str:
+        """Whatever is still held back (an unfinished bracket is plain text)."""
+        held, self._held = self._held, ""
+        return held
+
+
+def clean_answer(text: str, chunks: list[ContextChunk]) -> tuple[str, list[Citation]]:
+    """The answer with unmapped markers dropped, and the citations it makes (order of first use)."""
+    marker_filter = CitationFilter({c.n for c in chunks})
+    cleaned = marker_filter.feed(text) + marker_filter.flush()
+    return cleaned, citations_for(marker_filter.cited, chunks)
+
+
+def citations_for(cited: list[int], chunks: list[ContextChunk]) -> list[Citation]:
+    """Citation records of the cited chunk numbers."""
+    by_n = {c.n: c for c in chunks}
+    return [
+        Citation(
+            n=n,
+            chunk_id=by_n[n].hit.chunk_id,
+            doc_id=by_n[n].hit.doc_id,
+            source=by_n[n].hit.source,
+            title=by_n[n].hit.title,
+            section=by_n[n].hit.section,
+            page=by_n[n].hit.page,
+        )
+        for n in cited
+        if n in by_n
+    ]

@@ -1,0 +1,454 @@
+"""Answer generators: extractive (offline), any OpenAI-compatible server over httpx, Bedrock Converse.
+
+Every provider turns its failures into `ProviderError` with a `FailureKind` (retryable or not) and a
+message from which the API key has been removed.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from stratus.chat.errors import FailureKind, ProviderError, classify_status, looks_like_context_length, redact
+from stratus.chat.extractive import extractive_answer
+from stratus.chat.prompts import render, template
+
+if TYPE_CHECKING:
+    import httpx
+
+    from stratus.chat.prompts import LLMRequest
+    from stratus.chat.tokens import TokenCounter
+
+ProviderRole = Literal["local", "cloud", "offline"]
+
+
+@dataclass(frozen=True)
+class TokenUsage:
+    """Token counts a provider reported."""
+
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of the answer; the last piece of a stream may carry only the provider's usage."""
+
+    text: str
+    usage: TokenUsage | None = None
+    refused: bool = False
+
+
+class Provider(Protocol):
+    """What the router needs of a provider."""
+
+    name: str
+    model: str
+    role: ProviderRole
+    context_tokens: int
+
+    def generate(self, request: LLMRequest) -> Delta:
+        """The whole answer in one call."""
+        ...
+
+    def stream(self, request: LLMRequest) -> Iterator[Delta]:
+        """The answer in pieces, as the provider produces them."""
+        ...
+
+
+# --- extractive ------------------------------------------------------------------------------------
+
+
+class ExtractiveProvider:
+    """No LLM: the most relevant sentences of the prompt's chunks, each cited [n]."""
+
+    role: ProviderRole = "offline"
+
+    def __init__(self, counter: TokenCounter, max_sentences: int, context_tokens: int) -> None:
+        self.name = "extractive"
+        self.model = "extractive"
+        self.counter = counter
+        self.max_sentences = max_sentences
+        self.context_tokens = context_tokens
+
+    def generate(self, request: LLMRequest) -> Delta:
+        """The stitched answer, or the no-context message when no sentence matches the question."""
+        answer = extractive_answer(
+            request.question,
+            request.chunks,
+            self.max_sentences,
+            request.max_tokens,
+            self.counter.count,
+            template("extractive_intro"),
+        )
+        if answer is None:
+            return Delta(render("no_context", collection=request.collection), refused=True)
+        return Delta(answer)
+
+    def stream(self, request: LLMRequest) -> Iterator[Delta]:
+        """The same answer, a few words per delta."""
+        whole = self.generate(request)
+        words = whole.text.split(" ")
+        for i in range(0, len(words), 4):
+            piece = " ".join(words[i : i + 4])
+            yield Delta(piece if i == 0 else " " + piece, refused=whole.refused)
+
+
+# --- OpenAI-compatible -----------------------------------------------------------------------------
+
+
+class OpenAICompatibleProvider:
+    """Chat completions of any OpenAI-compatible server (OpenAI, Groq, OpenRouter, vLLM, Ollama /v1)."""
+
+    def __init__(
+        self,
+        name: str,
+        role: ProviderRole,
+        base_url: str,
+        model: str,
+        context_tokens: int,
+        api_key: Callable[[], str | None],
+        connect_timeout_s: float,
+        timeout_s: float,
+    ) -> None:
+        self.name = name
+        self.role = role
+        self.base_url = base_url.rstrip("/")
+        self.model = model
+        self.context_tokens = context_tokens
+        self._api_key = api_key
+        self._connect_timeout_s = connect_timeout_s
+        self._timeout_s = timeout_s
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    def _http(self) -> httpx.Client:
+        with self._lock:
+            if self._client is None:
+                import httpx
+
+                self._client = httpx.Client(
+                    timeout=httpx.Timeout(self._timeout_s, connect=self._connect_timeout_s),
+                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+                    follow_redirects=False,
+                )
+            return self._client
+
+    def _key(self) -> str | None:
+        try:
+            return self._api_key()
+        except Exception as error:  # the key store failed: say so without details that could leak
+            raise ProviderError(
+                self.name, FailureKind.AUTH, f"could not read the API key ({type(error).__name__})"
+            ) from None
+
+    def _headers(self, key: str | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _body(self, request: LLMRequest, stream: bool) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "messages": request.openai_messages(),
+            "max_tokens": request.max_tokens,
+            "temperature": request.temperature,
+            "stream": stream,
+        }
+
+    def _error(self, error: Exception, key: str | None) -> ProviderError:
+        import httpx
+
+        secrets = [key] if key else []
+        if isinstance(error, httpx.TimeoutException):
+            return ProviderError(
+                self.name, FailureKind.TIMEOUT, f"{type(error).__name__} after {self._timeout_s}s"
+            )
+        if isinstance(error, httpx.TransportError):
+            return ProviderError(
+                self.name, FailureKind.CONNECTION, redact(f"{type(error).__name__}: {error}", secrets)
+            )
+        return ProviderError(
+            self.name, FailureKind.SERVER, redact(f"{type(error).__name__}: {error}", secrets)
+        )
+
+    def _status_error(self, response: httpx.Response, body: str, key: str | None) -> ProviderError:
+        from stratus.chat.errors import parse_retry_after
+
+        message = body
+        try:
+            data = json.loads(body)
+            err = data.get("error", data) if isinstance(data, dict) else data
+            if isinstance(err, dict):
+                message = str(err.get("message") or err.get("code") or body)
+                if str(err.get("code", "")) == "context_length_exceeded":
+                    message = f"context_length_exceeded: {message}"
+        except ValueError:
+            pass
+        kind = classify_status(response.status_code, message)
+        return ProviderError(
+            self.name,
+            kind,
+            redact(message.strip()[:300] or response.reason_phrase, [key] if key else []),
+            status=response.status_code,
+            retry_after_s=parse_retry_after(response.headers.get("retry-after")),
+        )
+
+    def health(self, timeout_s: float) -> bool:
+        """Whether GET <base>/models answers 200 within `timeout_s`."""
+        try:
+            key = self._api_key()
+            response = self._http().get(
+                f"{self.base_url}/models", headers=self._headers(key), timeout=timeout_s
+            )
+        except Exception:
+            return False
+        return response.status_code == 200
+
+    def generate(self, request: LLMRequest) -> Delta:
+        """POST /chat/completions without streaming."""
+        key = self._key()
+        try:
+            response = self._http().post(
+                f"{self.base_url}/chat/completions",
+                json=self._body(request, False),
+                headers=self._headers(key),
+            )
+        except Exception as error:
+            raise self._error(error, key) from None
+        if response.status_code != 200:
+            raise self._status_error(response, response.text, key)
+        try:
+            data = response.json()
+            text = data["choices"][0]["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise ProviderError(self.name, FailureKind.SERVER, "malformed completion response") from None
+        usage = data.get("usage") or {}
+        reported = (
+            TokenUsage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+            if usage
+            else None
+        )
+        return Delta(str(text), usage=reported)
+
+    def stream(self, request: LLMRequest) -> Iterator[Delta]:
+        """POST /chat/completions with stream: true; parses the server's SSE chunks."""
+        key = self._key()
+        client = self._http()
+        try:
+            with client.stream(
+                "POST",
+                f"{self.base_url}/chat/completions",
+                json=self._body(request, True),
+                headers=self._headers(key),
+            ) as response:
+                if response.status_code != 200:
+                    body = response.read().decode("utf-8", "replace")
+                    raise self._status_error(response, body, key)
+                done = False
+                for data in _sse_data(response.iter_lines()):
+                    if data == "[DONE]":
+                        done = True
+                        break
+                    delta = self._chunk_delta(data, key)
+                    if delta is not None:
+                        yield delta
+                if not done:
+                    raise ProviderError(self.name, FailureKind.CONNECTION, "stream ended before [DONE]")
+        except ProviderError:
+            raise
+        except Exception as error:
+            raise self._error(error, key) from None
+
+    def _chunk_delta(self, data: str, key: str | None) -> Delta | None:
+        try:
+            chunk = json.loads(data)
+        except ValueError:
+            raise ProviderError(self.name, FailureKind.SERVER, "malformed stream chunk") from None
+        if not isinstance(chunk, dict):
+            return None
+        if "error" in chunk:
+            err = chunk["error"]
+            message = str(err.get("message", err) if isinstance(err, dict) else err)
+            kind = FailureKind.CONTEXT_LENGTH if looks_like_context_length(message) else FailureKind.SERVER
+            raise ProviderError(self.name, kind, redact(message[:300], [key] if key else []))
+        usage = chunk.get("usage")
+        reported = (
+            TokenUsage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
+            if isinstance(usage, dict)
+            else None
+        )
+        text = ""
+        for choice in chunk.get("choices") or []:
+            text += str((choice.get("delta") or {}).get("content") or "")
+        if not text and reported is None:
+            return None
+        return Delta(text, usage=reported)
+
+
+def _sse_data(lines: Iterable[str]) -> Iterator[str]:
+    """The data of each Server-Sent Event (multi-line data joined; comments and other fields skipped)."""
+    buffer: list[str] = []
+    for line in lines:
+        if line == "":
+            if buffer:
+                yield "\n".join(buffer)
+                buffer = []
+            continue
+        if line.startswith(":"):
+            continue
+        field, _, value = line.partition(":")
+        if field == "data":
+            buffer.append(value[1:] if value.startswith(" ") else value)
+    if buffer:
+        yield "\n".join(buffer)
+
+
+# --- Bedrock ---------------------------------------------------------------------------------------
+
+_BEDROCK_RETRYABLE = {
+    "ThrottlingException": FailureKind.RATE_LIMITED,
+    "ServiceUnavailableException": FailureKind.SERVER,
+    "InternalServerException": FailureKind.SERVER,
+    "ModelNotReadyException": FailureKind.SERVER,
+    "ModelStreamErrorException": FailureKind.SERVER,
+    "ModelTimeoutException": FailureKind.TIMEOUT,
+    "ModelErrorException": FailureKind.SERVER,
+}
+_BEDROCK_AUTH = {"AccessDeniedException", "UnrecognizedClientException", "ExpiredTokenException"}
+_STREAM_ERRORS = {
+    "internalServerException": "InternalServerException",
+    "modelStreamErrorException": "ModelStreamErrorException",
+    "validationException": "ValidationException",
+    "throttlingException": "ThrottlingException",
+    "serviceUnavailableException": "ServiceUnavailableException",
+}
+
+
+def bedrock_failure(provider: str, code: str, message: str, status: int | None) -> ProviderError:
+    """The ProviderError of a Bedrock error code."""
+    if code in _BEDROCK_RETRYABLE:
+        kind = _BEDROCK_RETRYABLE[code]
+    elif code in _BEDROCK_AUTH:
+        kind = FailureKind.AUTH
+    elif looks_like_context_length(message):
+        kind = FailureKind.CONTEXT_LENGTH
+    else:
+        kind = FailureKind.VALIDATION
+    return ProviderError(provider, kind, f"{code}: {redact(message)[:280]}", status=status)
+
+
+def converse_messages(messages: list[tuple[str, str]]) -> list[dict[str, Any]]:
+    """Converse messages: start with a user turn, alternate roles (consecutive turns merged)."""
+    out: list[dict[str, Any]] = []
+    for role, content in messages:
+        if role not in ("user", "assistant") or (not out and role != "user") or not content:
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"][0]["text"] += "\n\n" + content
+        else:
+            out.append({"role": role, "content": [{"text": content}]})
+    return out
+
+
+def parse_converse_stream(provider: str, events: Iterable[dict[str, Any]]) -> Iterator[Delta]:
+    """Deltas of a ConverseStream event stream (text deltas, then usage from the metadata event)."""
+    for event in events:
+        for key, code in _STREAM_ERRORS.items():
+            if key in event:
+                raise bedrock_failure(provider, code, str(event[key].get("message", "")), None)
+        if "contentBlockDelta" in event:
+            text = event["contentBlockDelta"].get("delta", {}).get("text")
+            if text:
+                yield Delta(str(text))
+        elif "metadata" in event:
+            usage = event["metadata"].get("usage") or {}
+            if usage:
+                yield Delta(
+                    "", usage=TokenUsage(int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0)))
+                )
+
+
+class BedrockProvider:
+    """Bedrock Converse / ConverseStream through boto3 (client injectable for tests)."""
+
+    role: ProviderRole = "cloud"
+
+    def __init__(self, model_id: str, context_tokens: int, client: Callable[[], Any]) -> None:
+        self.name = "bedrock"
+        self.model = model_id
+        self.context_tokens = context_tokens
+        self._client = client
+
+    def _params(self, request: LLMRequest) -> dict[str, Any]:
+        params: dict[str, Any] = {
+            "modelId": self.model,
+            "messages": converse_messages(request.messages),
+            "inferenceConfig": {"maxTokens": request.max_tokens, "temperature": request.temperature},
+        }
+        if request.system:
+            params["system"] = [{"text": request.system}]
+        return params
+
+    def _error(self, error: Exception) -> ProviderError:
+        from botocore.exceptions import (
+            ClientError,
+            ConnectTimeoutError,
+            ReadTimeoutError,
+        )
+        from botocore.exceptions import (
+            ConnectionError as BotoConnectionError,
+        )
+
+        if isinstance(error, ClientError):
+            info = error.response.get("Error", {})
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return bedrock_failure(self.name, str(info.get("Code", "")), str(info.get("Message", "")), status)
+        if isinstance(error, ReadTimeoutError | ConnectTimeoutError):
+            return ProviderError(self.name, FailureKind.TIMEOUT, type(error).__name__)
+        if isinstance(error, BotoConnectionError):
+            return ProviderError(self.name, FailureKind.CONNECTION, type(error).__name__)
+        return ProviderError(self.name, FailureKind.SERVER, redact(f"{type(error).__name__}: {error}")[:300])
+
+    def generate(self, request: LLMRequest) -> Delta:
+        """One Converse call."""
+        try:
+            response = self._client().converse(**self._params(request))
+        except Exception as error:
+            raise self._error(error) from None
+        blocks = response.get("output", {}).get("message", {}).get("content", [])
+        text = "".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict))
+        usage = response.get("usage") or {}
+        return Delta(
+            text,
+            usage=TokenUsage(int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0)))
+            if usage
+            else None,
+        )
+
+    def stream(self, request: LLMRequest) -> Iterator[Delta]:
+        """One ConverseStream call, parsed by `parse_converse_stream`."""
+        try:
+            response = self._client().converse_stream(**self._params(request))
+            yield from parse_converse_stream(self.name, response["stream"])
+        except ProviderError:
+            raise
+        except Exception as error:
+            raise self._error(error) from None
+
+
+def bedrock_client(region: str, connect_timeout_s: float, timeout_s: float) -> Any:
+    """A bedrock-runtime client that does not retry by itself (the router falls back instead)."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        connect_timeout=connect_timeout_s,
+        read_timeout=timeout_s,
+        retries={"max_attempts": 1, "mode": "standard"},
+    )
+    return boto3.client("bedrock-runtime", region_name=region, config=config)

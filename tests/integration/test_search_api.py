@@ -1,0 +1,349 @@
+"""Search over HTTP against an S3-backed store on the emulator: contract, filters, rerank, replica."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyarrow as pa
+import pytest
+
+from stratus import services
+from stratus.local.stack import LocalStack
+from stratus.models import Chunk, ChunkBatch, make_chunk_id, make_doc_id
+from stratus.pipeline.embed import chunk_rows
+from stratus.stores.replica import TableReplica
+
+pytestmark = pytest.mark.integration
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+COLLECTION = "library"
+FIELDS = '{"year": "int", "category": "string"}'
+DOCS = [
+    (
+        "tides.md",
+        "Tides",
+        "The moon pulls the oceans and causes the tides twice a day.",
+        {"year": 2021, "category": "sea"},
+    ),
+    (
+        "bread.md",
+        "Bread",
+        "Bake bread from flour, water, yeast and salt in a hot oven.",
+        {"year": 2019, "category": "food"},
+    ),
+    ("lava.md", "Volcanoes", "A volcano erupts molten lava and ash.", {"year": 2023, "category": "earth"}),
+    (
+        "quote.md",
+        "It's quoted",
+        "O'Brien's notes on the sea and the tides.",
+        {"year": 2022, "category": "it's"},
+    ),
+]
+
+
+def build_length_reranker(folder: Path) -> Path:
+    """A toy cross-encoder: the logit is the number of passage tokens (longest passage first)."""
+    import onnx
+    from onnx import TensorProto, helper
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer = Tokenizer(models.WordLevel({"[UNK]": 0, "[CLS]": 1, "[SEP]": 2}, unk_token="[UNK]"))
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", 1), ("[SEP]", 2)],
+    )
+    tokenizer.save(str(folder / "tokenizer.json"))
+    nodes = [
+        helper.make_node("Cast", ["token_type_ids"], ["segment"], to=TensorProto.FLOAT),
+        helper.make_node("Cast", ["attention_mask"], ["mask"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["segment", "mask"], ["passage"]),
+        helper.make_node("ReduceSum", ["passage", "axis"], ["logits"], keepdims=1),
+    ]
+    inputs = [
+        helper.make_tensor_value_info(n, TensorProto.INT64, ["b", "t"])
+        for n in ("input_ids", "attention_mask", "token_type_ids")
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "length",
+        inputs,
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["b", 1])],
+        initializer=[helper.make_tensor("axis", TensorProto.INT64, [1], [1])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(folder / "model.onnx"))
+    return folder
+
+
+def rows_for(docs: list[Any]) -> pa.Table:
+    from stratus.embedding.encoder import get_encoder
+
+    tables = []
+    for source, title, text, metadata in docs:
+        doc_id = make_doc_id(COLLECTION, source)
+        batch = ChunkBatch(
+            collection=COLLECTION,
+            doc_id=doc_id,
+            source=source,
+            title=title,
+            content_sha256=hashlib.sha256(text.encode()).hexdigest(),
+            metadata=metadata,
+            chunks=[Chunk(chunk_id=make_chunk_id(doc_id, text, 0), position=0, text=text, token_count=12)],
+        )
+        vectors = get_encoder().embed_documents([f"{title}\n{text}"])
+        tables.append(chunk_rows(batch, vectors))
+    return pa.concat_tables(tables)
+
+
+@pytest.fixture(scope="module")
+def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
+    replica_root = tmp_path_factory.mktemp("replica")
+    environment = {
+        "STRATUS_FILTER_FIELDS": FIELDS,
+        "STRATUS_READ_CONSISTENCY_S": "0.3",
+        "STRATUS_SEARCH_REPLICA_DIR": str(replica_root),
+        "STRATUS_RERANK_MODEL_DIR": str(build_length_reranker(tmp_path_factory.mktemp("reranker"))),
+        "STRATUS_MODEL_DIR": str(model_dir),
+    }
+    stack = LocalStack(REPO_ROOT, visibility_timeout_s=2, poll_wait_s=1, extra_environment=environment)
+    stack.start(run_functions=False)
+    services.chunk_store().write(COLLECTION, rows_for(DOCS), {}, [], 384)
+    stack.serve_api(port=0)
+    yield stack
+    stack.stop()
+    for name in environment:
+        os.environ.pop(name, None)
+    services.reset()
+
+
+def post(stack: LocalStack, body: dict[str, Any], collection: str = COLLECTION) -> httpx.Response:
+    return httpx.post(f"{stack.api_url}/v1/collections/{collection}/search", json=body, timeout=30)
+
+
+def test_hybrid_search_answers_with_hits_ranks_and_timings(stack: LocalStack) -> None:
+    # given the indexed collection on S3
+    # when a hybrid search is posted
+    response = post(stack, {"query": "what causes the tides", "top_k": 2})
+
+    # then the tides document leads with both ranks, metadata and timings
+    assert response.status_code == 200, response.text
+    body = response.json()
+    top = body["hits"][0]
+    assert top["source"] == "tides.md"
+    assert top["vector_rank"] == 1
+    assert top["keyword_rank"] is not None
+    assert top["metadata"] == {"year": 2021, "category": "sea"}
+    assert body["degraded"] == []
+    assert body["timings_ms"]["total"] > 0
+
+
+def test_unknown_collection_is_404(stack: LocalStack) -> None:
+    # given no collection 'nowhere'
+    # when searched
+    response = post(stack, {"query": "x"}, collection="nowhere")
+
+    # then 404 names it
+    assert response.status_code == 404
+    assert "nowhere" in response.json()["detail"]
+
+
+def test_filters_restrict_hits(stack: LocalStack) -> None:
+    # given documents of several years
+    flt = {"or": [{"field": "year", "lt": 2020}, {"field": "category", "in": ["earth"]}]}
+
+    # when a search is filtered
+    response = post(stack, {"query": "tides bread lava", "top_k": 10, "filters": flt})
+
+    # then only matching documents come back
+    assert response.status_code == 200, response.text
+    assert sorted(h["source"] for h in response.json()["hits"]) == ["bread.md", "lava.md"]
+
+
+@pytest.mark.parametrize(
+    ("filters", "field"),
+    [
+        ({"field": "author", "eq": "x"}, "unknown filter field 'author'"),
+        ({"field": "year", "eq": "2020 OR 1=1"}, "filters.eq (year)"),
+        ({"field": "category", "eq": "a\u0000"}, "NUL"),
+        ({"field": "category", "eq": "x" * 5000}, "longer than"),
+        ({"not": {"not": {"not": {"not": {"field": "year", "eq": 1}}}}}, "nested deeper"),
+        ({"field": "year", "gte": 1, "drop": 2}, "filters.drop"),
+        ({"$where": "1=1"}, "unknown operator"),
+    ],
+)
+def test_bad_filters_are_422_naming_the_field(stack: LocalStack, filters: Any, field: str) -> None:
+    # given a hostile or malformed filter
+    # when it is posted
+    response = post(stack, {"query": "tides", "filters": filters})
+
+    # then the API answers 422 (never 500) and names the problem
+    assert response.status_code == 422, response.text
+    assert field in response.json()["detail"]
+
+
+@pytest.mark.parametrize("value", ["it's", "it''s", "' OR '1'='1", "it's' OR category <> '", "sea' --"])
+def test_hostile_strings_match_exactly_what_equality_would(stack: LocalStack, value: str) -> None:
+    # given one document whose category is "it's"
+    # when the category filter is given SQL-looking strings
+    response = post(stack, {"query": "sea tides", "top_k": 10, "filters": {"field": "category", "eq": value}})
+
+    # then the filter returns exactly the documents whose category equals the string
+    assert response.status_code == 200, response.text
+    expected = [d[0] for d in DOCS if d[3]["category"] == value]
+    assert [h["source"] for h in response.json()["hits"]] == expected
+
+
+def test_invalid_bodies_are_422(stack: LocalStack) -> None:
+    # given bodies outside the contract
+    # then each is a 422 naming the field
+    for body, field in (
+        ({"query": "x", "top_k": 101}, "top_k"),
+        ({"query": "x", "mode": "fuzzy"}, "mode"),
+        ({"query": "x", "mmr": {"lambda": 2}}, "mmr.lambda"),
+        ({"query": "x", "filters": "year = 1"}, "filters"),
+    ):
+        response = post(stack, body)
+        assert response.status_code == 422, body
+        assert response.json()["detail"].startswith(field), response.json()
+
+
+def test_rerank_uses_the_configured_cross_encoder(stack: LocalStack) -> None:
+    # given a toy cross-encoder that prefers the longest passage
+    # when a search asks for rerank
+    response = post(stack, {"query": "sea", "top_k": 4, "rerank": True, "mode": "vector"})
+
+    # then the hits come in the cross-encoder's order, with its scores
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["reranked"] is True
+    scores = [h["rerank_score"] for h in body["hits"]]
+    assert scores == sorted(scores, reverse=True)
+    from tokenizers.pre_tokenizers import Whitespace
+
+    lengths = {src: len(Whitespace().pre_tokenize_str(f"{title}\n{text}")) for src, title, text, _ in DOCS}
+    assert [h["source"] for h in body["hits"]] == sorted(lengths, key=lambda src: -lengths[src])
+    # (segment 1 is the passage's words and its closing [SEP])
+    assert scores[0] == lengths[body["hits"][0]["source"]] + 1
+
+
+def test_rerank_without_a_model_is_400(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given no cross-encoder configured
+    from stratus import rerank
+
+    monkeypatch.setattr(rerank, "get_reranker", lambda: None)
+
+    # when rerank is asked for
+    response = post(stack, {"query": "tides", "rerank": True})
+
+    # then 400 says how to configure it
+    assert response.status_code == 400
+    assert "STRATUS_RERANK_MODEL_DIR" in response.json()["detail"]
+
+
+def test_the_api_sees_new_commits_within_the_consistency_window(stack: LocalStack) -> None:
+    # given the API has served the collection (its replica is warm)
+    assert post(stack, {"query": "glaciers"}).status_code == 200
+
+    # when the writer commits a new document
+    committed = time.monotonic()
+    services.chunk_store().write(
+        COLLECTION,
+        rows_for([("ice.md", "Glaciers", "Glaciers are rivers of ice.", {"year": 2024})]),
+        {},
+        [],
+        384,
+    )
+
+    # then searches find it within the read-consistency interval plus one replica sync
+    while True:
+        hits = post(stack, {"query": "glaciers rivers of ice", "top_k": 1}).json()["hits"]
+        if hits and hits[0]["source"] == "ice.md":
+            break
+        assert time.monotonic() - committed < 5, "new commit not visible"
+        time.sleep(0.05)
+
+
+# --- the replica itself ----------------------------------------------------------------------------
+
+
+def table_of(found: Any | None) -> Any:
+    assert found is not None
+    return found
+
+
+def replica_for(stack: LocalStack, root: Path) -> TableReplica:
+    uri = services.chunk_store().uri
+    return TableReplica(stack.client("s3"), uri, root, interval_s=0.0)
+
+
+def test_the_replica_copies_only_new_files_and_serves_whole_versions(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    # given a fresh replica of the table
+    store = services.chunk_store()
+    name = store.table_name(COLLECTION)
+    replica = replica_for(stack, tmp_path)
+    first = replica.refresh(name)
+    copied = replica.stats(name)["files_copied"]
+    assert first == table_of(store.open(COLLECTION)).version
+
+    # when one more document is committed and the replica syncs again
+    store.write(COLLECTION, rows_for([("new.md", "New", "A brand new note.", {})]), {}, [], 384)
+    second = replica.refresh(name)
+
+    # then it serves the new version, copied a handful of files (not the table again), and reads locally
+    stats = replica.stats(name)
+    assert second == table_of(store.open(COLLECTION)).version
+    assert 0 < stats["files_copied"] - copied < copied
+    local = table_of(replica.table(name))
+    assert local.count_rows() == table_of(store.open(COLLECTION)).count_rows()
+    assert str(tmp_path) in local.uri
+
+
+def test_an_interrupted_sync_keeps_serving_the_previous_version(
+    stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a synced replica
+    store = services.chunk_store()
+    name = store.table_name(COLLECTION)
+    replica = replica_for(stack, tmp_path)
+    before = replica.refresh(name)
+    rows_before = table_of(replica.table(name)).count_rows()
+
+    # when a new commit's sync fails half-way through copying data files
+    store.write(COLLECTION, rows_for([("half.md", "Half", "Half copied.", {})]), {}, [], 384)
+    original = TableReplica._download
+
+    def flaky(self: TableReplica, key: str, path: Path) -> None:
+        if "/data/" in key:
+            raise OSError("connection reset")
+        original(self, key, path)
+
+    monkeypatch.setattr(TableReplica, "_download", flaky)
+    with pytest.raises(OSError, match="connection reset"):
+        replica.refresh(name)
+
+    # then the replica still serves the previous, complete version, and so does the folder on disk
+    import lancedb
+
+    assert replica.stats(name)["version"] == before
+    assert table_of(replica.table(name)).count_rows() == rows_before
+    on_disk: Any = lancedb.connect(str(tmp_path)).open_table(name)
+    assert (on_disk.version, on_disk.count_rows()) == (before, rows_before)
+    monkeypatch.setattr(TableReplica, "_download", original)
+
+    # and when the network is back, the next sync completes
+    assert replica.refresh(name) == table_of(store.open(COLLECTION)).version
+    assert table_of(replica.table(name)).count_rows() == rows_before + 1
+    assert not list(tmp_path.rglob("*.replica-tmp"))
