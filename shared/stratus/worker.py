@@ -36,8 +36,10 @@ def sqs_event(messages: list[dict[str, Any]], queue_arn: str = "") -> dict[str, 
                     k: {"stringValue": v.get("StringValue"), "dataType": v.get("DataType")}
                     for k, v in m.get("MessageAttributes", {}).items()
                 },
+                "md5OfBody": m.get("MD5OfBody", ""),
                 "eventSource": "aws:sqs",
                 "eventSourceARN": queue_arn,
+                "awsRegion": queue_arn.split(":")[3] if queue_arn.count(":") >= 5 else "",
             }
             for m in messages
         ]

@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes.pdf import make_pdf
 
 from stratus import services
 from stratus.dlq import main as dlq_main
@@ -92,31 +93,6 @@ def stack(model_dir: Path, web: str) -> Iterator[LocalStack]:
         services.reset()
 
 
-def make_pdf(text: str) -> bytes:
-    """A one-page PDF drawing `text` in Helvetica (a hand-written content stream)."""
-    escaped = text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-    stream = f"BT /F1 12 Tf 72 720 Td ({escaped}) Tj ET".encode("latin-1")
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "
-        b"/Resources << /Font << /F1 5 0 R >> >> /Contents 4 0 R >>",
-        b"<< /Length %d >>\nstream\n" % len(stream) + stream + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
-    ]
-    out = bytearray(b"%PDF-1.4\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    for offset in offsets:
-        out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
-    return bytes(out)
-
-
 def wait(doc_ids: list[str], since: float, collection: str = COLLECTION) -> dict[str, DocumentRecord]:
     records = wait_for_documents(services.document_table(), collection, doc_ids, 60, since=since)
     return {r.doc_id: r for r in records}
@@ -172,7 +148,7 @@ def test_a_mixed_folder_with_a_url_manifest_and_a_sidecar_becomes_searchable(
     (folder / "axolotl.html").write_text(
         "<html><body><h1>Axolotl</h1><p>The axolotl regrows lost limbs.</p></body></html>"
     )
-    (folder / "pangolin.pdf").write_bytes(make_pdf("Pangolins are covered in keratin scales."))
+    (folder / "pangolin.pdf").write_bytes(make_pdf(["Pangolins are covered in keratin scales."]))
     (folder / "quokka.txt").write_text("Quokkas smile for tourists on Rottnest Island.")
     (folder / "web.urls").write_text(f"# animals on the web\n{web}/okapi.html\n{web}/tardigrade.txt\n")
     since = time.time()
@@ -276,7 +252,7 @@ def test_documents_api_text_urls_upload_and_delete(stack: LocalStack, web: str) 
     assert submitted.status_code == 202, submitted.text
     accepted = {a["source"]: a for a in submitted.json()["accepted"]}
     # and a PDF uploaded with a presigned PUT
-    pdf = make_pdf("The dugong grazes on seagrass meadows.")
+    pdf = make_pdf(["The dugong grazes on seagrass meadows."])
     ticket = httpx.post(
         f"{api}/uploads",
         json={"source": "big/dugong.pdf", "content_type": "application/pdf", "size": len(pdf)},

@@ -144,30 +144,9 @@ class QueuePoller(threading.Thread):
         return messages
 
     def _deliver(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
-        event = {
-            "Records": [
-                {
-                    "messageId": m["MessageId"],
-                    "receiptHandle": m["ReceiptHandle"],
-                    "body": m["Body"],
-                    "attributes": m.get("Attributes", {}),
-                    "messageAttributes": {
-                        k: {
-                            "stringValue": v.get("StringValue"),
-                            "dataType": v.get("DataType"),
-                            "stringListValues": [],
-                            "binaryListValues": [],
-                        }
-                        for k, v in m.get("MessageAttributes", {}).items()
-                    },
-                    "md5OfBody": m.get("MD5OfBody", ""),
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self.queue_arn,
-                    "awsRegion": REGION,
-                }
-                for m in messages
-            ]
-        }
+        from stratus.worker import sqs_event
+
+        event = sqs_event(messages, self.queue_arn)
         context = LambdaContext(self.function.logical_id, self.function.memory_mb, self.function.timeout_s)
         self.invocations += 1
         try:
