@@ -3,7 +3,6 @@ OpenAI-compatible provider; SSE read off the wire, and the official `openai` cli
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -16,11 +15,11 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
+from fakes.chunks import single_chunk_batch
 from fakes.openai_server import FakeOpenAI, Step, answer, status
 
 from stratus import services
 from stratus.local.stack import free_port
-from stratus.models import Chunk, ChunkBatch, make_chunk_id, make_doc_id
 from stratus.pipeline.embed import chunk_rows
 
 pytestmark = pytest.mark.integration
@@ -40,24 +39,7 @@ def rows() -> pa.Table:
 
     tables = []
     for source, title, section, text in DOCS:
-        doc_id = make_doc_id(COLLECTION, source)
-        batch = ChunkBatch(
-            collection=COLLECTION,
-            doc_id=doc_id,
-            source=source,
-            title=title,
-            content_sha256=hashlib.sha256(text.encode()).hexdigest(),
-            metadata={},
-            chunks=[
-                Chunk(
-                    chunk_id=make_chunk_id(doc_id, text, 0),
-                    position=0,
-                    text=text,
-                    token_count=14,
-                    section=section,
-                )
-            ],
-        )
+        batch = single_chunk_batch(COLLECTION, source, title, text, section=section)
         tables.append(chunk_rows(batch, get_encoder().embed_documents([f"{title}\n{text}"])))
     return pa.concat_tables(tables)
 

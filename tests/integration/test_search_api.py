@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -12,10 +11,10 @@ from typing import Any
 import httpx
 import pyarrow as pa
 import pytest
+from fakes.chunks import single_chunk_batch
 
 from stratus import services
 from stratus.local.stack import LocalStack
-from stratus.models import Chunk, ChunkBatch, make_chunk_id, make_doc_id
 from stratus.pipeline.embed import chunk_rows
 from stratus.stores.replica import TableReplica
 
@@ -90,16 +89,7 @@ def rows_for(docs: list[Any]) -> pa.Table:
 
     tables = []
     for source, title, text, metadata in docs:
-        doc_id = make_doc_id(COLLECTION, source)
-        batch = ChunkBatch(
-            collection=COLLECTION,
-            doc_id=doc_id,
-            source=source,
-            title=title,
-            content_sha256=hashlib.sha256(text.encode()).hexdigest(),
-            metadata=metadata,
-            chunks=[Chunk(chunk_id=make_chunk_id(doc_id, text, 0), position=0, text=text, token_count=12)],
-        )
+        batch = single_chunk_batch(COLLECTION, source, title, text, metadata)
         vectors = get_encoder().embed_documents([f"{title}\n{text}"])
         tables.append(chunk_rows(batch, vectors))
     return pa.concat_tables(tables)

@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from fakes.chunks import single_chunk_batch
 
 from stratus.filters import FilterError
-from stratus.models import Chunk, ChunkBatch, make_chunk_id, make_doc_id
+from stratus.models import ChunkBatch
 from stratus.pipeline.embed import chunk_rows
 from stratus.search import (
     CollectionNotFoundError,
@@ -75,19 +76,7 @@ DOCS = [
 
 
 def batch_for(source: str, title: str, text: str, metadata: dict[str, Any]) -> ChunkBatch:
-    doc_id = make_doc_id(COLLECTION, source)
-    chunk = Chunk(
-        chunk_id=make_chunk_id(doc_id, text, 0), position=0, text=text, token_count=len(text.split())
-    )
-    return ChunkBatch(
-        collection=COLLECTION,
-        doc_id=doc_id,
-        source=source,
-        title=title,
-        content_sha256=hashlib.sha256(text.encode()).hexdigest(),
-        metadata=metadata,
-        chunks=[chunk],
-    )
+    return single_chunk_batch(COLLECTION, source, title, text, metadata)
 
 
 def index(store: ChunkStore, encoder: BagOfWords, docs: list[Any], fields: dict[str, str]) -> None:
