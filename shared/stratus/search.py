@@ -19,6 +19,7 @@ from stratus.stores.vectors import HIT_COLUMNS
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from stratus.settings import Settings
     from stratus.stores.vectors import ChunkStore, TableSnapshot
 
 SearchMode = Literal["hybrid", "vector", "keyword"]
@@ -113,6 +114,18 @@ class FusionConfig:
     keyword_weight: float = 1.0
     method: FusionMethod = "convex"
     rerank_candidates: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FusionConfig:
+        """Fusion parameters as configured."""
+        return cls(
+            candidates=settings.search_candidates,
+            rrf_k=settings.rrf_k,
+            vector_weight=settings.rrf_vector_weight,
+            keyword_weight=settings.rrf_keyword_weight,
+            method=settings.search_fusion,
+            rerank_candidates=settings.rerank_candidates,
+        )
 
 
 def reciprocal_rank_fusion(

@@ -29,18 +29,6 @@ def list_collections() -> dict[str, list[str]]:
     return {"collections": services.chunk_store().collections()}
 
 
-def fusion_config(settings: Settings) -> FusionConfig:
-    """Fusion parameters from settings."""
-    return FusionConfig(
-        candidates=settings.search_candidates,
-        rrf_k=settings.rrf_k,
-        vector_weight=settings.rrf_vector_weight,
-        keyword_weight=settings.rrf_keyword_weight,
-        method=settings.search_fusion,
-        rerank_candidates=settings.rerank_candidates,
-    )
-
-
 @router.post(
     "/v1/collections/{collection}/search",
     response_model=SearchResponse,
@@ -66,7 +54,7 @@ def search_collection(
             get_encoder(),
             collection,
             body,
-            fusion_config(settings),
+            FusionConfig.from_settings(settings),
             get_reranker() if body.rerank else None,
         )
     except CollectionNotFoundError as error:

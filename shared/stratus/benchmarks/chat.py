@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stratus.benchmarks import summarise
 from stratus.settings import REPO_ROOT
 
 QUESTIONS = [
@@ -77,28 +78,6 @@ QUESTIONS = [
 def log(message: str) -> None:
     """Progress to stderr."""
     print(message, file=sys.stderr, flush=True)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (linear interpolation)."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    low = int(rank)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
-
-
-def summarise(values: list[float]) -> dict[str, float]:
-    """p50/p95/p99/mean of milliseconds."""
-    return {
-        "n": len(values),
-        "p50_ms": round(percentile(values, 50), 1),
-        "p95_ms": round(percentile(values, 95), 1),
-        "p99_ms": round(percentile(values, 99), 1),
-        "mean_ms": round(sum(values) / max(len(values), 1), 1),
-    }
 
 
 def ask_all(

@@ -24,7 +24,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from stratus.evaluation import Dataset, build_index, index_key, percentile
+from stratus.benchmarks import summarise
+from stratus.evaluation import Dataset, build_index, index_key
 from stratus.observability import metrics
 
 MODES = ("vector", "keyword", "hybrid")
@@ -33,17 +34,6 @@ MODES = ("vector", "keyword", "hybrid")
 def log(message: str) -> None:
     """Progress to stderr."""
     print(message, file=sys.stderr, flush=True)
-
-
-def summarise(latencies_ms: Sequence[float]) -> dict[str, float]:
-    """p50, p95, p99 and mean of a list of milliseconds."""
-    return {
-        "n": len(latencies_ms),
-        "p50_ms": round(percentile(latencies_ms, 50), 2),
-        "p95_ms": round(percentile(latencies_ms, 95), 2),
-        "p99_ms": round(percentile(latencies_ms, 99), 2),
-        "mean_ms": round(sum(latencies_ms) / max(len(latencies_ms), 1), 2),
-    }
 
 
 def time_queries(run: Callable[[str], Any], queries: Sequence[str], warmup: int) -> list[float]:
@@ -117,13 +107,7 @@ def bench_stores(
         max_tokens=settings.embed_max_tokens,
         query_cache_size=0,
     )
-    fusion = FusionConfig(
-        candidates=settings.search_candidates,
-        rrf_k=settings.rrf_k,
-        vector_weight=settings.rrf_vector_weight,
-        keyword_weight=settings.rrf_keyword_weight,
-        method=settings.search_fusion,
-    )
+    fusion = FusionConfig.from_settings(settings)
     uri = f"s3://{stack.plan.bucket}/lancedb"
     options = storage_options_for(uri, "us-east-1", stack.endpoint_url)
     replica_dir = Path(settings.search_replica_dir or "/tmp/stratus-replica") / "bench"  # noqa: S108
@@ -258,9 +242,7 @@ def bench_sizes(
         query_cache_size=0,
     )
     dimension = 384
-    fusion = FusionConfig(
-        candidates=settings.search_candidates, rrf_k=settings.rrf_k, method=settings.search_fusion
-    )
+    fusion = FusionConfig.from_settings(settings)
     # Queries in the synthetic vocabulary (3-6 Zipf words), so full-text search has postings to score.
     import numpy as np
 

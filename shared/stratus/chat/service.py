@@ -32,12 +32,13 @@ def search_adapter(settings: Settings) -> Retriever:
 
     def retrieve(collection: str, query: str, top_k: int, filters: Any) -> SearchResponse:
         from stratus import services
-        from stratus.api.routes_search import fusion_config
         from stratus.embedding.encoder import get_encoder
-        from stratus.search import SearchRequest, search
+        from stratus.search import FusionConfig, SearchRequest, search
 
         request = SearchRequest(query=query[: conversation.MAX_QUERY_CHARS], top_k=top_k, filters=filters)
-        return search(services.chunk_store(), get_encoder(), collection, request, fusion_config(settings))
+        return search(
+            services.chunk_store(), get_encoder(), collection, request, FusionConfig.from_settings(settings)
+        )
 
     return retrieve
 
