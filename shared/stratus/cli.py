@@ -204,6 +204,19 @@ def _api_url(args: argparse.Namespace) -> str:
     return f"http://{settings.api_host}:{settings.api_port}"
 
 
+def _api_headers() -> dict[str, str]:
+    """Headers of the CLI's API calls: the key from STRATUS_API_KEY, else the one `stratus up` printed."""
+    from stratus.settings import get_settings
+
+    key = get_settings().api_key
+    if key is not None:
+        return {"x-api-key": key.get_secret_value()}
+    state = _use_local_stack_if_running()
+    if state and state.get("api_key"):
+        return {"x-api-key": str(state["api_key"])}
+    return {}
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """Search a collection through the API and print the hits."""
     import httpx
@@ -212,6 +225,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     response = httpx.post(
         f"{_api_url(args)}/v1/collections/{args.collection}/search",
         json={"query": args.query, "top_k": args.top_k, "mode": args.mode},
+        headers=_api_headers(),
         timeout=60,
     )
     if response.status_code != 200:

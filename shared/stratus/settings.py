@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     # --- API and local stack -----------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the local API binds.")
     api_port: int = Field(8000, ge=0, le=65535, description="Port of the local API (0: any free port).")
+    api_key: SecretStr | None = Field(
+        None,
+        description="API key the CLI sends (x-api-key); `stratus up` registers it as the local admin key "
+        "instead of generating one.",
+    )
     local_visibility_timeout_s: int | None = Field(
         None, ge=0, description="Local stack only: replaces the template's queue visibility timeouts."
     )
