@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
+from stratus.auth import generate_key, hash_key
 from stratus.local.stack import free_port
 
 pytestmark = pytest.mark.e2e
@@ -53,6 +55,12 @@ def test_stratus_up_serves_the_sample_docs_and_stops_on_ctrl_c(model_dir: Path) 
         assert not any("did not index" in line for line in lines), "\n".join(lines)
         curl_line = next(line.strip() for line in lines if line.strip().startswith("curl "))
         assert f"http://127.0.0.1:{port}/v1/collections/docs/search" in curl_line
+        # and the curl carries the local admin key that the state file holds for the CLI
+        state = json.loads((ROOT / ".stratus" / "local.json").read_text())
+        key_in_curl = f"-H 'x-api-key: {state['api_key']}'" in curl_line
+        assert key_in_curl
+        url = f"http://127.0.0.1:{port}/v1/collections/docs/search"
+        assert httpx.post(url, json={"query": "tests"}, timeout=30).status_code == 401
 
         # then the printed curl, run as printed, returns hits from the sample docs that answer the query
         command = shlex.split(curl_line)
@@ -77,3 +85,46 @@ def test_stratus_up_serves_the_sample_docs_and_stops_on_ctrl_c(model_dir: Path) 
     assert process.returncode == 0, tail
     assert "stopped." in tail
     assert not (ROOT / ".stratus" / "local.json").exists()
+
+
+@pytest.mark.timeout(300)
+def test_stratus_up_registers_the_key_of_stratus_api_key(model_dir: Path) -> None:
+    # given STRATUS_API_KEY set to a key of the fixed format
+    port = free_port()
+    key = generate_key()
+    env = {
+        **os.environ,
+        "STRATUS_API_PORT": str(port),
+        "STRATUS_API_KEY": key,
+        "PYTHONUNBUFFERED": "1",
+        "COLUMNS": "200",
+    }
+    process = subprocess.Popen(
+        [str(STRATUS), "up", "--no-ingest"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        # when it is ready
+        lines = read_until(process, "Press Ctrl-C to stop", timeout_s=240)
+
+        # then that key (not a new one) is the admin key it printed, stored and accepts
+        state = json.loads((ROOT / ".stratus" / "local.json").read_text())
+        registered = hash_key(state["api_key"]) == hash_key(key)
+        assert registered
+        printed = sum(key in line for line in lines)
+        assert printed >= 2  # the "api key" line and the curl
+        api = f"http://127.0.0.1:{port}"
+        assert httpx.get(f"{api}/v1/keys", headers={"x-api-key": key}, timeout=30).status_code == 200
+        assert httpx.get(f"{api}/v1/keys", timeout=30).status_code == 401
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    assert process.returncode == 0

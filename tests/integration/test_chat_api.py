@@ -19,7 +19,7 @@ from fakes.chunks import single_chunk_batch
 from fakes.openai_server import FakeOpenAI, Step, answer, status
 
 from stratus import services
-from stratus.local.stack import free_port
+from stratus.local.stack import LocalStack, free_port
 from stratus.pipeline.embed import chunk_rows
 
 pytestmark = pytest.mark.integration
@@ -51,7 +51,10 @@ def fake() -> Iterator[FakeOpenAI]:
 
 
 @pytest.fixture(scope="module")
-def api(model_dir: Path, fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def api(
+    model_dir: Path, fake: FakeOpenAI, idle_stack: LocalStack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The API over a local LanceDB folder; the emulator (idle_stack) holds the API keys table."""
     import uvicorn
 
     from stratus.api.app import create_app
@@ -98,8 +101,10 @@ def api(model_dir: Path, fake: FakeOpenAI, tmp_path_factory: pytest.TempPathFact
     tokens.reset()
 
 
-def chat(api: str, body: dict[str, Any], collection: str = COLLECTION) -> httpx.Response:
-    return httpx.post(f"{api}/v1/collections/{collection}/chat", json=body, timeout=30)
+def chat(
+    api: str, headers: dict[str, str], body: dict[str, Any], collection: str = COLLECTION
+) -> httpx.Response:
+    return httpx.post(f"{api}/v1/collections/{collection}/chat", json=body, headers=headers, timeout=30)
 
 
 def question(text: str, **fields: Any) -> dict[str, Any]:
@@ -127,17 +132,22 @@ def read_sse(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
     return events
 
 
-def stream_chat(api: str, body: dict[str, Any]) -> tuple[httpx.Response, list[tuple[str, dict[str, Any]]]]:
-    with httpx.stream("POST", f"{api}/v1/collections/{COLLECTION}/chat", json=body, timeout=30) as response:
+def stream_chat(
+    api: str, headers: dict[str, str], body: dict[str, Any]
+) -> tuple[httpx.Response, list[tuple[str, dict[str, Any]]]]:
+    url = f"{api}/v1/collections/{COLLECTION}/chat"
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as response:
         return response, read_sse(response)
 
 
-def test_chat_answers_with_citations_of_prompt_chunks(api: str, fake: FakeOpenAI) -> None:
+def test_chat_answers_with_citations_of_prompt_chunks(
+    api: str, fake: FakeOpenAI, api_headers: dict[str, str]
+) -> None:
     # given a provider that cites [1] and an out-of-range [7]
     fake.script(answer("The moon causes the tides [1], twice a day [7]."))
 
     # when a question is posted
-    response = chat(api, question("What causes the tides?"))
+    response = chat(api, api_headers, question("What causes the tides?"))
 
     # then the answer keeps [1] only, cites the tides chunk, and reports provider and usage
     assert response.status_code == 200, response.text
@@ -153,12 +163,14 @@ def test_chat_answers_with_citations_of_prompt_chunks(api: str, fake: FakeOpenAI
     assert "[1] Tides > Tides (tides.md)" in system
 
 
-def test_sse_stream_carries_retrieval_deltas_citations_and_done(api: str, fake: FakeOpenAI) -> None:
+def test_sse_stream_carries_retrieval_deltas_citations_and_done(
+    api: str, fake: FakeOpenAI, api_headers: dict[str, str]
+) -> None:
     # given a provider streaming an answer word by word
     fake.script(answer("The moon pulls the oceans [1]."))
 
     # when the chat is streamed and read as Server-Sent Events off the wire
-    response, events = stream_chat(api, question("What causes the tides?", stream=True))
+    response, events = stream_chat(api, api_headers, question("What causes the tides?", stream=True))
 
     # then the events come in order and the deltas add up to the final answer
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -178,12 +190,14 @@ def test_sse_stream_carries_retrieval_deltas_citations_and_done(api: str, fake: 
     assert done["provider"] == "openai"
 
 
-def test_sse_failure_after_the_first_token_ends_with_an_error_event(api: str, fake: FakeOpenAI) -> None:
+def test_sse_failure_after_the_first_token_ends_with_an_error_event(
+    api: str, fake: FakeOpenAI, api_headers: dict[str, str]
+) -> None:
     # given a provider failing after its first token
     fake.script(Step("error_after_first", text="The moon pulls the oceans [1]."))
 
     # when streamed
-    _, events = stream_chat(api, question("What causes the tides?", stream=True))
+    _, events = stream_chat(api, api_headers, question("What causes the tides?", stream=True))
 
     # then: retrieval, the first token, an error event; no fallback to the extractive answerer, no done
     assert [name for name, _ in events] == ["retrieval", "delta", "error"]
@@ -191,10 +205,11 @@ def test_sse_failure_after_the_first_token_ends_with_an_error_event(api: str, fa
     assert events[-1][1]["fallbacks"] == []
 
 
-def test_openai_client_round_trip(api: str, fake: FakeOpenAI) -> None:
+def test_openai_client_round_trip(api: str, fake: FakeOpenAI, api_headers: dict[str, str]) -> None:
     from openai import OpenAI
 
-    client = OpenAI(base_url=f"{api}/v1", api_key="not-needed-locally", max_retries=0)
+    # the official client sends its api_key as Authorization: Bearer, which Stratus accepts
+    client = OpenAI(base_url=f"{api}/v1", api_key=api_headers["x-api-key"], max_retries=0)
 
     # given a provider answering twice
     fake.script(answer("Tides come from the moon [1]."), answer("Tides come from the moon [1]."))
@@ -223,10 +238,12 @@ def test_openai_client_round_trip(api: str, fake: FakeOpenAI) -> None:
     assert [c["source"] for c in (chunks[-1].model_extra or {})["citations"]] == ["tides.md"]
 
 
-def test_openai_client_sees_errors_in_its_own_shape(api: str, fake: FakeOpenAI) -> None:
+def test_openai_client_sees_errors_in_its_own_shape(
+    api: str, fake: FakeOpenAI, api_headers: dict[str, str]
+) -> None:
     import openai
 
-    client = openai.OpenAI(base_url=f"{api}/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=f"{api}/v1", api_key=api_headers["x-api-key"], max_retries=0)
 
     # an unknown collection is a 404
     with pytest.raises(openai.NotFoundError):
@@ -242,7 +259,9 @@ def test_openai_client_sees_errors_in_its_own_shape(api: str, fake: FakeOpenAI) 
             pass
 
 
-def test_provider_auth_failure_is_502_and_the_key_never_leaks(api: str, fake: FakeOpenAI) -> None:
+def test_provider_auth_failure_is_502_and_the_key_never_leaks(
+    api: str, fake: FakeOpenAI, api_headers: dict[str, str]
+) -> None:
     # given a provider that rejects the key and echoes it back, and every log record captured
     fake.script(Step("status", status=401, echo_key=True))
     records: list[logging.LogRecord] = []
@@ -259,9 +278,9 @@ def test_provider_auth_failure_is_502_and_the_key_never_leaks(api: str, fake: Fa
         lg.setLevel(logging.DEBUG)
     try:
         # when a chat is posted (JSON and streaming)
-        response = chat(api, question("What causes the tides?"))
+        response = chat(api, api_headers, question("What causes the tides?"))
         fake.script(Step("status", status=401, echo_key=True))
-        _, events = stream_chat(api, question("What causes the tides?", stream=True))
+        _, events = stream_chat(api, api_headers, question("What causes the tides?", stream=True))
     finally:
         for lg, level in zip(loggers, levels, strict=True):
             lg.removeHandler(handler)
@@ -281,18 +300,22 @@ def test_provider_auth_failure_is_502_and_the_key_never_leaks(api: str, fake: Fa
         assert fragment not in logged
 
 
-def test_only_provider_failing_retryably_is_503_with_retry_after(api: str, fake: FakeOpenAI) -> None:
+def test_only_provider_failing_retryably_is_503_with_retry_after(
+    api: str, fake: FakeOpenAI, api_headers: dict[str, str]
+) -> None:
     fake.script(status(429, "slow down", {"Retry-After": "3"}))
 
-    response = chat(api, question("What causes the tides?", provider="openai"))
+    response = chat(api, api_headers, question("What causes the tides?", provider="openai"))
 
     assert response.status_code == 503
     assert response.headers["retry-after"] == "3"
     assert "openai failed" in response.json()["detail"]
 
 
-def test_extractive_provider_answers_offline_from_the_collection(api: str) -> None:
-    response = chat(api, question("What causes the tides?", provider="extractive"))
+def test_extractive_provider_answers_offline_from_the_collection(
+    api: str, api_headers: dict[str, str]
+) -> None:
+    response = chat(api, api_headers, question("What causes the tides?", provider="extractive"))
 
     assert response.status_code == 200, response.text
     body = response.json()
@@ -312,13 +335,15 @@ def test_extractive_provider_answers_offline_from_the_collection(api: str) -> No
         (question("x", temperature=3), "temperature"),
     ],
 )
-def test_invalid_bodies_are_422_naming_the_field(api: str, body: dict[str, Any], field: str) -> None:
-    response = chat(api, body)
+def test_invalid_bodies_are_422_naming_the_field(
+    api: str, body: dict[str, Any], field: str, api_headers: dict[str, str]
+) -> None:
+    response = chat(api, api_headers, body)
     assert response.status_code == 422, response.text
     assert response.json()["detail"].startswith(field)
 
 
-def test_unknown_collection_is_404(api: str) -> None:
-    response = chat(api, question("x"), collection="nowhere")
+def test_unknown_collection_is_404(api: str, api_headers: dict[str, str]) -> None:
+    response = chat(api, api_headers, question("x"), collection="nowhere")
     assert response.status_code == 404
     assert "nowhere" in response.json()["detail"]

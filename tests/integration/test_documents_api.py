@@ -22,9 +22,9 @@ pytestmark = pytest.mark.integration
 COLLECTION = "api-docs"
 
 
-@pytest.fixture(scope="module")
-def client(idle_stack: LocalStack) -> Iterator[TestClient]:
-    with TestClient(create_app()) as test_client:
+@pytest.fixture
+def client(idle_stack: LocalStack, api_headers: dict[str, str]) -> Iterator[TestClient]:
+    with TestClient(create_app(), headers=api_headers) as test_client:
         yield test_client
 
 

@@ -110,9 +110,14 @@ def test_embed_handler_encodes_staged_chunks(idle_stack: LocalStack) -> None:
     assert (record.status, record.chunks_embedded, record.chunks_reused) == (DocumentStatus.EMBEDDED, 2, 0)
 
 
-def test_index_handler_writes_chunks_then_api_and_maintenance_answer(idle_stack: LocalStack) -> None:
-    # given the staged vectors from the embed test
+def test_index_handler_writes_chunks_then_api_and_maintenance_answer(
+    idle_stack: LocalStack, api_headers: dict[str, str]
+) -> None:
+    # given the staged vectors from the embed test, and the sample API event carrying a real key
     message = stage_message("index")
+    api_event = load_event("api")
+    api_event["headers"].update(api_headers)
+    api_event["multiValueHeaders"].update({name: [value] for name, value in api_headers.items()})
     assert services.blob_store().get_bytes(message.key) is not None
 
     # when the index handler gets the event
@@ -125,7 +130,7 @@ def test_index_handler_writes_chunks_then_api_and_maintenance_answer(idle_stack:
     assert (record.status, record.chunk_count) == (DocumentStatus.INDEXED, 2)
 
     # and the API handler answers the sample API Gateway event with the right chunk first
-    api = idle_stack.handler("ApiFunction")(load_event("api"), idle_stack.context("ApiFunction"))
+    api = idle_stack.handler("ApiFunction")(api_event, idle_stack.context("ApiFunction"))
     assert api["statusCode"] == 200
     hits = json.loads(api["body"])["hits"]
     assert hits[0]["text"] == "Run make test to run the suite."

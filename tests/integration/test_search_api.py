@@ -117,14 +117,20 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     services.reset()
 
 
-def post(stack: LocalStack, body: dict[str, Any], collection: str = COLLECTION) -> httpx.Response:
-    return httpx.post(f"{stack.api_url}/v1/collections/{collection}/search", json=body, timeout=30)
+def post(
+    stack: LocalStack, headers: dict[str, str], body: dict[str, Any], collection: str = COLLECTION
+) -> httpx.Response:
+    return httpx.post(
+        f"{stack.api_url}/v1/collections/{collection}/search", json=body, headers=headers, timeout=30
+    )
 
 
-def test_hybrid_search_answers_with_hits_ranks_and_timings(stack: LocalStack) -> None:
+def test_hybrid_search_answers_with_hits_ranks_and_timings(
+    stack: LocalStack, api_headers: dict[str, str]
+) -> None:
     # given the indexed collection on S3
     # when a hybrid search is posted
-    response = post(stack, {"query": "what causes the tides", "top_k": 2})
+    response = post(stack, api_headers, {"query": "what causes the tides", "top_k": 2})
 
     # then the tides document leads with both ranks, metadata and timings
     assert response.status_code == 200, response.text
@@ -138,22 +144,22 @@ def test_hybrid_search_answers_with_hits_ranks_and_timings(stack: LocalStack) ->
     assert body["timings_ms"]["total"] > 0
 
 
-def test_unknown_collection_is_404(stack: LocalStack) -> None:
+def test_unknown_collection_is_404(stack: LocalStack, api_headers: dict[str, str]) -> None:
     # given no collection 'nowhere'
     # when searched
-    response = post(stack, {"query": "x"}, collection="nowhere")
+    response = post(stack, api_headers, {"query": "x"}, collection="nowhere")
 
     # then 404 names it
     assert response.status_code == 404
     assert "nowhere" in response.json()["detail"]
 
 
-def test_filters_restrict_hits(stack: LocalStack) -> None:
+def test_filters_restrict_hits(stack: LocalStack, api_headers: dict[str, str]) -> None:
     # given documents of several years
     flt = {"or": [{"field": "year", "lt": 2020}, {"field": "category", "in": ["earth"]}]}
 
     # when a search is filtered
-    response = post(stack, {"query": "tides bread lava", "top_k": 10, "filters": flt})
+    response = post(stack, api_headers, {"query": "tides bread lava", "top_k": 10, "filters": flt})
 
     # then only matching documents come back
     assert response.status_code == 200, response.text
@@ -172,10 +178,12 @@ def test_filters_restrict_hits(stack: LocalStack) -> None:
         ({"$where": "1=1"}, "unknown operator"),
     ],
 )
-def test_bad_filters_are_422_naming_the_field(stack: LocalStack, filters: Any, field: str) -> None:
+def test_bad_filters_are_422_naming_the_field(
+    stack: LocalStack, filters: Any, field: str, api_headers: dict[str, str]
+) -> None:
     # given a hostile or malformed filter
     # when it is posted
-    response = post(stack, {"query": "tides", "filters": filters})
+    response = post(stack, api_headers, {"query": "tides", "filters": filters})
 
     # then the API answers 422 (never 500) and names the problem
     assert response.status_code == 422, response.text
@@ -183,10 +191,14 @@ def test_bad_filters_are_422_naming_the_field(stack: LocalStack, filters: Any, f
 
 
 @pytest.mark.parametrize("value", ["it's", "it''s", "' OR '1'='1", "it's' OR category <> '", "sea' --"])
-def test_hostile_strings_match_exactly_what_equality_would(stack: LocalStack, value: str) -> None:
+def test_hostile_strings_match_exactly_what_equality_would(
+    stack: LocalStack, value: str, api_headers: dict[str, str]
+) -> None:
     # given one document whose category is "it's"
     # when the category filter is given SQL-looking strings
-    response = post(stack, {"query": "sea tides", "top_k": 10, "filters": {"field": "category", "eq": value}})
+    response = post(
+        stack, api_headers, {"query": "sea tides", "top_k": 10, "filters": {"field": "category", "eq": value}}
+    )
 
     # then the filter returns exactly the documents whose category equals the string
     assert response.status_code == 200, response.text
@@ -194,7 +206,7 @@ def test_hostile_strings_match_exactly_what_equality_would(stack: LocalStack, va
     assert [h["source"] for h in response.json()["hits"]] == expected
 
 
-def test_invalid_bodies_are_422(stack: LocalStack) -> None:
+def test_invalid_bodies_are_422(stack: LocalStack, api_headers: dict[str, str]) -> None:
     # given bodies outside the contract
     # then each is a 422 naming the field
     for body, field in (
@@ -203,15 +215,15 @@ def test_invalid_bodies_are_422(stack: LocalStack) -> None:
         ({"query": "x", "mmr": {"lambda": 2}}, "mmr.lambda"),
         ({"query": "x", "filters": "year = 1"}, "filters"),
     ):
-        response = post(stack, body)
+        response = post(stack, api_headers, body)
         assert response.status_code == 422, body
         assert response.json()["detail"].startswith(field), response.json()
 
 
-def test_rerank_uses_the_configured_cross_encoder(stack: LocalStack) -> None:
+def test_rerank_uses_the_configured_cross_encoder(stack: LocalStack, api_headers: dict[str, str]) -> None:
     # given a toy cross-encoder that prefers the longest passage
     # when a search asks for rerank
-    response = post(stack, {"query": "sea", "top_k": 4, "rerank": True, "mode": "vector"})
+    response = post(stack, api_headers, {"query": "sea", "top_k": 4, "rerank": True, "mode": "vector"})
 
     # then the hits come in the cross-encoder's order, with its scores
     assert response.status_code == 200, response.text
@@ -227,23 +239,27 @@ def test_rerank_uses_the_configured_cross_encoder(stack: LocalStack) -> None:
     assert scores[0] == lengths[body["hits"][0]["source"]] + 1
 
 
-def test_rerank_without_a_model_is_400(stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rerank_without_a_model_is_400(
+    stack: LocalStack, monkeypatch: pytest.MonkeyPatch, api_headers: dict[str, str]
+) -> None:
     # given no cross-encoder configured
     from stratus import rerank
 
     monkeypatch.setattr(rerank, "get_reranker", lambda: None)
 
     # when rerank is asked for
-    response = post(stack, {"query": "tides", "rerank": True})
+    response = post(stack, api_headers, {"query": "tides", "rerank": True})
 
     # then 400 says how to configure it
     assert response.status_code == 400
     assert "STRATUS_RERANK_MODEL_DIR" in response.json()["detail"]
 
 
-def test_the_api_sees_new_commits_within_the_consistency_window(stack: LocalStack) -> None:
+def test_the_api_sees_new_commits_within_the_consistency_window(
+    stack: LocalStack, api_headers: dict[str, str]
+) -> None:
     # given the API has served the collection (its replica is warm)
-    assert post(stack, {"query": "glaciers"}).status_code == 200
+    assert post(stack, api_headers, {"query": "glaciers"}).status_code == 200
 
     # when the writer commits a new document
     committed = time.monotonic()
@@ -257,7 +273,7 @@ def test_the_api_sees_new_commits_within_the_consistency_window(stack: LocalStac
 
     # then searches find it within the read-consistency interval plus one replica sync
     while True:
-        hits = post(stack, {"query": "glaciers rivers of ice", "top_k": 1}).json()["hits"]
+        hits = post(stack, api_headers, {"query": "glaciers rivers of ice", "top_k": 1}).json()["hits"]
         if hits and hits[0]["source"] == "ice.md":
             break
         assert time.monotonic() - committed < 5, "new commit not visible"

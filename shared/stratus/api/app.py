@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from typing import Any
@@ -11,24 +12,46 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from stratus import __version__
-from stratus.api import routes_chat, routes_documents, routes_health, routes_search
-from stratus.observability import logger
+from stratus.api import routes_chat, routes_documents, routes_health, routes_keys, routes_search
+from stratus.api.limits import BodyLimitMiddleware
+from stratus.observability import log_context
+from stratus.settings import Settings, get_settings
+
+# A client's X-Request-ID is kept when it is a plain token; anything else (log or header injection,
+# a megabyte of text) is replaced by a fresh id.
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def create_app() -> FastAPI:
+# Union members in a validation error's location ("dict[str,any]", "str"): they name types, not fields.
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "none"})
+
+
+def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
+    """The dotted field path of a validation error's location, union member names left out."""
+    parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS))]
+    return ".".join(parts) or "body"
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI application."""
+    settings = settings or get_settings()
     app = FastAPI(
         title="Stratus",
         version=__version__,
         description="Serverless retrieval-augmented generation: ingest, search and chat.",
     )
+    # Added before `correlate`, so it runs inside it: a 413 or 422 from here carries the request id.
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes, max_depth=settings.api_max_json_depth
+    )
 
     @app.middleware("http")
     async def correlate(request: Request, call_next: Any) -> Response:
-        request_id = request.headers.get("x-request-id") or str(uuid.uuid4())
-        logger.append_keys(request_id=request_id)
+        given = request.headers.get("x-request-id", "")
+        request_id = given if REQUEST_ID.fullmatch(given) else str(uuid.uuid4())
         started = time.perf_counter()
-        response: Response = await call_next(request)
+        with log_context(request_id=request_id):
+            response: Response = await call_next(request)
         response.headers["x-request-id"] = request_id
         response.headers["server-timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
         return response
@@ -36,8 +59,7 @@ def create_app() -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, error: RequestValidationError) -> JSONResponse:
         problems = [
-            {"field": ".".join(str(p) for p in e.get("loc", ())[1:]) or "body", "message": e.get("msg", "")}
-            for e in error.errors()
+            {"field": _field_path(e.get("loc", ())[1:]), "message": e.get("msg", "")} for e in error.errors()
         ]
         first = problems[0] if problems else {"field": "body", "message": "invalid request"}
         return JSONResponse(
@@ -49,6 +71,7 @@ def create_app() -> FastAPI:
     app.include_router(routes_search.router)
     app.include_router(routes_documents.router)
     app.include_router(routes_chat.router)
+    app.include_router(routes_keys.router)
     return app
 
 

@@ -1,17 +1,113 @@
-"""Shared FastAPI dependencies and path parameters."""
+"""Shared FastAPI dependencies and path parameters: settings, API keys, roles and rate limits."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import math
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import Path
+from fastapi import Depends, HTTPException, Path, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel
 
+from stratus.auth import ForbiddenError, Principal, Role, UnauthenticatedError, authorize
+from stratus.errors import TransientError
+from stratus.observability import MetricName, emit_metric
 from stratus.settings import Settings, get_settings
 
 CollectionName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Collection name.")]
 DocumentId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Document id.")]
 
+# Either scheme carries the same key: x-api-key for API Gateway and curl, Bearer for OpenAI clients.
+api_key_header = APIKeyHeader(name="x-api-key", auto_error=False, description="A Stratus API key (strk_...).")
+bearer_token = HTTPBearer(
+    auto_error=False, description="The same API key as a bearer token (what OpenAI clients send)."
+)
+
+
+class FieldProblem(BaseModel):
+    """One invalid field of a request."""
+
+    field: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """The body of every error answer of the native API: `detail` says what is wrong and names the field."""
+
+    detail: str
+    errors: list[FieldProblem] | None = None
+
+
+def error_response(description: str) -> dict[str, Any]:
+    """An OpenAPI `responses` entry for an error answer with the shared error body."""
+    return {"description": description, "model": ErrorBody}
+
+
+# Declared on every router with protected routes, so the OpenAPI document lists these answers too.
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: error_response("the body is not valid UTF-8 JSON"),
+    401: error_response("no API key, or an unknown or revoked one (WWW-Authenticate)"),
+    403: error_response("the key may not use this collection, or lacks the role"),
+    413: error_response("the request body is over the size limit"),
+    422: error_response("invalid request; detail names the field"),
+    429: error_response("the key's rate limit is spent (Retry-After: seconds)"),
+    503: error_response("the key store is busy, or a dependency is unavailable (Retry-After)"),
+}
+CHALLENGE = {"WWW-Authenticate": 'Bearer realm="stratus", ApiKey realm="stratus" header="x-api-key"'}
+
 
 def settings_dep() -> Settings:
     """Settings as a FastAPI dependency."""
     return get_settings()
+
+
+def principal_dep(
+    api_key: Annotated[str | None, Security(api_key_header)],
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_token)],
+) -> Principal:
+    """The verified key of the request, after its rate limit; 401, 429 or 503 otherwise."""
+    from stratus import services
+
+    key = api_key or (bearer.credentials if bearer is not None else None)
+    try:
+        principal = services.key_verifier().verify(key)
+        wait = services.rate_limiter().check(
+            principal.key_id, principal.rate_limit_per_s, principal.rate_limit_burst
+        )
+    except UnauthenticatedError as error:
+        emit_metric(MetricName.AUTH_FAILURES, 1)
+        raise HTTPException(401, str(error), headers=CHALLENGE) from error
+    except TransientError as error:
+        raise HTTPException(503, "the key store is busy; retry", headers={"Retry-After": "1"}) from error
+    if wait > 0:
+        emit_metric(MetricName.RATE_LIMITED, 1)
+        raise HTTPException(
+            429,
+            f"rate limit of key {principal.key_id} exceeded",
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
+    return principal
+
+
+def require(role: Role) -> Callable[..., Principal]:
+    """A dependency that lets through keys holding `role` on the path's collection (if it names one)."""
+
+    def dependency(request: Request, principal: Annotated[Principal, Depends(principal_dep)]) -> Principal:
+        try:
+            authorize(principal, request.path_params.get("collection"), role)
+        except ForbiddenError as error:
+            emit_metric(MetricName.AUTH_FAILURES, 1)
+            raise HTTPException(403, str(error)) from error
+        return principal
+
+    dependency.__name__ = f"require_{role.value}"
+    return dependency
+
+
+_require_read, _require_write, _require_admin = require(Role.READ), require(Role.WRITE), require(Role.ADMIN)
+# For a route's `dependencies=[...]` when the route does not need the principal itself.
+READ_ACCESS, WRITE_ACCESS = Depends(_require_read), Depends(_require_write)
+ReadKey = Annotated[Principal, Depends(_require_read)]
+AdminKey = Annotated[Principal, Depends(_require_admin)]
+AnyKey = Annotated[Principal, Depends(principal_dep)]

@@ -13,15 +13,24 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from stratus.api.deps import CollectionName, settings_dep
+from stratus.api.deps import (
+    AUTH_RESPONSES,
+    READ_ACCESS,
+    AnyKey,
+    CollectionName,
+    ErrorBody,
+    error_response,
+    settings_dep,
+)
+from stratus.auth import ForbiddenError, Role, authorize
 from stratus.chat.errors import FailureKind, NoProviderError, ProviderError
 from stratus.chat.models import ChatMessage, ChatRequest, ChatResponse, OpenAIChatRequest
 from stratus.chat.router import ProviderNotAllowedError
 from stratus.settings import Settings
 
-router = APIRouter(tags=["chat"])
+router = APIRouter(tags=["chat"], responses=AUTH_RESPONSES)
 
 _COLLECTION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -88,16 +97,19 @@ def _sse(name: str | None, data: Any) -> str:
 @router.post(
     "/v1/collections/{collection}/chat",
     response_model=ChatResponse,
+    dependencies=[READ_ACCESS],
     responses={
         200: {
             "description": "the answer (JSON), or with stream: true a text/event-stream of retrieval, "
             "delta, citations and done events (error on failure)"
         },
-        400: {"description": "provider not allowed, or the prompt exceeds the provider's context window"},
-        404: {"description": "unknown collection"},
-        422: {"description": "invalid request or filter; detail names the field"},
-        502: {"description": "the provider refused the request (credentials, validation)"},
-        503: {"description": "no provider could answer (Retry-After when known)"},
+        400: error_response(
+            "provider not allowed, the prompt exceeds the provider's context window, or the body is not JSON"
+        ),
+        404: error_response("unknown collection"),
+        422: error_response("invalid request or filter; detail names the field"),
+        502: error_response("the provider refused the request (credentials, validation)"),
+        503: error_response("no provider could answer (Retry-After when known)"),
     },
 )
 def chat(
@@ -127,6 +139,26 @@ def chat(
 # --- OpenAI-compatible ---------------------------------------------------------------------------
 
 
+class OpenAIErrorDetail(BaseModel):
+    """The error object of an OpenAI-style error answer."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """An error answer in the shape OpenAI clients parse."""
+
+    error: OpenAIErrorDetail
+
+
+def openai_error_response(description: str) -> dict[str, Any]:
+    """An OpenAPI `responses` entry for an OpenAI-shaped error answer."""
+    return {"description": description, "model": OpenAIError}
+
+
 def _openai_error(
     status: int, message: str, code: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -149,12 +181,19 @@ def collection_of(model: str, settings: Settings) -> str:
     "/v1/chat/completions",
     responses={
         200: {"description": "an OpenAI chat.completion, or chat.completion.chunk events ending in [DONE]"},
-        400: {"description": "invalid request (OpenAI error shape)"},
-        404: {"description": "unknown collection (model stratus/<collection>)"},
+        400: {
+            "description": "invalid request (OpenAI error shape), or a body that is not JSON (detail)",
+            "model": OpenAIError | ErrorBody,
+        },
+        403: openai_error_response("the key may not read the model's collection (OpenAI error shape)"),
+        404: openai_error_response("unknown collection (model stratus/<collection>)"),
+        502: openai_error_response("the provider refused the request (credentials, validation)"),
+        503: openai_error_response("no provider could answer (Retry-After when known)"),
     },
 )
 def chat_completions(
     body: OpenAIChatRequest,
+    principal: AnyKey,
     settings: Annotated[Settings, Depends(settings_dep)],
 ) -> Response:
     """OpenAI-compatible chat over a collection: model `stratus/<collection>` (or the default collection)."""
@@ -163,12 +202,16 @@ def chat_completions(
     collection = collection_of(body.model, settings)
     if not _COLLECTION.match(collection):
         return _openai_error(404, f"model {body.model!r}: invalid collection name", "model_not_found")
-    messages = [
-        ChatMessage(role=m.role, content=m.text())
-        for m in body.messages
-        if m.role in ("user", "assistant") and m.text().strip()
-    ]
     try:
+        authorize(principal, collection, Role.READ)
+    except ForbiddenError as error:
+        return _openai_error(403, str(error), "permission_denied")
+    try:
+        messages = [
+            ChatMessage(role=m.role, content=m.text())
+            for m in body.messages
+            if m.role in ("user", "assistant") and m.text().strip()
+        ]
         request = ChatRequest(
             messages=messages,
             stream=body.stream,

@@ -8,7 +8,14 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from stratus.api.deps import CollectionName, DocumentId
+from stratus.api.deps import (
+    AUTH_RESPONSES,
+    READ_ACCESS,
+    WRITE_ACCESS,
+    CollectionName,
+    DocumentId,
+    error_response,
+)
 from stratus.documents_api import (
     DeleteResponse,
     FieldError,
@@ -18,7 +25,7 @@ from stratus.documents_api import (
     UploadTicket,
 )
 
-router = APIRouter(tags=["documents"])
+router = APIRouter(tags=["documents"], responses=AUTH_RESPONSES)
 
 
 class DocumentsPage(BaseModel):
@@ -28,7 +35,12 @@ class DocumentsPage(BaseModel):
     next_cursor: str | None = None
 
 
-@router.get("/v1/collections/{collection}/documents", response_model=DocumentsPage)
+@router.get(
+    "/v1/collections/{collection}/documents",
+    response_model=DocumentsPage,
+    dependencies=[READ_ACCESS],
+    responses={400: error_response("cursor: not a cursor this API returned")},
+)
 def list_documents(
     collection: CollectionName,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -44,7 +56,11 @@ def list_documents(
     return DocumentsPage(documents=[r.to_public() for r in records], next_cursor=next_cursor)
 
 
-@router.get("/v1/collections/{collection}/documents/{doc_id}")
+@router.get(
+    "/v1/collections/{collection}/documents/{doc_id}",
+    dependencies=[READ_ACCESS],
+    responses={404: error_response("no such document in the collection")},
+)
 def get_document(collection: CollectionName, doc_id: DocumentId) -> dict[str, Any]:
     """Status, chunk count, error and timings of one document."""
     from stratus import services
@@ -68,13 +84,15 @@ def _field_error(error: FieldError) -> JSONResponse:
     status_code=202,
     response_model=SubmitResponse,
     summary="Add documents as inline text or URLs",
+    dependencies=[WRITE_ACCESS],
 )
 def submit_documents(collection: CollectionName, body: SubmitRequest) -> SubmitResponse | JSONResponse:
     """Write inline texts (with metadata sidecars) and a URL manifest into the collection's inbox."""
     from stratus.documents_api import documents_api
+    from stratus.observability import current_request_id
 
     try:
-        return documents_api().submit(collection, body)
+        return documents_api().submit(collection, body, request_id=current_request_id())
     except FieldError as error:
         return _field_error(error)
 
@@ -83,6 +101,7 @@ def submit_documents(collection: CollectionName, body: SubmitRequest) -> SubmitR
     "/v1/collections/{collection}/uploads",
     response_model=UploadTicket,
     summary="Presigned PUT URL for a large file",
+    dependencies=[WRITE_ACCESS],
 )
 def create_upload(collection: CollectionName, body: UploadRequest) -> UploadTicket | JSONResponse:
     """A presigned PUT to the inbox key of `source`; PUT the bytes with the returned headers."""
@@ -99,6 +118,11 @@ def create_upload(collection: CollectionName, body: UploadRequest) -> UploadTick
     status_code=202,
     response_model=DeleteResponse,
     summary="Remove a document and every chunk of it",
+    dependencies=[WRITE_ACCESS],
+    responses={
+        404: error_response("no such document in the collection"),
+        409: error_response("the document cannot be deleted in its current state"),
+    },
 )
 def delete_document(collection: CollectionName, doc_id: DocumentId) -> DeleteResponse:
     """Delete the inbox object (the S3 event removes the chunks) or, for a URL, mark it DELETED."""

@@ -6,7 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException
 
-from stratus.api.deps import CollectionName, settings_dep
+from stratus.api.deps import (
+    AUTH_RESPONSES,
+    READ_ACCESS,
+    CollectionName,
+    ReadKey,
+    error_response,
+    settings_dep,
+)
 from stratus.filters import FilterError
 from stratus.search import (
     CollectionNotFoundError,
@@ -18,24 +25,25 @@ from stratus.search import (
 )
 from stratus.settings import Settings
 
-router = APIRouter(tags=["search"])
+router = APIRouter(tags=["search"], responses=AUTH_RESPONSES)
 
 
 @router.get("/v1/collections")
-def list_collections() -> dict[str, list[str]]:
-    """Collections that hold indexed chunks."""
+def list_collections(principal: ReadKey) -> dict[str, list[str]]:
+    """Collections that hold indexed chunks, of those the key may read."""
     from stratus import services
 
-    return {"collections": services.chunk_store().collections()}
+    return {"collections": [c for c in services.chunk_store().collections() if principal.covers(c)]}
 
 
 @router.post(
     "/v1/collections/{collection}/search",
     response_model=SearchResponse,
+    dependencies=[READ_ACCESS],
     responses={
-        400: {"description": "rerank asked but no cross-encoder is configured"},
-        404: {"description": "unknown collection"},
-        422: {"description": "invalid request or filter; detail names the field"},
+        400: error_response("rerank asked but no cross-encoder is configured, or the body is not JSON"),
+        404: error_response("unknown collection"),
+        422: error_response("invalid request or filter; detail names the field"),
     },
 )
 def search_collection(

@@ -1,0 +1,159 @@
+"""Key management routes (admin keys only): create, list and revoke API keys.
+
+Behind API Gateway, a created key is mirrored into the usage plan of the API stage serving the request
+(or STRATUS_API_USAGE_PLAN_ID's), and a revoked key's gateway key is disabled; locally nothing is mirrored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Path, Request
+from pydantic import BaseModel, Field
+
+from stratus.api.deps import AUTH_RESPONSES, AdminKey, error_response
+from stratus.auth import ALL_COLLECTIONS, Principal, Role
+
+router = APIRouter(tags=["keys"], responses=AUTH_RESPONSES)
+
+KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="The key_id part of a key.")]
+
+
+class KeyCreateRequest(BaseModel):
+    """A key to create."""
+
+    name: str = Field(min_length=1, max_length=100, description="Who or what uses the key.")
+    collections: list[str] = Field(
+        min_length=1, max_length=100, description='Collections the key may use; ["*"] for all.'
+    )
+    roles: list[Role] = Field(
+        min_length=1, description="read, write and/or admin (each implies the ones before)."
+    )
+    rate_limit_per_s: float | None = Field(
+        None, ge=0, description="Requests per second (0: unlimited); unset: the server's default."
+    )
+    rate_limit_burst: int | None = Field(None, ge=1, description="Burst; unset: the server's default.")
+
+
+class KeyInfo(BaseModel):
+    """A key as listed: never the key or its hash."""
+
+    key_id: str
+    name: str
+    collections: list[str]
+    roles: list[str]
+    created_at: float
+    revoked_at: float | None = None
+    rate_limit_per_s: float | None = None
+    rate_limit_burst: int | None = None
+    gateway_key_id: str | None = Field(
+        None, description="The API Gateway key with the same value (on AWS), or null when not mirrored."
+    )
+
+
+class CreatedKey(KeyInfo):
+    """A created key: `key` is shown this once and cannot be read back."""
+
+    key: str
+
+
+class KeyList(BaseModel):
+    """The keys an admin key may manage."""
+
+    keys: list[KeyInfo]
+
+
+def _api_stage(request: Request) -> tuple[str, str] | None:
+    """The API Gateway (apiId, stage) serving the request, from Mangum's Lambda event; None locally."""
+    event = request.scope.get("aws.event") or {}
+    context = event.get("requestContext") or {}
+    api_id, stage = context.get("apiId"), context.get("stage")
+    return (api_id, stage) if api_id and stage else None
+
+
+def _manages(principal: Principal, collections: list[str]) -> bool:
+    """An admin key manages keys confined to its own collections ("*" keys manage every key)."""
+    return principal.covers_all(collections)
+
+
+@router.post(
+    "/v1/keys",
+    status_code=201,
+    response_model=CreatedKey,
+    responses={
+        403: error_response("not an admin key, or a collection outside the admin key's"),
+        502: error_response("API Gateway could not take the key: none was made, or it was revoked"),
+    },
+)
+def create(body: KeyCreateRequest, principal: AdminKey, request: Request) -> CreatedKey:
+    """Create a key (and its API Gateway key, on AWS); the response carries the plaintext key once."""
+    from stratus import services
+    from stratus.auth import GatewayMirrorError, create_key, gateway_keys, mirror_key
+
+    if not _manages(principal, body.collections):
+        outside = [c for c in body.collections if c == ALL_COLLECTIONS or not principal.covers(c)]
+        raise HTTPException(403, f"key {principal.key_id} may not grant collection {outside[0]!r}")
+    table = services.key_table()
+    try:
+        # Resolved first: when the usage plan cannot be found, no key is created at all.
+        gateway = gateway_keys(_api_stage(request))
+    except GatewayMirrorError as error:
+        raise HTTPException(502, str(error)) from error
+    try:
+        created = create_key(
+            table,
+            body.name,
+            body.collections,
+            [r.value for r in body.roles],
+            rate_limit_per_s=body.rate_limit_per_s,
+            rate_limit_burst=body.rate_limit_burst,
+        )
+    except ValueError as error:
+        raise HTTPException(422, str(error)) from error
+    if gateway is not None:
+        try:
+            mirror_key(table, created, gateway)
+        except GatewayMirrorError as error:
+            raise HTTPException(502, str(error)) from error
+    return CreatedKey(key=created.key, **created.record.to_public())
+
+
+@router.get("/v1/keys", response_model=KeyList)
+def list_keys(principal: AdminKey) -> KeyList:
+    """Every key this admin key manages, revoked ones included."""
+    from stratus import services
+
+    records = services.key_table().list()
+    return KeyList(keys=[KeyInfo(**r.to_public()) for r in records if _manages(principal, r.collections)])
+
+
+@router.delete(
+    "/v1/keys/{key_id}",
+    response_model=KeyInfo,
+    responses={
+        404: error_response("no such key (or not one this admin key manages)"),
+        502: error_response("the key is revoked, but its API Gateway key is not disabled yet; retry"),
+    },
+)
+def revoke(key_id: KeyId, principal: AdminKey, request: Request) -> KeyInfo:
+    """Revoke a key and its gateway key: refused here at once, elsewhere within STRATUS_API_KEY_CACHE_S."""
+    from stratus import services
+    from stratus.auth import GatewayMirrorError, disable_mirror, revoke_key
+    from stratus.settings import get_settings
+    from stratus.stores import aws
+    from stratus.stores.gateway import GatewayKeys
+
+    table = services.key_table()
+    record = table.find(key_id)
+    if record is None or not _manages(principal, record.collections):
+        raise HTTPException(404, f"key {key_id} not found")
+    revoked = revoke_key(table, key_id)
+    assert revoked is not None
+    services.key_verifier().forget(revoked.key_hash)
+    # Disabling needs no usage plan: only whether this runs on AWS (behind API Gateway, or configured).
+    if _api_stage(request) is not None or get_settings().api_usage_plan_id is not None:
+        try:
+            disable_mirror(revoked, GatewayKeys(aws.client("apigateway")))
+        except GatewayMirrorError as error:
+            raise HTTPException(502, str(error)) from error
+    return KeyInfo(**revoked.to_public())
