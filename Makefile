@@ -35,6 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/cfn-lint template.yaml
+	$(BIN)/hadolint functions/embed/Dockerfile functions/embed/Dockerfile.gpu
 
 # aws-sam-cli pins its own dependencies, so it lives in its own virtual environment.
 $(SAM_STAMP):

@@ -14,6 +14,9 @@ from stratus.local.stack import LocalStack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Fails the session when a test secret or a Stratus API key shows up in any log line or output.
+pytest_plugins = ["plugins.secrets_scan"]
+
 
 # --- embedding model (owner: encoder) ---------------------------------------------------------
 
@@ -61,3 +64,18 @@ def running_stack(model_dir: Path) -> Iterator[LocalStack]:
 
 
 # --- end local stack ----------------------------------------------------------------------------
+
+
+# --- API keys (owner: auth) ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def api_headers() -> dict[str, str]:
+    """x-api-key headers of a new admin key on every collection, in the key table of the running stack."""
+    from stratus import services
+    from stratus.auth import create_key
+
+    return {"x-api-key": create_key(services.key_table(), "test admin", ["*"], ["admin"]).key}
+
+
+# --- end API keys -------------------------------------------------------------------------------

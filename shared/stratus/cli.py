@@ -1,4 +1,4 @@
-"""The `stratus` command: run the local stack, ingest, search, report status, benchmark."""
+"""The `stratus` command: run the local stack, ingest, search, ask, report status, benchmark."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from typing import Any
 
 STATE_FILE = Path(".stratus") / "local.json"
 SAMPLE_QUERY = "How do I run the tests?"
+STACK_HELP = "work against this deployed CloudFormation stack (default STRATUS_STACK)"
 
 
 def _console() -> Any:
@@ -43,6 +44,28 @@ def _use_local_stack_if_running() -> dict[str, Any] | None:
 
     services.reset()
     return state
+
+
+def _use_target(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Point this process at the deployed stack (--stack or STRATUS_STACK), else at `stratus up`'s."""
+    from stratus.settings import get_settings
+
+    name = getattr(args, "stack", None) or get_settings().stack
+    if not name:
+        return _use_local_stack_if_running()
+    from stratus import services
+    from stratus.remote import StackNotFoundError, StackOutputs, stack_environment
+    from stratus.stores import aws
+
+    try:
+        outputs = StackOutputs(aws.client("cloudformation")).get(name)
+    except StackNotFoundError as error:
+        _console().print(f"[red]{error}[/]")
+        raise SystemExit(2) from error
+    os.environ.update({**stack_environment(outputs), "STRATUS_STACK": name})
+    get_settings.cache_clear()
+    services.reset()
+    return {"api_url": outputs["ApiUrl"], "stack": name}
 
 
 def _progress_printer(console: Any, total: int) -> Any:
@@ -128,6 +151,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         visibility_timeout_s=settings.local_visibility_timeout_s,
         poll_wait_s=settings.local_poll_wait_s,
         lancedb_uri=args.lancedb or settings.lancedb_uri,
+        emulator=settings.local_emulator,
     )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -144,8 +168,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             args.host or settings.api_host, args.port if args.port is not None else settings.api_port
         )
         console.print(f"  api       {api_url}  (OpenAPI at {api_url}/docs)")
+        api_key = _local_admin_key(settings)
+        console.print(f"  api key   {api_key}  (admin, every collection; also in {STATE_FILE})")
         state_path.parent.mkdir(exist_ok=True)
-        state_path.write_text(json.dumps({"api_url": api_url, "environment": stack.environment}, indent=2))
+        state_path.write_text(
+            json.dumps({"api_url": api_url, "api_key": api_key, "environment": stack.environment}, indent=2)
+        )
+        state_path.chmod(0o600)
         if not args.no_ingest:
             sample = [p for p in (root / "README.md", root / "docs") if p.exists()]
             console.print(
@@ -159,13 +188,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         import httpx
 
         httpx.post(
-            f"{api_url}/v1/collections/{args.collection}/search", json={"query": "warm up"}, timeout=60
+            f"{api_url}/v1/collections/{args.collection}/search",
+            json={"query": "warm up"},
+            headers={"x-api-key": api_key},
+            timeout=60,
         )
         body = json.dumps({"query": SAMPLE_QUERY, "top_k": 3})
         console.print(f"\n[bold green]Stratus is ready[/] in {time.perf_counter() - started:.1f}s. Try:\n")
         print(
             f"  curl -s -X POST {api_url}/v1/collections/{args.collection}/search "
-            f"-H 'Content-Type: application/json' -d '{body}'\n",
+            f"-H 'x-api-key: {api_key}' -H 'Content-Type: application/json' -d '{body}'\n",
             flush=True,
         )
         console.print("Press Ctrl-C to stop.")
@@ -181,11 +213,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         console.print("stopped.")
 
 
+def _local_admin_key(settings: Any) -> str:
+    """The local stack's admin key: STRATUS_API_KEY registered when set, else a new one."""
+    from stratus import services
+    from stratus.auth import ALL_COLLECTIONS, Role, create_key
+
+    given = settings.api_key.get_secret_value() if settings.api_key is not None else None
+    created = create_key(
+        services.key_table(), "stratus up (local admin)", [ALL_COLLECTIONS], [Role.ADMIN.value], key=given
+    )
+    return created.key
+
+
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Upload files into a collection and wait until each is indexed or failed."""
     console = _console()
-    if _use_local_stack_if_running() is None and not os.environ.get("STRATUS_BUCKET"):
-        console.print("[red]no local stack is running (run `make up`) and STRATUS_BUCKET is not set[/]")
+    if _use_target(args) is None and not os.environ.get("STRATUS_BUCKET"):
+        console.print(
+            "[red]no local stack is running (run `make up`), and neither --stack, STRATUS_STACK "
+            "nor STRATUS_BUCKET is set[/]"
+        )
         return 2
     records = _ingest(args.collection, [Path(p) for p in args.paths], None, args.timeout, console)
     _summary_table(console, records)
@@ -195,7 +242,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def _api_url(args: argparse.Namespace) -> str:
     if args.api_url:
         return str(args.api_url)
-    state = _use_local_stack_if_running()
+    state = _use_target(args)
     if state:
         return str(state["api_url"])
     from stratus.settings import get_settings
@@ -208,9 +255,11 @@ def _api_headers() -> dict[str, str]:
     """Headers of the CLI's API calls: the key from STRATUS_API_KEY, else the one `stratus up` printed."""
     from stratus.settings import get_settings
 
-    key = get_settings().api_key
-    if key is not None:
-        return {"x-api-key": key.get_secret_value()}
+    settings = get_settings()
+    if settings.api_key is not None:
+        return {"x-api-key": settings.api_key.get_secret_value()}
+    if settings.stack:
+        return {}
     state = _use_local_stack_if_running()
     if state and state.get("api_key"):
         return {"x-api-key": str(state["api_key"])}
@@ -241,11 +290,43 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ask(args: argparse.Namespace) -> int:
+    """Ask a collection a question through the chat API; print the answer and its citations."""
+    import httpx
+
+    console = _console()
+    body: dict[str, Any] = {"messages": [{"role": "user", "content": args.question}]}
+    if args.provider:
+        body["provider"] = args.provider
+    response = httpx.post(
+        f"{_api_url(args)}/v1/collections/{args.collection}/chat",
+        json=body,
+        headers=_api_headers(),
+        timeout=args.timeout,
+    )
+    if response.status_code != 200:
+        console.print(f"[red]{response.status_code}[/] {response.text}")
+        return 1
+    result = response.json()
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(result["answer"])
+    if result["citations"]:
+        print()
+    for citation in result["citations"]:
+        where = " > ".join(x for x in (citation["source"], citation.get("section", "")) if x)
+        page = f", page {citation['page']}" if citation.get("page") else ""
+        print(f"[{citation['n']}] {where}{page}")
+    console.print(f"[dim]answered by {result['provider']} {result.get('model', '')}[/]")
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the status of a collection's documents."""
     from stratus import services
 
-    _use_local_stack_if_running()
+    _use_target(args)
     records, cursor = services.document_table().list(args.collection, limit=1000)
     while cursor:
         more, cursor = services.document_table().list(args.collection, limit=1000, cursor=cursor)
@@ -276,6 +357,14 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
     _use_local_stack_if_running()
     return dlq(args.rest)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    """API keys in the keys table (stratus.keys parses the arguments)."""
+    from stratus.keys import main as keys
+
+    _use_target(args)  # STRATUS_STACK: the deployed stack's tables and usage plan; else `stratus up`'s
+    return keys(args.rest)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -315,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("paths", nargs="+")
     ingest.add_argument("--collection", "-c", required=True)
     ingest.add_argument("--timeout", type=float, default=3600)
+    ingest.add_argument("--stack", default=None, help=STACK_HELP)
     ingest.set_defaults(func=cmd_ingest)
 
     search = sub.add_parser("search", help="search a collection")
@@ -324,10 +414,22 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--mode", choices=["hybrid", "vector", "keyword"], default="hybrid")
     search.add_argument("--api-url", default=None)
     search.add_argument("--json", action="store_true")
+    search.add_argument("--stack", default=None, help=STACK_HELP)
     search.set_defaults(func=cmd_search)
+
+    ask = sub.add_parser("ask", help="ask a collection a question (chat with citations)")
+    ask.add_argument("question")
+    ask.add_argument("--collection", "-c", default="docs")
+    ask.add_argument("--provider", choices=["extractive", "local", "openai", "bedrock"], default=None)
+    ask.add_argument("--timeout", type=float, default=120, help="seconds to wait for the answer")
+    ask.add_argument("--api-url", default=None)
+    ask.add_argument("--json", action="store_true")
+    ask.add_argument("--stack", default=None, help=STACK_HELP)
+    ask.set_defaults(func=cmd_ask)
 
     status = sub.add_parser("status", help="status of a collection's documents")
     status.add_argument("--collection", "-c", default="docs")
+    status.add_argument("--stack", default=None, help=STACK_HELP)
     status.set_defaults(func=cmd_status)
 
     worker = sub.add_parser("worker", help="consume a stage queue outside Lambda (the GPU embed worker)")
@@ -338,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     bench = sub.add_parser("bench", help="benchmarks: embed, query, ingest (each takes --help)")
-    bench.add_argument("what", choices=["embed", "query", "ingest", "chat"])
+    bench.add_argument("what", choices=["embed", "query", "ingest", "chat", "load"])
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark")
     bench.set_defaults(func=cmd_bench)
 
@@ -349,6 +451,10 @@ def build_parser() -> argparse.ArgumentParser:
     dlq = sub.add_parser("dlq", help="inspect or redrive dead-letter queues (takes --help)")
     dlq.add_argument("rest", nargs=argparse.REMAINDER, help="redrive|list and options")
     dlq.set_defaults(func=cmd_dlq)
+
+    keys = sub.add_parser("keys", help="create, list or revoke API keys (takes --help)")
+    keys.add_argument("rest", nargs=argparse.REMAINDER, help="create|list|revoke and options")
+    keys.set_defaults(func=cmd_keys)
     return parser
 
 
@@ -356,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `stratus` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    if argv and argv[0] in {"eval", "dlq", "bench"}:
+    if argv and argv[0] in {"eval", "dlq", "bench", "keys"}:
         # These hand everything after their name (and the benchmark's) to their own parser, --help too.
         head = 2 if argv[0] == "bench" else 1
         args = parser.parse_args(argv[:head])

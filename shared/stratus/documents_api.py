@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratus.errors import PermanentError
-from stratus.models import DocumentStatus, StageMessage, make_doc_id
+from stratus.models import REQUEST_ID_METADATA, DocumentStatus, StageMessage, make_doc_id
 from stratus.stores.documents import normalise_version
 
 if TYPE_CHECKING:
@@ -214,23 +214,31 @@ class DocumentsApi:
                 urls.append(url)
         return documents, urls
 
-    def submit(self, collection: str, request: SubmitRequest) -> SubmitResponse:
-        """Write the request's documents and URLs into the inbox; FieldError when it is invalid."""
+    def submit(
+        self, collection: str, request: SubmitRequest, request_id: str | None = None
+    ) -> SubmitResponse:
+        """Write the request's documents and URLs into the inbox; FieldError when it is invalid.
+
+        The request id goes into each object's metadata: the fetch stage logs and forwards it.
+        """
         documents, urls = self.validate(collection, request)
+        tags = {REQUEST_ID_METADATA: request_id} if request_id else None
         accepted: list[AcceptedDocument] = []
         for document in documents:
             key = self.inbox_key(collection, document["source"])
             # The sidecar first: the document's own event then reads the new attributes.
             if document["sidecar"] is not None:
-                self.blobs.put_bytes(key + ".metadata.json", document["sidecar"], "application/json")
+                self.blobs.put_bytes(key + ".metadata.json", document["sidecar"], "application/json", tags)
             content_type = mimetypes.guess_type(document["source"])[0] or "text/plain"
-            self.blobs.put_bytes(key, document["data"], f"{content_type}; charset=utf-8")
+            self.blobs.put_bytes(key, document["data"], f"{content_type}; charset=utf-8", tags)
             accepted.append(self._queued(collection, document["source"], "text"))
         manifest: str | None = None
         if urls:
             body = "".join(f"{url}\n" for url in urls).encode()
             manifest = f"{MANIFEST_PREFIX}{hashlib.sha256(body).hexdigest()[:24]}.urls"
-            self.blobs.put_bytes(self.inbox_key(collection, manifest), body, "text/plain; charset=utf-8")
+            self.blobs.put_bytes(
+                self.inbox_key(collection, manifest), body, "text/plain; charset=utf-8", tags
+            )
             accepted.extend(self._queued(collection, url, "url") for url in urls)
         return SubmitResponse(collection=collection, accepted=accepted, manifest=manifest)
 

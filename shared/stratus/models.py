@@ -11,6 +11,8 @@ from pydantic import BaseModel, Field
 from stratus.errors import PermanentError
 
 COLLECTION_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# S3 user metadata (x-amz-meta-request-id) of inbox objects the API writes: the request that wrote them.
+REQUEST_ID_METADATA = "request-id"
 
 
 class DocumentStatus(StrEnum):

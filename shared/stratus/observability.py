@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from enum import StrEnum
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
@@ -42,14 +44,57 @@ class MetricName(StrEnum):
     CIRCUIT_OPEN = "CircuitOpen"
     TOKENS_IN = "TokensIn"
     TOKENS_OUT = "TokensOut"
+    AUTH_FAILURES = "AuthFailures"
+    RATE_LIMITED = "RateLimited"
 
 
 # Powertools' metric set is a plain dict that it iterates when it flushes (every 100 values): the local
 # API serves requests from a thread pool and the stages use worker threads, so every add goes through here.
 _METRICS_LOCK = threading.Lock()
+# Lists that capture_metrics() hands out: every emitted value is appended to each while it is open.
+_CAPTURES: list[list[tuple[MetricName, float, str]]] = []
 
 
 def emit_metric(name: MetricName, value: float, unit: str = "Count") -> None:
     """Add one value of a custom metric, safely from any thread."""
     with _METRICS_LOCK:
         metrics.add_metric(name=name, unit=unit, value=value)
+        for captured in _CAPTURES:
+            captured.append((name, value, unit))
+
+
+@contextmanager
+def capture_metrics() -> Iterator[list[tuple[MetricName, float, str]]]:
+    """Record every (name, value, unit) emitted by this process, any thread, until the block ends."""
+    captured: list[tuple[MetricName, float, str]] = []
+    with _METRICS_LOCK:
+        _CAPTURES.append(captured)
+    try:
+        yield captured
+    finally:
+        with _METRICS_LOCK:
+            _CAPTURES.remove(captured)
+
+
+# Correlation keys live in Powertools' context-variable keys, not append_keys (one dict shared by every
+# thread): the local API serves requests from a thread pool and the stages work documents from threads.
+@contextmanager
+def log_context(**keys: str | None) -> Iterator[None]:
+    """Add keys to every log line of this thread or task until the block ends (None removes a key)."""
+    previous = dict(logger.thread_safe_get_current_keys())
+    merged = {k: v for k, v in {**previous, **keys}.items() if v is not None}
+    # Replaced wholesale, never mutated: the dict may be shared with contexts copied from this one.
+    logger.thread_safe_clear_keys()
+    logger.thread_safe_append_keys(**merged)
+    try:
+        yield
+    finally:
+        logger.thread_safe_clear_keys()
+        if previous:
+            logger.thread_safe_append_keys(**previous)
+
+
+def current_request_id() -> str | None:
+    """The request id of the log context of this thread or task, if any."""
+    value = logger.thread_safe_get_current_keys().get("request_id")
+    return str(value) if value else None

@@ -11,8 +11,12 @@ from stratus.stores import aws
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
+    from stratus.auth import KeyVerifier
+    from stratus.ratelimit import RateLimiter
     from stratus.stores.blobs import BlobStore
     from stratus.stores.documents import DocumentTable
+    from stratus.stores.gateway import UsagePlans
+    from stratus.stores.keys import KeyTable
     from stratus.stores.queues import MessageQueue
     from stratus.stores.vectors import ChunkStore
 
@@ -31,6 +35,40 @@ def document_table() -> DocumentTable:
     from stratus.stores.documents import DocumentTable
 
     return DocumentTable(aws.client("dynamodb"), get_settings().documents_table)
+
+
+@cache
+def key_table() -> KeyTable:
+    """The DynamoDB API keys table (keys by hash, and rate-limit buckets)."""
+    from stratus.stores.keys import KeyTable
+
+    return KeyTable(aws.client("dynamodb"), get_settings().api_keys_table)
+
+
+@cache
+def key_verifier() -> KeyVerifier:
+    """The process-wide key verifier and its short cache of verified keys."""
+    from stratus.auth import KeyVerifier
+
+    return KeyVerifier(key_table(), get_settings().api_key_cache_s)
+
+
+@cache
+def usage_plans() -> UsagePlans:
+    """API Gateway usage plans by API stage (the key routes mirror keys into the stage's plan)."""
+    from stratus.stores.gateway import UsagePlans
+
+    return UsagePlans(aws.client("apigateway"))
+
+
+@cache
+def rate_limiter() -> RateLimiter:
+    """Per-key token buckets in the backend the settings name."""
+    from stratus.ratelimit import DynamoBuckets, Limit, MemoryBuckets, RateLimiter
+
+    settings = get_settings()
+    buckets = DynamoBuckets(key_table()) if settings.rate_limit_backend == "dynamodb" else MemoryBuckets()
+    return RateLimiter(buckets, Limit(settings.rate_limit_per_s, settings.rate_limit_burst))
 
 
 @cache
@@ -63,7 +101,13 @@ def chunk_store() -> ChunkStore:
         replica = TableReplica(aws.client("s3"), uri, root, settings.read_consistency_s)
     return ChunkStore(
         uri,
-        storage_options_for(uri, settings.region, settings.aws_endpoint_url),
+        storage_options_for(
+            uri,
+            settings.region,
+            settings.aws_endpoint_url,
+            connect_timeout_s=settings.aws_connect_timeout_s,
+            timeout_s=settings.lancedb_timeout_s,
+        ),
         read_consistency_s=settings.read_consistency_s,
         filter_fields=settings.filter_fields,
         replica=replica,
@@ -81,7 +125,18 @@ def chunk_tokenizer() -> Tokenizer:
 
 def reset() -> None:
     """Forget every cached client, store and model (tests and the local stack use this)."""
-    for cached in (blob_store, document_table, queue, chunk_store, chunk_tokenizer, aws.client):
+    for cached in (
+        blob_store,
+        document_table,
+        key_table,
+        key_verifier,
+        usage_plans,
+        rate_limiter,
+        queue,
+        chunk_store,
+        chunk_tokenizer,
+        aws.client,
+    ):
         cached.cache_clear()
     get_settings.cache_clear()
     from stratus.rerank import get_reranker

@@ -29,6 +29,24 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = Field(
         None, description="Endpoint of an AWS emulator (the local stack sets it); unset on AWS."
     )
+    aws_read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Read timeout of the stores' AWS SDK calls; a call that stalls longer is retried.",
+    )
+    aws_connect_timeout_s: float = Field(
+        2.0, gt=0, description="Connect timeout of every AWS SDK call (the stores, SSM, Secrets Manager)."
+    )
+    aws_max_attempts: int = Field(
+        3,
+        ge=1,
+        le=10,
+        description="Attempts of one AWS SDK call, the first included (standard retry mode, jittered "
+        "backoff); attempts x (connect + read timeout) must fit in the function's Timeout.",
+    )
+    lancedb_timeout_s: float = Field(
+        60.0, gt=0, description="Longest time one LanceDB object-store request to S3 may take."
+    )
     bucket: str = Field("stratus-local", description="S3 bucket holding inbox/, staging/ and lancedb/.")
     inbox_prefix: str = Field("inbox/", description="Key prefix users upload documents under.")
     staging_prefix: str = Field("staging/", description="Key prefix of intermediate stage outputs.")
@@ -50,6 +68,13 @@ class Settings(BaseSettings):
         "int8", description="Which ONNX graph of the model folder to run."
     )
     onnx_intra_op_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads (0: one per core).")
+    onnx_allow_spinning: bool = Field(
+        True,
+        description=(
+            "Let onnxruntime's intra-op threads spin between operators (lower latency on idle cores; "
+            "false when other work shares the CPU, as in the local stack)."
+        ),
+    )
     onnx_providers: str = Field(
         "auto", description="Comma list of onnxruntime providers, or 'auto' (CUDA when present, else CPU)."
     )
@@ -132,10 +157,47 @@ class Settings(BaseSettings):
         description="API key the CLI sends (x-api-key); `stratus up` registers it as the local admin key "
         "instead of generating one.",
     )
+    stack: str | None = Field(
+        None,
+        description="Deployed CloudFormation stack the CLI works against (`--stack` overrides): its outputs "
+        "give the bucket, API URL, tables and queues.",
+    )
+    api_keys_table: str = Field(
+        "stratus-api-keys",
+        description="DynamoDB table of API keys (sha256 of each key, never the key) and rate-limit buckets.",
+    )
+    api_key_cache_s: float = Field(
+        5.0,
+        ge=0,
+        description="How long a verified key is reused in-process; a revoked key stops working within this.",
+    )
+    api_usage_plan_id: str | None = Field(
+        None,
+        description="AWS only: API Gateway usage plan (stack output ApiUsagePlanId); `stratus keys` and the "
+        "key routes mirror each key into it as an API Gateway key (unset: routes use their stage's plan).",
+    )
+    rate_limit_backend: Literal["memory", "dynamodb"] = Field(
+        "memory",
+        description="Where per-key token buckets live: memory (one process, local) or dynamodb (shared by "
+        "every API instance, in the API keys table).",
+    )
+    rate_limit_per_s: float = Field(
+        20.0, ge=0, description="Default requests per second a key may make (bucket refill); 0: unlimited."
+    )
+    rate_limit_burst: int = Field(
+        40, ge=1, description="Default burst of a key: requests it may make at once (bucket size)."
+    )
     local_visibility_timeout_s: int | None = Field(
         None, ge=0, description="Local stack only: replaces the template's queue visibility timeouts."
     )
     local_poll_wait_s: int = Field(1, ge=0, le=20, description="Local stack only: SQS long-poll wait.")
+    local_emulator: Literal["process", "thread"] = Field(
+        "process",
+        description=(
+            "Local stack only: run the AWS emulator in a child process (its CPU does not hold the "
+            "pipeline's GIL) or in a thread of `stratus up`."
+        ),
+    )
     log_level: str = Field("INFO", description="Log level of the Powertools logger.")
 
     # --- URL fetching (ingest/web.py, ingest/urlguard.py) -----------------------------
@@ -178,6 +240,23 @@ class Settings(BaseSettings):
     )
     api_max_text_bytes: int = Field(
         1024 * 1024, ge=1, description="Largest inline text of one document (UTF-8 bytes)."
+    )
+    api_max_body_bytes: int = Field(
+        6 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body the API reads (Content-Length or chunked); larger: 413.",
+    )
+    api_max_json_depth: int = Field(
+        32,
+        ge=4,
+        le=256,
+        description="Deepest nesting of arrays and objects a JSON body may have; deeper: 422.",
+    )
+    health_timeout_s: float = Field(
+        1.0, gt=0, description="Longest wait for one dependency check of /health/ready."
+    )
+    health_cache_s: float = Field(
+        5.0, ge=0, description="How long /health/ready reuses a healthy result (0: check on every call)."
     )
 
     @field_validator("url_allow_hosts", "url_allowed_content_types", mode="before")

@@ -15,6 +15,9 @@ if TYPE_CHECKING:
     from stratus.stores.documents import DocumentRecord, DocumentTable
 
 TERMINAL = {DocumentStatus.INDEXED, DocumentStatus.FAILED, DocumentStatus.DELETED}
+# What progress reports read of each pending document while waiting.
+PROGRESS_FIELDS = ("updated_at", "chunk_count", "error")
+POLL_S_PER_PENDING = 0.001
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".urls", ".json"}
 
 
@@ -94,16 +97,25 @@ def wait_for_documents(
     since: float = 0.0,
     poll_s: float = 0.25,
 ) -> list[DocumentRecord]:
-    """Poll until every document reached INDEXED, FAILED or DELETED after `since` (or the timeout)."""
+    """Poll until every document reached INDEXED, FAILED or DELETED after `since` (or the timeout).
+
+    Each poll reads only the documents still pending, and only the fields progress needs; the
+    full records are read once at the end.
+    """
     deadline = time.monotonic() + timeout_s
+    seen: dict[str, DocumentRecord] = {}
+    pending = list(dict.fromkeys(doc_ids))
     while True:
-        records = [documents.get(collection, doc_id) for doc_id in doc_ids]
-        known = [r for r in records if r is not None]
+        seen.update(documents.get_many(collection, pending, PROGRESS_FIELDS))
+        pending = [d for d in pending if d not in seen or not _settled(seen[d], since)]
         if on_progress:
-            on_progress(known)
-        done = len(known) == len(doc_ids) and all(
-            r.status in TERMINAL and r.updated_at >= since for r in known
-        )
-        if done or time.monotonic() > deadline:
-            return known
-        time.sleep(poll_s)
+            on_progress([seen[d] for d in doc_ids if d in seen])
+        if not pending or time.monotonic() > deadline:
+            final = documents.get_many(collection, doc_ids)
+            return [final[d] for d in doc_ids if d in final]
+        # A large upload is polled less often: every poll costs a read per pending document.
+        time.sleep(max(poll_s, len(pending) * POLL_S_PER_PENDING))
+
+
+def _settled(record: DocumentRecord, since: float) -> bool:
+    return record.status in TERMINAL and record.updated_at >= since

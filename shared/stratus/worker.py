@@ -112,13 +112,31 @@ class QueueWorker:
         return self.stats
 
 
-def embed_worker(wait_s: int = 20, batch_size: int = 10) -> QueueWorker:
-    """A worker for the embed queue, wired to the process-wide settings and stores."""
-    from stratus.pipeline.embed import run_embed_batch
+def stage_worker(stage: str, wait_s: int = 20, batch_size: int = 10) -> QueueWorker:
+    """A worker for the embed or index queue, wired to the process-wide settings and stores.
+
+    An index worker is a chunk-table writer: run it only where no index function consumes the queue.
+    """
     from stratus.settings import get_settings
     from stratus.stores import aws
 
-    url = get_settings().embed_queue_url
+    handle_batch: BatchHandler
+    if stage == "embed":
+        from stratus.pipeline.embed import run_embed_batch as handle_batch
+    elif stage == "index":
+        from stratus.pipeline.index import run_index_batch as handle_batch
+    else:
+        raise ValueError(f"no worker for stage {stage!r}")
+    settings = get_settings()
+    url = getattr(settings, f"{stage}_queue_url")
     if not url:
-        raise SystemExit("STRATUS_EMBED_QUEUE_URL is not set (the stack output EmbedQueueUrl)")
-    return QueueWorker(aws.client("sqs"), url, run_embed_batch, batch_size=batch_size, wait_s=wait_s)
+        name = stage.capitalize()
+        raise SystemExit(f"STRATUS_{stage.upper()}_QUEUE_URL is not set (the stack output {name}QueueUrl)")
+    # A long poll holds the connection wait_s seconds before answering: the read timeout must outlast it.
+    sqs = aws.make_client("sqs", settings, read_timeout_s=wait_s + settings.aws_read_timeout_s)
+    return QueueWorker(sqs, url, handle_batch, batch_size=batch_size, wait_s=wait_s)
+
+
+def embed_worker(wait_s: int = 20, batch_size: int = 10) -> QueueWorker:
+    """A worker for the embed queue, wired to the process-wide settings and stores."""
+    return stage_worker("embed", wait_s, batch_size)

@@ -99,17 +99,21 @@ def wait(doc_ids: list[str], since: float, collection: str = COLLECTION) -> dict
 
 
 def search(
-    stack: LocalStack, query: str, top_k: int = 5, collection: str = COLLECTION
+    stack: LocalStack, headers: dict[str, str], query: str, top_k: int = 5, collection: str = COLLECTION
 ) -> list[dict[str, Any]]:
     response = httpx.post(
-        f"{stack.api_url}/v1/collections/{collection}/search", json={"query": query, "top_k": top_k}
+        f"{stack.api_url}/v1/collections/{collection}/search",
+        json={"query": query, "top_k": top_k},
+        headers=headers,
     )
     assert response.status_code == 200, response.text
     hits: list[dict[str, Any]] = response.json()["hits"]
     return hits
 
 
-def top_source(stack: LocalStack, query: str, expected: str, collection: str = COLLECTION) -> str:
+def top_source(
+    stack: LocalStack, headers: dict[str, str], query: str, expected: str, collection: str = COLLECTION
+) -> str:
     """The top hit's source, asked again for a few seconds while it is not `expected`.
 
     The API may serve a table version up to STRATUS_READ_CONSISTENCY_S old, so a document that
@@ -117,7 +121,7 @@ def top_source(stack: LocalStack, query: str, expected: str, collection: str = C
     """
     deadline = time.monotonic() + 10
     while True:
-        hits = search(stack, query, collection=collection)
+        hits = search(stack, headers, query, collection=collection)
         source = str(hits[0]["source"]) if hits else ""
         if source == expected or time.monotonic() > deadline:
             return source
@@ -134,7 +138,7 @@ def drained(stack: LocalStack, *queues: str, timeout_s: float = 30) -> bool:
 
 
 def test_a_mixed_folder_with_a_url_manifest_and_a_sidecar_becomes_searchable(
-    stack: LocalStack, web: str, tmp_path: Path
+    stack: LocalStack, web: str, tmp_path: Path, api_headers: dict[str, str]
 ) -> None:
     # given a folder of Markdown (with a metadata sidecar), HTML, PDF, text and a URL manifest
     folder = tmp_path / "mixed"
@@ -175,14 +179,14 @@ def test_a_mixed_folder_with_a_url_manifest_and_a_sidecar_becomes_searchable(
         "survive the vacuum of space": f"{web}/tardigrade.txt",
     }
     for query, source in expected.items():
-        assert top_source(stack, query, source) == source, query
-    kiwi = search(stack, "flightless nocturnal bird")[0]
+        assert top_source(stack, api_headers, query, source) == source, query
+    kiwi = search(stack, api_headers, "flightless nocturnal bird")[0]
     assert kiwi["metadata"] == {"team": "birds", "year": 2024, "reviewed": True}
     assert kiwi["section"] == "Kiwi > Habits"
 
 
 def test_the_same_embed_and_index_message_twice_leaves_no_duplicate(
-    stack: LocalStack, tmp_path: Path
+    stack: LocalStack, tmp_path: Path, api_headers: dict[str, str]
 ) -> None:
     # given an indexed document
     path = tmp_path / "twice.md"
@@ -232,7 +236,9 @@ def test_the_same_embed_and_index_message_twice_leaves_no_duplicate(
     assert after.chunks_reused == record.chunk_count
 
 
-def test_documents_api_text_urls_upload_and_delete(stack: LocalStack, web: str) -> None:
+def test_documents_api_text_urls_upload_and_delete(
+    stack: LocalStack, web: str, api_headers: dict[str, str]
+) -> None:
     api = f"{stack.api_url}/v1/collections/api"
     since = time.time()
     # given inline text with metadata and a URL, submitted through the API
@@ -248,6 +254,7 @@ def test_documents_api_text_urls_upload_and_delete(stack: LocalStack, web: str) 
             ],
             "urls": [f"{web}/okapi.html"],
         },
+        headers=api_headers,
     )
     assert submitted.status_code == 202, submitted.text
     accepted = {a["source"]: a for a in submitted.json()["accepted"]}
@@ -256,6 +263,7 @@ def test_documents_api_text_urls_upload_and_delete(stack: LocalStack, web: str) 
     ticket = httpx.post(
         f"{api}/uploads",
         json={"source": "big/dugong.pdf", "content_type": "application/pdf", "size": len(pdf)},
+        headers=api_headers,
     ).json()
     assert httpx.put(ticket["upload_url"], content=pdf, headers=ticket["headers"]).status_code == 200
 
@@ -263,23 +271,30 @@ def test_documents_api_text_urls_upload_and_delete(stack: LocalStack, web: str) 
     doc_ids = [a["doc_id"] for a in accepted.values()] + [ticket["doc_id"]]
     records = wait(doc_ids, since, collection="api")
     assert {r.status for r in records.values()} == {DocumentStatus.INDEXED}
-    status = httpx.get(f"{stack.api_url}{accepted['notes/ibis.md']['status_url']}").json()
+    status = httpx.get(
+        f"{stack.api_url}{accepted['notes/ibis.md']['status_url']}", headers=api_headers
+    ).json()
     assert status["status"] == "INDEXED"
-    top_source(stack, "bird probing mud with a curved bill", "notes/ibis.md", "api")
-    ibis = search(stack, "bird probing mud with a curved bill", collection="api")[0]
+    top_source(stack, api_headers, "bird probing mud with a curved bill", "notes/ibis.md", "api")
+    ibis = search(stack, api_headers, "bird probing mud with a curved bill", collection="api")[0]
     assert (ibis["source"], ibis["metadata"]) == ("notes/ibis.md", {"habitat": "wetland"})
-    assert top_source(stack, "what does the dugong eat?", "big/dugong.pdf", "api") == "big/dugong.pdf"
+    assert (
+        top_source(stack, api_headers, "what does the dugong eat?", "big/dugong.pdf", "api")
+        == "big/dugong.pdf"
+    )
     okapi_url = f"{web}/okapi.html"
-    assert top_source(stack, "forest giraffe", okapi_url, "api") == okapi_url
+    assert top_source(stack, api_headers, "forest giraffe", okapi_url, "api") == okapi_url
 
     # when the inline document and the URL document are deleted through the API
     for source in ("notes/ibis.md", okapi_url):
-        response = httpx.delete(f"{api}/documents/{accepted[source]['doc_id']}")
+        response = httpx.delete(f"{api}/documents/{accepted[source]['doc_id']}", headers=api_headers)
         assert response.status_code == 202, response.text
     deadline = time.monotonic() + 30
     remaining: set[str] = {"notes/ibis.md", okapi_url}
     while remaining and time.monotonic() < deadline:
-        sources = {h["source"] for h in search(stack, "ibis mud bill okapi forest giraffe", 10, "api")}
+        sources = {
+            h["source"] for h in search(stack, api_headers, "ibis mud bill okapi forest giraffe", 10, "api")
+        }
         remaining &= sources
         time.sleep(0.3)
 
@@ -289,11 +304,11 @@ def test_documents_api_text_urls_upload_and_delete(stack: LocalStack, web: str) 
         record = services.document_table().get("api", accepted[source]["doc_id"])
         assert record is not None
         assert record.status == DocumentStatus.DELETED
-    assert search(stack, "dugong seagrass", collection="api")[0]["source"] == "big/dugong.pdf"
+    assert search(stack, api_headers, "dugong seagrass", collection="api")[0]["source"] == "big/dugong.pdf"
 
 
 def test_a_dead_lettered_fetch_is_redriven_after_the_fix(
-    stack: LocalStack, web: str, capsys: pytest.CaptureFixture[str]
+    stack: LocalStack, web: str, capsys: pytest.CaptureFixture[str], api_headers: dict[str, str]
 ) -> None:
     # given a manifest whose URL answers 503 every time, until its message is dead-lettered
     s3 = stack.client("s3")
@@ -316,5 +331,5 @@ def test_a_dead_lettered_fetch_is_redriven_after_the_fix(
     assert report["moved"] == 1
     (record,) = wait([doc_id], since).values()
     assert record.status == DocumentStatus.INDEXED
-    assert top_source(stack, "lyrebird mimicry", f"{web}/flaky.txt") == f"{web}/flaky.txt"
+    assert top_source(stack, api_headers, "lyrebird mimicry", f"{web}/flaky.txt") == f"{web}/flaky.txt"
     assert stack.queue_depth("FetchDLQ") == 0

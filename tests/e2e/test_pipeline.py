@@ -41,8 +41,10 @@ def ingest(stack: LocalStack, files: dict[str, str], tmp_path: Path) -> list[Doc
     return wait_for_documents(services.document_table(), COLLECTION, doc_ids, 120, since=started)
 
 
-def search(api: str, query: str, top_k: int = 5) -> list[dict[str, object]]:
-    response = httpx.post(f"{api}/v1/collections/{COLLECTION}/search", json={"query": query, "top_k": top_k})
+def search(api: str, headers: dict[str, str], query: str, top_k: int = 5) -> list[dict[str, object]]:
+    response = httpx.post(
+        f"{api}/v1/collections/{COLLECTION}/search", json={"query": query, "top_k": top_k}, headers=headers
+    )
     assert response.status_code == 200, response.text
     hits: list[dict[str, object]] = response.json()["hits"]
     return hits
@@ -53,7 +55,9 @@ def api(running_stack: LocalStack) -> str:
     return running_stack.serve_api(port=0)
 
 
-def test_uploaded_documents_become_searchable(running_stack: LocalStack, api: str, tmp_path: Path) -> None:
+def test_uploaded_documents_become_searchable(
+    running_stack: LocalStack, api: str, tmp_path: Path, api_headers: dict[str, str]
+) -> None:
     # given two documents uploaded to the inbox
     records = ingest(running_stack, {"install.md": INSTALL, "pets.txt": CATS}, tmp_path)
 
@@ -61,13 +65,15 @@ def test_uploaded_documents_become_searchable(running_stack: LocalStack, api: st
     assert sorted(r.status for r in records) == [DocumentStatus.INDEXED, DocumentStatus.INDEXED]
 
     # and a search finds the answer in the right section
-    top = search(api, "which python version do I need?")[0]
+    top = search(api, api_headers, "which python version do I need?")[0]
     assert top["source"] == "install.md"
     assert top["section"] == "Installing > Requirements"
     assert "Python 3.11" in str(top["text"])
 
 
-def test_unchanged_reupload_encodes_nothing(running_stack: LocalStack, api: str, tmp_path: Path) -> None:
+def test_unchanged_reupload_encodes_nothing(
+    running_stack: LocalStack, api: str, tmp_path: Path, api_headers: dict[str, str]
+) -> None:
     # given an indexed document
     ingest(running_stack, {"pets.txt": CATS}, tmp_path)
     embed_consumer = next(p for p in running_stack.pollers if p.function.logical_id == "EmbedFunction")
@@ -80,12 +86,12 @@ def test_unchanged_reupload_encodes_nothing(running_stack: LocalStack, api: str,
     assert record.status == DocumentStatus.INDEXED
     assert record.detail == "unchanged re-upload: nothing re-encoded"
     assert embed_consumer.invocations == embeds_before
-    hits = search(api, "cats purr", top_k=20)
+    hits = search(api, api_headers, "cats purr", top_k=20)
     assert len([h for h in hits if h["source"] == "pets.txt"]) == record.chunk_count
 
 
 def test_edited_paragraph_reencodes_only_its_chunks(
-    running_stack: LocalStack, api: str, tmp_path: Path
+    running_stack: LocalStack, api: str, tmp_path: Path, api_headers: dict[str, str]
 ) -> None:
     # given a document of several sections, indexed
     sections = [f"## Part {i}\n\n" + f"Paragraph {i} talks about topic number {i}. " * 30 for i in range(4)]
@@ -106,14 +112,16 @@ def test_edited_paragraph_reencodes_only_its_chunks(
     rows = table.search().where(f"doc_id = '{doc_id}'").limit(None).to_list()
     assert len(rows) == second.chunk_count
     assert not any("topic number 2" in row["text"] for row in rows)
-    assert search(api, "zebra migration")[0]["source"] == "parts.md"
+    assert search(api, api_headers, "zebra migration")[0]["source"] == "parts.md"
 
 
-def test_deleted_document_leaves_search(running_stack: LocalStack, api: str, tmp_path: Path) -> None:
+def test_deleted_document_leaves_search(
+    running_stack: LocalStack, api: str, tmp_path: Path, api_headers: dict[str, str]
+) -> None:
     # given an indexed document
     (record,) = ingest(running_stack, {"gone.md": "# Gone\n\nThe quokka is a small marsupial."}, tmp_path)
     assert record.status == DocumentStatus.INDEXED
-    assert any(h["source"] == "gone.md" for h in search(api, "quokka marsupial"))
+    assert any(h["source"] == "gone.md" for h in search(api, api_headers, "quokka marsupial"))
 
     # when its object is deleted from the inbox
     running_stack.client("s3").delete_object(
@@ -121,12 +129,12 @@ def test_deleted_document_leaves_search(running_stack: LocalStack, api: str, tmp
     )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and any(
-        h["source"] == "gone.md" for h in search(api, "quokka marsupial")
+        h["source"] == "gone.md" for h in search(api, api_headers, "quokka marsupial")
     ):
         time.sleep(0.3)
 
     # then none of its chunks is found any more and its status says DELETED
-    assert not any(h["source"] == "gone.md" for h in search(api, "quokka marsupial"))
+    assert not any(h["source"] == "gone.md" for h in search(api, api_headers, "quokka marsupial"))
     deleted = services.document_table().get(COLLECTION, record.doc_id)
     assert deleted is not None
     assert deleted.status == DocumentStatus.DELETED
@@ -144,7 +152,7 @@ def test_permanent_failure_is_reported_and_acknowledged(running_stack: LocalStac
 
 
 def test_poison_message_reaches_the_dlq_while_the_rest_is_indexed(
-    running_stack: LocalStack, api: str, tmp_path: Path
+    running_stack: LocalStack, api: str, tmp_path: Path, api_headers: dict[str, str]
 ) -> None:
     # given a malformed message in the index queue next to a good upload
     sqs = running_stack.client("sqs")
@@ -153,7 +161,7 @@ def test_poison_message_reaches_the_dlq_while_the_rest_is_indexed(
 
     # then the good document is indexed and searchable
     assert good.status == DocumentStatus.INDEXED
-    assert search(api, "axolotl limbs")[0]["source"] == "good.md"
+    assert search(api, api_headers, "axolotl limbs")[0]["source"] == "good.md"
 
     # and the poison message ends in the index DLQ after maxReceiveCount receives
     max_receives = running_stack.plan.queues["IndexQueue"].max_receive_count or 1

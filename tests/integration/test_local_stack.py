@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
 
-from stratus.local.stack import LocalStack
+from stratus.local.stack import LocalStack, QueuePoller
 
 pytestmark = pytest.mark.integration
 
@@ -84,3 +87,67 @@ def test_inbox_uploads_notify_the_fetch_queue(stack_with_user_settings: LocalSta
         for record in json.loads(message["Body"]).get("Records", [])
     ]
     assert keys == ["inbox/c/a.md"]
+
+
+def test_emulator_in_a_child_process_serves_the_stack_and_stops_with_it() -> None:
+    # given a stack whose emulator runs in a child process
+    stack = LocalStack(REPO_ROOT, visibility_timeout_s=2, emulator="process").start(run_functions=False)
+    child = stack.emulator_pid
+    try:
+        # then the child serves the template's resources
+        assert child is not None
+        assert os.path.exists(f"/proc/{child}")
+        sqs = stack.client("sqs")
+        assert set(stack.queue_urls.values()) <= set(sqs.list_queues()["QueueUrls"])
+    finally:
+        stack.stop()
+    # and stopping the stack ends the child
+    assert stack.emulator_pid is None
+    assert not os.path.exists(f"/proc/{child}")
+
+
+def test_poller_fills_a_batch_within_the_window_by_long_polling() -> None:
+    # given a stack with a 2 s batching window and a poller for the embed queue (batch size 10)
+    stack = LocalStack(REPO_ROOT, visibility_timeout_s=30, batch_window_cap_s=2, emulator="process")
+    stack.start(run_functions=False)
+    try:
+        source = next(s for s in stack.plan.event_sources if s.function == "EmbedFunction")
+        batches: list[int] = []
+        poller = QueuePoller(
+            stack,
+            source,
+            stack.plan.functions[source.function],
+            lambda event, _context: batches.append(len(event["Records"])),
+        )
+        sqs = stack.client("sqs")
+        received: list[int] = []
+        real_receive = sqs.receive_message
+
+        def counting_receive(**kwargs: Any) -> dict[str, Any]:
+            received.append(kwargs["WaitTimeSeconds"])
+            return real_receive(**kwargs)
+
+        # when five messages arrive 0.2 s apart, the first before the poller asks
+        sqs.send_message(QueueUrl=stack.queue_urls[source.queue], MessageBody="0")
+
+        def trickle() -> None:
+            for n in range(1, 5):
+                time.sleep(0.2)
+                sqs.send_message(QueueUrl=stack.queue_urls[source.queue], MessageBody=str(n))
+
+        sender = threading.Thread(target=trickle)
+        sender.start()
+        sqs.receive_message = counting_receive
+        messages = poller._receive(sqs)
+        sender.join()
+
+        # then one batch holds all five, gathered by long polls (no client-side busy polling)
+        assert sorted(m["Body"] for m in messages) == ["0", "1", "2", "3", "4"]
+        # (one receive per arrival and the window's rest; 50 ms client polls would have made ~40)
+        assert len(received) <= 8
+        assert all(wait >= 1 for wait in received)
+        poller._deliver(sqs, messages)
+        assert batches == [5]
+        assert stack.queue_depth(source.queue) == 0
+    finally:
+        stack.stop()

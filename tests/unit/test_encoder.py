@@ -267,3 +267,21 @@ def test_get_encoder_follows_settings(model_dir: Path, monkeypatch: pytest.Monke
         assert first.max_tokens == 128
     finally:
         encoder_module.get_encoder.cache_clear()
+
+
+@pytest.mark.parametrize("allow_spinning", [True, False])
+def test_spinning_setting_reaches_the_session(model_dir: Path, allow_spinning: bool) -> None:
+    # given an encoder told whether its intra-op threads may spin
+    encoder = OnnxEncoder.from_dir(model_dir, variant="int8", allow_spinning=allow_spinning)
+
+    # when it encodes (which opens the session)
+    vectors = encoder.embed_documents(["spin or sleep"])
+
+    # then spinning off is in the session's options; spinning on leaves onnxruntime's default alone
+    options = encoder._get_session().get_session_options()
+    if allow_spinning:
+        with pytest.raises(Exception, match="does not have configuration"):
+            options.get_session_config_entry("session.intra_op.allow_spinning")
+    else:
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    assert vectors.shape == (1, encoder.dimension)

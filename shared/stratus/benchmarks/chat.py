@@ -81,7 +81,7 @@ def log(message: str) -> None:
 
 
 def ask_all(
-    api: str, collection: str, questions: list[str], provider: str | None, top_k: int
+    api: str, api_key: str, collection: str, questions: list[str], provider: str | None, top_k: int
 ) -> dict[str, Any]:
     """Ask every question once (after one warm-up); latencies and answer statistics."""
     import httpx
@@ -94,7 +94,7 @@ def ask_all(
             payload["provider"] = provider
         return payload
 
-    with httpx.Client(timeout=120) as client:
+    with httpx.Client(timeout=120, headers={"x-api-key": api_key}) as client:
         client.post(url, json=body("warm up: what is Stratus?")).raise_for_status()
         latencies: list[float] = []
         retrieve: list[float] = []
@@ -155,9 +155,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         indexed = sum(1 for r in records if r.status.value == "INDEXED")
         ingest_s = time.perf_counter() - started
         log(f"ingested {indexed}/{len(doc_ids)} documents in {ingest_s:.1f}s")
+        from stratus.benchmarks.load import create_admin_key
+
         api = stack.serve_api(port=0)
+        key = create_admin_key("bench-chat")
         questions = (QUESTIONS * (args.questions // len(QUESTIONS) + 1))[: args.questions]
-        result = ask_all(api, args.collection, questions, args.provider or None, args.top_k)
+        result = ask_all(api, key, args.collection, questions, args.provider or None, args.top_k)
     finally:
         stack.stop()
     return {

@@ -151,10 +151,12 @@ def bench_stores(
 # --- part 2: HTTP ------------------------------------------------------------------------------
 
 
-def _http_client(url: str, queries: list[str], mode: str, warmup: int) -> tuple[list[float], float]:
+def _http_client(
+    url: str, headers: dict[str, str], queries: list[str], mode: str, warmup: int
+) -> tuple[list[float], float]:
     import httpx
 
-    with httpx.Client(timeout=60) as client:
+    with httpx.Client(timeout=60, headers=headers) as client:
 
         def run(query: str) -> None:
             response = client.post(url, json={"query": query[:2000], "mode": mode, "top_k": 10})
@@ -168,9 +170,12 @@ def _http_client(url: str, queries: list[str], mode: str, warmup: int) -> tuple[
         return latencies, time.perf_counter() - started
 
 
-def bench_http(api_url: str, collection: str, queries: Sequence[str], per_client: int) -> dict[str, Any]:
+def bench_http(
+    api_url: str, api_key: str, collection: str, queries: Sequence[str], per_client: int
+) -> dict[str, Any]:
     """p50/p95/p99 per mode for 1, 4 and 16 concurrent clients (one process each)."""
     url = f"{api_url}/v1/collections/{collection}/search"
+    headers = {"x-api-key": api_key}
     results: dict[str, Any] = {}
     for clients in (1, 4, 16):
         results[str(clients)] = {}
@@ -180,7 +185,16 @@ def bench_http(api_url: str, collection: str, queries: Sequence[str], per_client
                     [queries[(c * per_client + i) % len(queries)] for i in range(per_client + 5)]
                     for c in range(clients)
                 ]
-                parts = list(pool.map(_http_client, [url] * clients, slices, [mode] * clients, [5] * clients))
+                parts = list(
+                    pool.map(
+                        _http_client,
+                        [url] * clients,
+                        [headers] * clients,
+                        slices,
+                        [mode] * clients,
+                        [5] * clients,
+                    )
+                )
                 latencies = [x for part, _ in parts for x in part]
                 summary = summarise(latencies)
                 # Clients start their measured phase together after warming up; the slowest one bounds it.
@@ -404,8 +418,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             if "stores" not in skip:
                 report["stores"] = bench_stores(local_db, stack, "scifact", queries, args.warmup, settings)
             if "http" not in skip:
+                from stratus.benchmarks.load import create_admin_key
+
                 api = stack.serve_api(port=0)
-                report["http"] = bench_http(api, "scifact", queries, args.per_client)
+                key = create_admin_key("bench-query")  # no rate limit: the benchmark measures the API
+                report["http"] = bench_http(api, key, "scifact", queries, args.per_client)
         finally:
             stack.stop()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]

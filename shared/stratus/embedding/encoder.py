@@ -65,6 +65,7 @@ class OnnxEncoder:
         providers: str | Sequence[str] = "auto",
         query_cache_size: int = 1024,
         output_name: str | None = None,
+        allow_spinning: bool = True,
         pooling: str = "mean",
     ) -> None:
         if max_tokens < 2:
@@ -77,6 +78,7 @@ class OnnxEncoder:
         self._max_tokens = max_tokens
         self._batch_tokens = batch_tokens
         self._intra_op_threads = intra_op_threads
+        self._allow_spinning = allow_spinning
         self._requested_providers = providers
         self._output_name = output_name
         self._pooling = pooling
@@ -97,6 +99,7 @@ class OnnxEncoder:
         intra_op_threads: int = 0,
         providers: str | Sequence[str] = "auto",
         query_cache_size: int = 1024,
+        allow_spinning: bool = True,
     ) -> OnnxEncoder:
         """An encoder for a model folder; without manifest.json, defaults and config.json are used."""
         folder = Path(path)
@@ -124,6 +127,7 @@ class OnnxEncoder:
             query_cache_size=query_cache_size,
             output_name=manifest.get("output"),
             pooling=str(manifest.get("pooling", "mean")),
+            allow_spinning=allow_spinning,
         )
 
     # --- properties --------------------------------------------------------------------
@@ -257,6 +261,8 @@ class OnnxEncoder:
         opts.intra_op_num_threads = self._intra_op_threads
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if not self._allow_spinning:
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         session = ort.InferenceSession(str(self.model_path), opts, providers=providers)
         self._input_names = [i.name for i in session.get_inputs()]
         if self._output_name is None:
@@ -306,4 +312,5 @@ def get_encoder() -> OnnxEncoder:
         intra_op_threads=s.onnx_intra_op_threads,
         providers=s.onnx_providers,
         query_cache_size=s.query_cache_size,
+        allow_spinning=s.onnx_allow_spinning,
     )

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import importlib
 import logging
+import math
 import os
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -24,6 +26,20 @@ REGION = "us-east-1"
 # The emulator accepts any credentials; these are not secrets.
 EMULATOR_KEY = "testing"
 ACCOUNT = "123456789012"
+# "thread": moto in this process (simple, shares the GIL); "process": a child process with its own.
+EMULATOR_MODES = ("thread", "process")
+# The child runs moto's server and exits when its parent is gone, even one killed without stop().
+_EMULATOR_MAIN = """
+import os, sys, threading, time
+parent = os.getppid()
+def watch():
+    while os.getppid() == parent:
+        time.sleep(1)
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+from moto.server import main
+main(["-H", "127.0.0.1", "-p", sys.argv[1]])
+"""
 
 
 @dataclass
@@ -127,20 +143,25 @@ class QueuePoller(threading.Thread):
         window = min(self.source.batching_window_s, self.stack.batch_window_cap_s)
         deadline = time.monotonic() + window
         messages: list[dict[str, Any]] = []
+        wait_s = self.stack.poll_wait_s
         while len(messages) < wanted and not self.stack.stopping.is_set():
             response = sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=min(10, wanted - len(messages)),
-                WaitTimeSeconds=self.stack.poll_wait_s if not messages else 0,
+                WaitTimeSeconds=wait_s,
                 AttributeNames=["All"],
                 MessageAttributeNames=["All"],
             )
             received = response.get("Messages", [])
             messages.extend(received)
-            if not messages or (not received and time.monotonic() >= deadline):
+            remaining = deadline - time.monotonic()
+            if not messages or remaining <= 0.05:
                 break
-            if not received:
-                time.sleep(0.05)
+            # Fill the batch by long polling (SQS waits in whole seconds and answers as soon as a
+            # message arrives): short client-side polls cost the emulator a receive each.
+            wait_s = min(self.stack.poll_wait_s, math.ceil(remaining))
+            if wait_s == 0 and not received:
+                time.sleep(0.05)  # (long polling is off: poll gently)
         return messages
 
     def _deliver(self, sqs: Any, messages: list[dict[str, Any]]) -> None:
@@ -182,8 +203,12 @@ class LocalStack:
         batch_window_cap_s: float = 1.0,
         lancedb_uri: str | None = None,
         extra_environment: dict[str, str] | None = None,
+        emulator: str = "thread",
     ) -> None:
+        if emulator not in EMULATOR_MODES:
+            raise ValueError(f"emulator must be one of {EMULATOR_MODES}, not {emulator!r}")
         self.repo_root = repo_root
+        self.emulator = emulator
         self.plan: StackPlan = read_plan(repo_root / "template.yaml", bucket)
         self.visibility_timeout_s = visibility_timeout_s
         self.poll_wait_s = poll_wait_s
@@ -198,6 +223,7 @@ class LocalStack:
         self.environment: dict[str, str] = {}
         self.pollers: list[QueuePoller] = []
         self._server: Any = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._api_server: Any = None
         self._api_thread: threading.Thread | None = None
         self.api_url = ""
@@ -206,16 +232,19 @@ class LocalStack:
 
     def start(self, run_functions: bool = True) -> LocalStack:
         """Start the emulator, create resources, export the environment, start the pollers."""
-        from moto.server import ThreadedMotoServer
-
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
-        self._server.start()
-        host, port = self._server.get_host_and_port()
-        self.endpoint_url = f"http://{host}:{port}"
-        # moto keeps its state per process, not per server: start from an empty emulator.
         import httpx
 
+        if self.emulator == "process":
+            self.endpoint_url = self._start_emulator_process()
+        else:
+            from moto.server import ThreadedMotoServer
+
+            logging.getLogger("werkzeug").setLevel(logging.ERROR)
+            self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
+            self._server.start()
+            host, port = self._server.get_host_and_port()
+            self.endpoint_url = f"http://{host}:{port}"
+        # moto keeps its state per process, not per server: start from an empty emulator.
         httpx.post(f"{self.endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
         self._export_credentials()
         self._create_resources()
@@ -271,6 +300,44 @@ class LocalStack:
             poller.join(timeout=self.poll_wait_s + 30)
         if self._server is not None:
             self._server.stop()
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+
+    @property
+    def emulator_pid(self) -> int | None:
+        """The emulator's process id when it runs in a child process."""
+        return self._process.pid if self._process is not None else None
+
+    def _start_emulator_process(self) -> str:
+        """Run moto's server in a child process; its URL once it answers."""
+        import httpx
+
+        port = free_port()
+        self._process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+            [sys.executable, "-c", _EMULATOR_MAIN, str(port)],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            if self._process.poll() is not None:
+                raise RuntimeError(f"the emulator exited with status {self._process.returncode}")
+            try:
+                httpx.get(f"{url}/moto-api/data.json", timeout=2).raise_for_status()
+                return url
+            except httpx.HTTPError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"the emulator did not answer on {url} within 30 s") from None
+                time.sleep(0.1)
 
     def __enter__(self) -> LocalStack:
         return self.start()
@@ -383,6 +450,9 @@ class LocalStack:
             resolved = resolve(value, refs, attributes)
             if resolved is not None:
                 environment[name] = resolved
+        if "STRATUS_ONNX_ALLOW_SPINNING" not in os.environ:
+            # The emulator, the pollers and the encoder share the cores: spinning threads only steal them.
+            environment["STRATUS_ONNX_ALLOW_SPINNING"] = "false"
         environment["STRATUS_AWS_ENDPOINT_URL"] = self.endpoint_url
         environment["STRATUS_REGION"] = REGION
         if self.lancedb_uri:

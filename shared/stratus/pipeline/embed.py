@@ -13,9 +13,9 @@ import numpy as np
 
 from stratus.errors import PermanentError, TransientError
 from stratus.models import ChunkBatch, DocumentStatus, StageMessage
-from stratus.observability import MetricName, emit_metric, logger
+from stratus.observability import MetricName, emit_metric, log_context, logger
 from stratus.pipeline.common import embed_text, load_chunk_batch, staging_key, stopwatch
-from stratus.pipeline.sqs import map_concurrently
+from stratus.pipeline.sqs import in_log_context, map_concurrently
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -165,7 +165,7 @@ class EmbedStage:
             share = report.encode_ms * count / len(texts) if texts else 0.0
             item.timings["embed"] = round(item.timings.get("embed", 0.0) + share, 2)
         forwarded: list[StageMessage] = []
-        staged = map_concurrently(self._stage, pending)
+        staged = map_concurrently(lambda item: in_log_context(item.message, self._stage, item), pending)
         for item, outcome in zip(pending, staged, strict=True):
             try:
                 message = outcome.result()
@@ -201,7 +201,9 @@ class EmbedStage:
             else:
                 unique[version] = (message_id, message)
         # Per-document reads (the record, the staged chunks) overlap: they are round trips, not CPU.
-        loads = map_concurrently(lambda pair: self._load_one(*pair), list(unique.values()))
+        loads = map_concurrently(
+            lambda pair: in_log_context(pair[1], self._load_one, *pair), list(unique.values())
+        )
         pending: dict[tuple[str, str, str], _Pending] = {}
         for (version, (message_id, message)), outcome in zip(unique.items(), loads, strict=True):
             try:
@@ -284,6 +286,7 @@ class EmbedStage:
         ):
             logger.info("document changed while embedding; result dropped", extra={"doc_id": batch.doc_id})
             return None
+        logger.info("document embedded", extra={"chunks_encoded": len(item.missing), "chunks_reused": reused})
         return item.message.model_copy(update={"key": key})
 
     def vectors_for(self, batch: ChunkBatch) -> tuple[np.ndarray, int]:
@@ -356,5 +359,5 @@ def run_embed_batch(event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
 def run_embed_message(body: str) -> None:
     """Handle one embed-queue message; raise to have it retried."""
     message = StageMessage.model_validate_json(body)
-    logger.append_keys(request_id=message.request_id, doc_id=message.doc_id)
-    build_embed_stage().handle(message)
+    with log_context(request_id=message.request_id, doc_id=message.doc_id):
+        build_embed_stage().handle(message)

@@ -12,15 +12,22 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
 from stratus.errors import PermanentError
-from stratus.models import ChunkBatch, DocumentStatus, StageMessage, check_collection_name, make_doc_id
-from stratus.observability import MetricName, emit_metric, logger
+from stratus.models import (
+    REQUEST_ID_METADATA,
+    ChunkBatch,
+    DocumentStatus,
+    StageMessage,
+    check_collection_name,
+    make_doc_id,
+)
+from stratus.observability import MetricName, emit_metric, log_context, logger
 from stratus.pipeline.common import dump_chunk_batch, staging_key, stopwatch
 from stratus.stores.documents import normalise_version
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from stratus.stores.blobs import BlobStore
+    from stratus.stores.blobs import BlobInfo, BlobStore
     from stratus.stores.documents import DocumentTable
     from stratus.stores.queues import MessageQueue
 
@@ -150,6 +157,21 @@ class FetchStage:
             logger.info("object is gone; a later event handles it", extra={"key": key})
             return
         doc_id = make_doc_id(collection, source)
+        # An object the API wrote names the request that wrote it: follow that id, not the SQS one.
+        request_id = info.metadata.get(REQUEST_ID_METADATA) or request_id
+        with log_context(request_id=request_id, doc_id=doc_id):
+            self._ingest_known_object(collection, source, key, version, request_id, info, doc_id)
+
+    def _ingest_known_object(
+        self,
+        collection: str,
+        source: str,
+        key: str,
+        version: str,
+        request_id: str | None,
+        info: BlobInfo,
+        doc_id: str,
+    ) -> None:
         if info.size > self._config.max_document_bytes:
             self._fail(
                 collection,
@@ -159,7 +181,11 @@ class FetchStage:
                 f"document is {info.size} bytes; the limit is {self._config.max_document_bytes}",
             )
             return
-        data = self._blobs.get_bytes(key)
+        try:
+            data = self._blobs.get_bytes(key)
+        except PermanentError as error:
+            self._fail(collection, doc_id, source, version, str(error))
+            return
         if data is None:
             return
         content = FetchedContent(source, data, PurePosixPath(key).name, info.content_type)
@@ -177,11 +203,21 @@ class FetchStage:
         return dict(parse_metadata_sidecar(data)) if data is not None else {}
 
     def _ingest_manifest(self, collection: str, key: str, version: str, request_id: str | None) -> None:
+        info = self._blobs.head(key)
+        if info is None or self._fetch_urls is None:
+            return
+        request_id = info.metadata.get(REQUEST_ID_METADATA) or request_id
+        data = self._blobs.get_bytes(key)
+        if data is None:
+            return
+        with log_context(request_id=request_id):
+            self._ingest_urls(collection, key, version, request_id, data)
+
+    def _ingest_urls(
+        self, collection: str, key: str, version: str, request_id: str | None, data: bytes
+    ) -> None:
         from stratus.ingest.web import parse_url_manifest
 
-        data = self._blobs.get_bytes(key)
-        if data is None or self._fetch_urls is None:
-            return
         urls, problems = parse_url_manifest(
             data.decode("utf-8", errors="replace"),
             max_urls=self._config.url_max_per_manifest,
@@ -189,6 +225,7 @@ class FetchStage:
         )
         for problem in problems:
             logger.warning("manifest line skipped", extra={"key": key, "problem": problem})
+        assert self._fetch_urls is not None  # _ingest_manifest returns early without one
         for result in self._fetch_urls(urls):
             doc_id = make_doc_id(collection, result.url)
             if not result.ok:
@@ -200,7 +237,8 @@ class FetchStage:
                 raise TransientError(f"{result.url}: {result.error}")
             filename = PurePosixPath(result.final_url.split("?")[0]).name or "index.html"
             content = FetchedContent(result.url, result.body or b"", filename, result.content_type)
-            self.ingest(collection, content, version, {}, request_id)
+            with log_context(doc_id=doc_id):
+                self.ingest(collection, content, version, {}, request_id)
 
     def ingest(
         self,
@@ -292,6 +330,7 @@ class FetchStage:
                 )
             ]
         )
+        logger.info("document fetched", extra={"doc_id": doc_id, "chunks": len(chunks)})
         emit_metric(MetricName.DOCUMENTS_FETCHED, 1)
         emit_metric(MetricName.CHUNKS_PRODUCED, len(chunks))
 
@@ -347,7 +386,9 @@ def run_fetch_message(body: str, message_id: str | None = None) -> None:
     """Handle one fetch-queue message (an S3 notification); raise to have it retried."""
     stage = build_fetch_stage()
     for event in parse_s3_notification(body):
-        try:
-            stage.handle_event(event, request_id=message_id)
-        except PermanentError as error:
-            logger.warning("object skipped", extra={"key": event.key, "reason": str(error)})
+        # Per event, and cleared after it: keys of one record never leak into the next one's lines.
+        with log_context(request_id=message_id, doc_id=None):
+            try:
+                stage.handle_event(event, request_id=message_id)
+            except PermanentError as error:
+                logger.warning("object skipped", extra={"key": event.key, "reason": str(error)})

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 from stratus.errors import PermanentError
 from stratus.models import DocumentStatus, StageMessage
-from stratus.observability import MetricName, emit_metric, logger
-from stratus.pipeline.sqs import map_concurrently
+from stratus.observability import MetricName, emit_metric, log_context, logger
+from stratus.pipeline.sqs import in_log_context, map_concurrently
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -46,7 +46,7 @@ class IndexStage:
         loads = dict(
             zip(
                 (mid for mid, _ in upserts),
-                map_concurrently(lambda pair: self._load_current(pair[1]), upserts),
+                map_concurrently(lambda pair: in_log_context(pair[1], self._load_current, pair[1]), upserts),
                 strict=True,
             )
         )
@@ -127,9 +127,17 @@ class IndexStage:
 
         def mark_indexed(doc_id: str) -> bool:
             message, table = latest[doc_id]
-            return self._documents.advance(
-                collection, doc_id, message.content_sha256, DocumentStatus.INDEXED, chunk_count=table.num_rows
-            )
+            with log_context(request_id=message.request_id, doc_id=doc_id):
+                done = self._documents.advance(
+                    collection,
+                    doc_id,
+                    message.content_sha256,
+                    DocumentStatus.INDEXED,
+                    chunk_count=table.num_rows,
+                )
+                if done:
+                    logger.info("document indexed", extra={"chunks": table.num_rows})
+                return done
 
         indexed_at = time.time()
         for doc_id, outcome in zip(latest, map_concurrently(mark_indexed, list(latest)), strict=True):

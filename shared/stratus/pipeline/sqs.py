@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from pydantic import ValidationError
 
 from stratus.models import StageMessage
-from stratus.observability import logger
+from stratus.observability import log_context, logger
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -31,6 +31,12 @@ def parse_stage_records(event: dict[str, Any]) -> tuple[list[tuple[str, StageMes
 def batch_response(failed_ids: list[str]) -> dict[str, list[dict[str, str]]]:
     """The partial batch response Lambda expects with ReportBatchItemFailures."""
     return {"batchItemFailures": [{"itemIdentifier": message_id} for message_id in failed_ids]}
+
+
+def in_log_context(message: StageMessage, function: Callable[..., _R], *args: Any) -> _R:
+    """Call `function` with the message's request id and doc id on every log line it writes."""
+    with log_context(request_id=message.request_id, doc_id=message.doc_id):
+        return function(*args)
 
 
 def map_concurrently(function: Callable[[_T], _R], items: Sequence[_T], workers: int = 8) -> list[Future[_R]]:

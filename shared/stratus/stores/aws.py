@@ -8,15 +8,28 @@ from typing import Any
 from stratus.settings import Settings, get_settings
 
 
-def make_client(service: str, settings: Settings) -> Any:
-    """A boto3 client for `service`, pointed at the emulator when one is configured."""
+def call_budget_s(settings: Settings, read_timeout_s: float | None = None) -> float:
+    """Worst-case seconds one SDK call may take: every attempt timing out, plus the retry backoffs."""
+    read = settings.aws_read_timeout_s if read_timeout_s is None else read_timeout_s
+    attempts = settings.aws_max_attempts
+    # Standard mode waits rand(0, 1) x min(2**i, 20) s before retry i (throttling; others 50 ms scale).
+    backoff = sum(min(2.0**i, 20.0) for i in range(attempts - 1))
+    return attempts * (settings.aws_connect_timeout_s + read) + backoff
+
+
+def make_client(service: str, settings: Settings, read_timeout_s: float | None = None) -> Any:
+    """A boto3 client for `service`, pointed at the emulator when one is configured.
+
+    Timeouts and attempts are bounded (standard retry mode, not adaptive: its client-side rate limiter
+    may sleep without bound); `read_timeout_s` replaces the setting for long polls.
+    """
     import boto3
     from botocore.config import Config
 
     config = Config(
-        retries={"max_attempts": 5, "mode": "adaptive"},
-        connect_timeout=5,
-        read_timeout=30,
+        retries={"total_max_attempts": settings.aws_max_attempts, "mode": "standard"},
+        connect_timeout=settings.aws_connect_timeout_s,
+        read_timeout=settings.aws_read_timeout_s if read_timeout_s is None else read_timeout_s,
         max_pool_connections=32,
     )
     return boto3.client(

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from stratus.errors import PermanentError, TransientError
@@ -17,6 +18,7 @@ class BlobInfo:
     key: str
     size: int
     content_type: str | None
+    metadata: Mapping[str, str] = field(default_factory=dict)  # user metadata (x-amz-meta-*)
 
 
 def _is_missing(error: Exception) -> bool:
@@ -55,7 +57,9 @@ class BlobStore:
                 return None
             _raise_classified(error, f"head {key}")
             raise
-        return BlobInfo(key, int(response["ContentLength"]), response.get("ContentType"))
+        return BlobInfo(
+            key, int(response["ContentLength"]), response.get("ContentType"), response.get("Metadata") or {}
+        )
 
     def get_bytes(self, key: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""
@@ -68,10 +72,17 @@ class BlobStore:
             _raise_classified(error, f"get {key}")
             raise
 
-    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream") -> None:
-        """Write an object."""
+    def put_bytes(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str = "application/octet-stream",
+        metadata: Mapping[str, str] | None = None,
+    ) -> None:
+        """Write an object, with user metadata when given."""
+        extra: dict[str, Any] = {"Metadata": dict(metadata)} if metadata else {}
         try:
-            self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+            self._s3.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type, **extra)
         except Exception as error:
             _raise_classified(error, f"put {key}")
 

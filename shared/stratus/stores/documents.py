@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +124,42 @@ class DocumentTable:
         item = response.get("Item")
         return _from_item(item) if item else None
 
+    def get_many(
+        self, collection: str, doc_ids: Sequence[str], attributes: Sequence[str] | None = None
+    ) -> dict[str, DocumentRecord]:
+        """Records of several documents by doc id (BatchGetItem, 100 keys a call); absent ones are left out.
+
+        `attributes` limits what is read (collection, doc_id and status are always included); the
+        others keep their defaults in the records returned.
+        """
+        params: dict[str, Any] = {"ConsistentRead": True}
+        if attributes is not None:
+            names = dict.fromkeys(["collection", "doc_id", "status", *attributes])
+            aliases = {f"#a{i}": name for i, name in enumerate(names)}
+            params["ProjectionExpression"] = ", ".join(aliases)
+            params["ExpressionAttributeNames"] = aliases
+        unique = list(dict.fromkeys(doc_ids))
+        found: dict[str, DocumentRecord] = {}
+        for start in range(0, len(unique), 100):
+            request = {
+                self.table_name: {
+                    "Keys": [self._key(collection, d) for d in unique[start : start + 100]],
+                    **params,
+                }
+            }
+            for attempt in range(8):
+                response = self._call("batch_get_item", RequestItems=request)
+                for item in response.get("Responses", {}).get(self.table_name, []):
+                    record = _from_item(item)
+                    found[record.doc_id] = record
+                request = response.get("UnprocessedKeys") or {}
+                if not request:
+                    break
+                time.sleep(min(1.0, 0.05 * 2**attempt))
+            if request:
+                raise TransientError(f"DynamoDB batch_get_item left {len(request)} table(s) unprocessed")
+        return found
+
     def list(
         self, collection: str, limit: int = 100, cursor: str | None = None
     ) -> tuple[list[DocumentRecord], str | None]:
@@ -141,6 +178,35 @@ class DocumentTable:
         last = response.get("LastEvaluatedKey")
         next_cursor = base64.urlsafe_b64encode(json.dumps(last).encode()).decode() if last else None
         return records, next_cursor
+
+    def count_settled(self, collection: str, statuses: set[DocumentStatus], updated_since: float) -> int:
+        """How many documents of a collection are in one of `statuses`, updated at or after `updated_since`.
+
+        A COUNT query: no item is returned, which keeps polling cheap for large collections.
+        """
+        names = {"#c": "collection", "#st": "status", "#u": "updated_at"}
+        values: dict[str, Any] = {":c": {"S": collection}, ":since": _attr(float(updated_since))}
+        placeholders = []
+        for i, status in enumerate(sorted(statuses, key=lambda s: s.value)):
+            values[f":s{i}"] = {"S": status.value}
+            placeholders.append(f":s{i}")
+        params: dict[str, Any] = {
+            "TableName": self.table_name,
+            "KeyConditionExpression": "#c = :c",
+            "FilterExpression": f"#st IN ({', '.join(placeholders)}) AND #u >= :since",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "Select": "COUNT",
+            "ConsistentRead": True,
+        }
+        total = 0
+        while True:
+            response = self._call("query", **params)
+            total += int(response.get("Count", 0))
+            last = response.get("LastEvaluatedKey")
+            if not last:
+                return total
+            params["ExclusiveStartKey"] = last
 
     def record_version(
         self, collection: str, doc_id: str, version: str, status: DocumentStatus, **fields: Any

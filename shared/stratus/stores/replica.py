@@ -155,6 +155,9 @@ class TableReplica:
         _log.info("replica %s at version %s (%d files copied)", name, version, len(missing) + 1)
 
     def _open(self, name: str) -> Any:
+        from stratus.stores.lance import skip_rest_namespace_client
+
+        skip_rest_namespace_client()
         import lancedb
 
         if self._db is None:

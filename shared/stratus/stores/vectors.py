@@ -72,11 +72,21 @@ def sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def storage_options_for(uri: str, region: str, endpoint_url: str | None) -> dict[str, str]:
+def storage_options_for(
+    uri: str,
+    region: str,
+    endpoint_url: str | None,
+    connect_timeout_s: float = 5.0,
+    timeout_s: float = 60.0,
+) -> dict[str, str]:
     """Object-store options for an s3:// LanceDB URI (credentials come from the environment)."""
     if not uri.startswith("s3://"):
         return {}
-    options = {"region": region}
+    options = {
+        "region": region,
+        "connect_timeout": f"{round(connect_timeout_s * 1000)}ms",
+        "timeout": f"{round(timeout_s * 1000)}ms",
+    }
     if endpoint_url:
         options["aws_endpoint"] = endpoint_url
         options["allow_http"] = "true" if endpoint_url.startswith("http://") else "false"
@@ -164,6 +174,9 @@ class ChunkStore:
     def db(self) -> Any:
         """The LanceDB connection (opened on first use)."""
         if self._db is None:
+            from stratus.stores.lance import skip_rest_namespace_client
+
+            skip_rest_namespace_client()
             import lancedb
 
             interval = (

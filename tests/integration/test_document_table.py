@@ -1,0 +1,86 @@
+"""The documents table's batch reads and settled counts, against the emulator."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from stratus import services
+from stratus.local.stack import LocalStack
+from stratus.models import DocumentStatus
+from stratus.stores.documents import DocumentRecord
+from stratus.uploads import wait_for_documents
+
+pytestmark = pytest.mark.integration
+
+
+def _record(collection: str, doc_id: str, status: DocumentStatus) -> None:
+    table = services.document_table()
+    table.record_version(collection, doc_id, "0001", DocumentStatus.FETCHED, content_sha256="sha", title="T")
+    if status != DocumentStatus.FETCHED:
+        table.advance(collection, doc_id, "sha", status, chunk_count=3)
+
+
+def test_get_many_reads_present_documents_across_pages(idle_stack: LocalStack) -> None:
+    # given 120 documents (more than one BatchGetItem call takes) and one absent id, repeated
+    for n in range(120):
+        _record("many", f"d{n:03d}", DocumentStatus.INDEXED)
+    wanted = [f"d{n:03d}" for n in range(120)] + ["absent", "d000"]
+
+    # when they are read in full and with a projection
+    full = services.document_table().get_many("many", wanted)
+    slim = services.document_table().get_many("many", wanted, ["chunk_count"])
+
+    # then every present document comes back once, the absent one does not
+    assert sorted(full) == sorted(set(wanted) - {"absent"})
+    assert full["d007"].title == "T"
+    assert full["d007"].status == DocumentStatus.INDEXED
+    # and the projection keeps the asked fields, leaving the others at their defaults
+    assert slim["d007"].status == DocumentStatus.INDEXED
+    assert slim["d007"].chunk_count == 3
+    assert slim["d007"].title == ""
+
+
+def test_count_settled_counts_only_matching_status_since_a_time(idle_stack: LocalStack) -> None:
+    # given documents indexed, failed and still fetched, and one indexed before `since`
+    _record("counted", "old", DocumentStatus.INDEXED)
+    time.sleep(0.01)
+    since = time.time()
+    for doc_id, status in [("a", DocumentStatus.INDEXED), ("b", DocumentStatus.FAILED)]:
+        _record("counted", doc_id, status)
+    _record("counted", "c", DocumentStatus.FETCHED)
+    table = services.document_table()
+
+    # then the count sees only the settled documents updated since then
+    assert table.count_settled("counted", {DocumentStatus.INDEXED, DocumentStatus.FAILED}, since) == 2
+    assert table.count_settled("counted", {DocumentStatus.INDEXED}, 0) == 2
+    assert table.count_settled("other", {DocumentStatus.INDEXED}, 0) == 0
+
+
+def test_wait_for_documents_returns_full_records_once_all_settle(idle_stack: LocalStack) -> None:
+    # given two settled documents and one that settles later
+    since = time.time()
+    _record("waited", "x", DocumentStatus.INDEXED)
+    _record("waited", "y", DocumentStatus.FAILED)
+    _record("waited", "z", DocumentStatus.EMBEDDED)
+    progress: list[int] = []
+
+    def settle_z(records: list[DocumentRecord]) -> None:
+        progress.append(len(records))
+        if len(progress) == 2:
+            services.document_table().advance("waited", "z", "sha", DocumentStatus.INDEXED, chunk_count=3)
+
+    # when waiting for all three
+    records = wait_for_documents(
+        services.document_table(), "waited", ["x", "y", "z"], 30, settle_z, since=since, poll_s=0.05
+    )
+
+    # then the full records come back in the order asked, after progress was reported
+    assert [(r.doc_id, r.status) for r in records] == [
+        ("x", DocumentStatus.INDEXED),
+        ("y", DocumentStatus.FAILED),
+        ("z", DocumentStatus.INDEXED),
+    ]
+    assert all(r.title == "T" for r in records)
+    assert progress[:2] == [3, 3]

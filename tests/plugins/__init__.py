@@ -1,0 +1,1 @@
+"""pytest plugins of the test suite (registered in tests/conftest.py)."""
