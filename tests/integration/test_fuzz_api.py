@@ -1,9 +1,8 @@
-"""schemathesis against the local API's own OpenAPI document, over real HTTP: no 5xx, every response as declared."""
+"""schemathesis against the local API's OpenAPI document over real HTTP: no 5xx, every answer as declared."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -32,15 +31,16 @@ EXAMPLES_PER_OPERATION = int(os.environ.get("FUZZ_EXAMPLES", "50"))
 
 
 @pytest.fixture(scope="module")
-def served(idle_stack: LocalStack, model_dir: Any) -> Iterator[tuple[str, dict[str, str]]]:
+def served(idle_stack: LocalStack, model_dir: Any) -> tuple[str, dict[str, str]]:
     """The API on a free port with one indexed document, and the headers of an unthrottled admin key."""
     from stratus.embedding.encoder import get_encoder
 
-    batch = single_chunk_batch(COLLECTION, "tides.md", "Tides", "The moon pulls the oceans and causes the tides.")
+    text = "The moon pulls the oceans and causes the tides."
+    batch = single_chunk_batch(COLLECTION, "tides.md", "Tides", text)
     vectors = get_encoder().embed_documents([batch.chunks[0].text])
     services.chunk_store().write(COLLECTION, chunk_rows(batch, vectors), {}, [], vectors.shape[1])
     url = idle_stack.serve_api("127.0.0.1", free_port())
-    yield url, {"x-api-key": create_admin_key("fuzz")}
+    return url, {"x-api-key": create_admin_key("fuzz")}
 
 
 # The document the API serves (a test below checks they are the same); loaded at collection so that each
@@ -58,7 +58,11 @@ def test_the_fuzzed_document_is_the_one_the_api_serves(served: tuple[str, dict[s
 @settings(
     max_examples=EXAMPLES_PER_OPERATION,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.function_scoped_fixture],
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+        HealthCheck.function_scoped_fixture,
+    ],
     derandomize=True,
 )
 def test_no_server_error_and_every_response_matches_its_schema(
