@@ -9,13 +9,14 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stratus.observability import logger, metrics, tracer
 from stratus.pipeline.fetch import run_fetch_message
+from stratus.pipeline.sqs import receive_count
 
 processor = BatchProcessor(event_type=EventType.SQS)
 
 
 def record_handler(record: SQSRecord) -> None:
     """One S3 notification."""
-    run_fetch_message(record.body, record.message_id)
+    run_fetch_message(record.body, record.message_id, receive_count(record.raw_event))
 
 
 @logger.inject_lambda_context

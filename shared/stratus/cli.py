@@ -162,14 +162,16 @@ def cmd_up(args: argparse.Namespace) -> int:
         f"  resources {len(stack.queue_urls)} queues, {len(stack.table_names)} tables, "
         f"{len(stack.pollers)} queue consumers — read from template.yaml"
     )
-    state_path = root / STATE_FILE
+    state_path = Path(args.state_file) if args.state_file else root / STATE_FILE
     try:
         api_url = stack.serve_api(
             args.host or settings.api_host, args.port if args.port is not None else settings.api_port
         )
         console.print(f"  api       {api_url}  (OpenAPI at {api_url}/docs)")
         api_key = _local_admin_key(settings)
-        console.print(f"  api key   {api_key}  (admin, every collection; also in {STATE_FILE})")
+        console.print(
+            f"  api key   {api_key}  (admin, every collection; also in {args.state_file or STATE_FILE})"
+        )
         state_path.parent.mkdir(exist_ok=True)
         state_path.write_text(
             json.dumps({"api_url": api_url, "api_key": api_key, "environment": stack.environment}, indent=2)
@@ -398,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--timeout", type=float, default=600, help="seconds to wait for the sample ingest")
     up.add_argument("--exit-when-ready", action="store_true", help="stop as soon as the stack is ready")
     up.add_argument("--verbose", action="store_true", help="show the functions' logs")
+    up.add_argument(
+        "--state-file", default=None, help=f"write the state here instead of {STATE_FILE} (benchmarks)"
+    )
     up.set_defaults(func=cmd_up)
 
     ingest = sub.add_parser("ingest", help="upload files into a collection and wait for them")

@@ -58,6 +58,21 @@ class Settings(BaseSettings):
     fetch_queue_url: str | None = Field(None, description="SQS queue the fetch stage reads.")
     embed_queue_url: str | None = Field(None, description="SQS queue the embed stage reads.")
     index_queue_url: str | None = Field(None, description="SQS queue the index stage reads.")
+    fetch_max_receive_count: int = Field(
+        5,
+        ge=1,
+        description="The fetch queue's maxReceiveCount: on that receive a failing document is marked FAILED.",
+    )
+    embed_max_receive_count: int = Field(
+        5,
+        ge=1,
+        description="The embed queue's maxReceiveCount: on that receive a failing document is marked FAILED.",
+    )
+    index_max_receive_count: int = Field(
+        10,
+        ge=1,
+        description="The index queue's maxReceiveCount: on that receive a failing document is marked FAILED.",
+    )
 
     # --- Embedding ---------------------------------------------------------------------
     model_dir: Path = Field(
@@ -251,6 +266,11 @@ class Settings(BaseSettings):
         ge=4,
         le=256,
         description="Deepest nesting of arrays and objects a JSON body may have; deeper: 422.",
+    )
+    api_body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest time a client may take to send its request body; slower: 408 (slow clients).",
     )
     health_timeout_s: float = Field(
         1.0, gt=0, description="Longest wait for one dependency check of /health/ready."

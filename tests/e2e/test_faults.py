@@ -28,8 +28,9 @@ from fakes.openai_server import FakeOpenAI, Step
 
 from stratus import services
 from stratus.benchmarks.load import Call, Outcome, create_admin_key, open_loop, report, request_headers
+from stratus.dlq import main as dlq_main
 from stratus.local.stack import LocalStack, QueuePoller, free_port
-from stratus.models import DocumentStatus, make_doc_id
+from stratus.models import DocumentStatus, StageMessage, make_doc_id
 from stratus.stores.vectors import ChunkStore, storage_options_for
 from stratus.uploads import Upload, upload_files, wait_for_documents
 
@@ -325,6 +326,62 @@ def test_every_message_delivered_twice(faults: Faults, tmp_path: Path) -> None:
     # then each document is indexed once (the copies found nothing new to do)
     row = check(faults, "SQS: every message delivered twice (drained)", "twice", doc_ids, since)
     assert row.indexed == 4
+
+
+def test_a_stage_failing_on_every_attempt_fails_the_document_until_the_dlq_is_redriven(
+    faults: Faults, tmp_path: Path
+) -> None:
+    # given S3 failing (503) every read of one document's staged chunks: embed fails it transiently
+    reset_log(faults)
+    collection = "giveup"
+    files = documents("giveup", 3)
+    stuck = make_doc_id(collection, "giveup-1.md")
+    faults.proxy.inject(Fault("GET", rf"^/{BUCKET}/staging/{collection}/{stuck}/", status=503, first=10_000))
+    sqs = faults.stack.client("sqs")
+    dlq_url = faults.stack.queue_urls["EmbedDLQ"]
+    dead_before = faults.stack.queue_depth("EmbedDLQ")
+
+    # when the documents are uploaded and the embed queue's receives run out for that one
+    doc_ids, since = upload(faults.stack, collection, files, tmp_path)
+    max_receives = faults.stack.plan.queues["EmbedQueue"].max_receive_count or 1
+    row = check(
+        faults,
+        "embed fails transiently on every attempt (DLQ)",
+        collection,
+        doc_ids,
+        since,
+        40 + 8 * max_receives,
+    )
+
+    # then that document is FAILED with a reason naming the stage and the DLQ, the others INDEXED
+    assert (row.indexed, row.failed) == (2, 1)
+    record = services.document_table().get(collection, stuck)
+    assert record is not None
+    assert record.status == DocumentStatus.FAILED
+    assert record.error is not None
+    assert record.error.startswith(
+        f"embed: gave up after {max_receives} attempts (S3 get staging/{collection}/"
+    )
+    assert "embed dead-letter queue" in record.error
+    assert "stratus dlq redrive --stage embed" in record.error
+    # and its message is in the embed DLQ (SQS moves it on the receive after the last)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and faults.stack.queue_depth("EmbedDLQ") == dead_before:
+        time.sleep(0.5)
+    assert faults.stack.queue_depth("EmbedDLQ") == dead_before + 1
+    peeked = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10, VisibilityTimeout=0)
+    assert stuck in [StageMessage.model_validate_json(m["Body"]).doc_id for m in peeked.get("Messages", [])]
+
+    # when the cause is fixed and the embed DLQ is redriven
+    faults.proxy.clear()
+    reset_log(faults)
+    since = time.time()
+    assert dlq_main(["redrive", "--stage", "embed"]) == 0
+
+    # then the document ends INDEXED, once, and the DLQ is empty
+    row = check(faults, "  ... then `stratus dlq redrive --stage embed`", collection, [stuck], since)
+    assert row.indexed == 1
+    assert faults.stack.queue_depth("EmbedDLQ") == 0
 
 
 def test_visibility_expiring_mid_processing(faults: Faults, tmp_path: Path) -> None:

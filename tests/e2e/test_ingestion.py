@@ -223,7 +223,8 @@ def test_the_same_embed_and_index_message_twice_leaves_no_duplicate(
     time.sleep(1.0)  # the last index batch's delete and status write
     assert drained(stack, "EmbedQueue", "IndexQueue")
 
-    # then the table holds each chunk once, the document is INDEXED, and the vectors were reused
+    # then the table holds each chunk once, and the document is INDEXED and untouched: the copies were
+    # acknowledged without a second embedding or a second write
     table = services.chunk_store().open(COLLECTION)
     assert table is not None
     table.checkout_latest()
@@ -233,7 +234,7 @@ def test_the_same_embed_and_index_message_twice_leaves_no_duplicate(
     after = services.document_table().get(COLLECTION, doc_id)
     assert after is not None
     assert after.status == DocumentStatus.INDEXED
-    assert after.chunks_reused == record.chunk_count
+    assert after == record
 
 
 def test_documents_api_text_urls_upload_and_delete(
@@ -318,8 +319,14 @@ def test_a_dead_lettered_fetch_is_redriven_after_the_fix(
     while time.monotonic() < deadline and stack.queue_depth("FetchDLQ") == 0:
         time.sleep(0.5)
     assert stack.queue_depth("FetchDLQ") == 1
+    # and its document is FAILED on the last receive, with a reason naming the stage and the DLQ
     doc_id = make_doc_id(COLLECTION, f"{web}/flaky.txt")
-    assert services.document_table().get(COLLECTION, doc_id) is None
+    failed = services.document_table().get(COLLECTION, doc_id)
+    assert failed is not None
+    assert failed.status == DocumentStatus.FAILED
+    assert failed.error is not None
+    assert failed.error.startswith(f"fetch: gave up after {max_receives} attempts ({web}/flaky.txt")
+    assert "stratus dlq redrive --stage fetch" in failed.error
 
     # when the site is fixed and the fetch DLQ is redriven
     PAGES["/flaky.txt"] = (200, "text/plain", b"The flaky page now explains the lyrebird's mimicry.")

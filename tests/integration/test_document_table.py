@@ -84,3 +84,74 @@ def test_wait_for_documents_returns_full_records_once_all_settle(idle_stack: Loc
     ]
     assert all(r.title == "T" for r in records)
     assert progress[:2] == [3, 3]
+
+
+def test_advance_never_moves_a_document_out_of_the_statuses_it_may_not_leave(idle_stack: LocalStack) -> None:
+    # given an INDEXED document
+    table = services.document_table()
+    _record("forward", "doc", DocumentStatus.INDEXED)
+
+    # when a late copy tries to move it to EMBEDDED from anything but INDEXED or FAILED
+    moved = table.advance(
+        "forward",
+        "doc",
+        "sha",
+        DocumentStatus.EMBEDDED,
+        not_from={DocumentStatus.INDEXED, DocumentStatus.FAILED},
+    )
+
+    # then the conditional write refuses, and without `not_from` the same write is accepted
+    assert moved is False
+    record = table.get("forward", "doc")
+    assert record is not None
+    assert record.status == DocumentStatus.INDEXED
+    assert table.advance("forward", "doc", "sha", DocumentStatus.EMBEDDED) is True
+
+
+def test_a_give_up_is_resumed_only_by_its_stage_and_cleared_by_any_other_write(
+    idle_stack: LocalStack,
+) -> None:
+    # given a document FAILED because the embed stage gave up on its message
+    table = services.document_table()
+    _record("resume", "doc", DocumentStatus.FETCHED)
+    assert table.advance(
+        "resume", "doc", "sha", DocumentStatus.FAILED, error="embed: gave up", dead_letter_stage="embed"
+    )
+    failed = table.get("resume", "doc")
+    assert failed is not None
+    assert (failed.status, failed.dead_letter_stage) == (DocumentStatus.FAILED, "embed")
+
+    # when the index stage, then the embed stage with another content, then the embed stage try to resume it
+    by_index = table.resume("resume", "doc", "sha", "index", DocumentStatus.EMBEDDED)
+    other_sha = table.resume("resume", "doc", "other", "embed", DocumentStatus.FETCHED)
+    by_embed = table.resume("resume", "doc", "sha", "embed", DocumentStatus.FETCHED)
+
+    # then only the embed stage, for its content, resumes it: FETCHED, no error, no give-up left
+    assert (by_index, other_sha, by_embed) == (False, False, True)
+    record = table.get("resume", "doc")
+    assert record is not None
+    assert (record.status, record.error, record.dead_letter_stage) == (DocumentStatus.FETCHED, None, None)
+    # and a later permanent failure is not resumable
+    assert table.advance("resume", "doc", "sha", DocumentStatus.FAILED, error="unreadable")
+    assert table.resume("resume", "doc", "sha", "embed", DocumentStatus.FETCHED) is False
+
+
+def test_record_version_not_from_protects_only_the_same_version(idle_stack: LocalStack) -> None:
+    # given a document INDEXED at version 0001
+    table = services.document_table()
+    _record("versions", "doc", DocumentStatus.INDEXED)
+    past_fetch = {DocumentStatus.FETCHED, DocumentStatus.INDEXED, DocumentStatus.FAILED}
+
+    # when a give-up for the same version, then for a newer one, is recorded
+    same = table.record_version(
+        "versions", "doc", "0001", DocumentStatus.FAILED, not_from=past_fetch, error="x"
+    )
+    newer = table.record_version(
+        "versions", "doc", "0002", DocumentStatus.FAILED, not_from=past_fetch, error="y"
+    )
+
+    # then the same version keeps INDEXED, the newer one is FAILED
+    assert (same, newer) == (False, True)
+    record = table.get("versions", "doc")
+    assert record is not None
+    assert (record.status, record.version, record.error) == (DocumentStatus.FAILED, "0002", "y")

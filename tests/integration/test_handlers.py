@@ -155,3 +155,74 @@ def test_malformed_stage_message_is_reported_as_a_batch_item_failure(idle_stack:
 
     # then only the malformed record is retried (and so reaches the DLQ after maxReceiveCount)
     assert response == {"batchItemFailures": [{"itemIdentifier": "bad-1"}]}
+
+
+def test_index_handler_gives_up_on_the_last_attempt_and_a_redrive_resumes(idle_stack: LocalStack) -> None:
+    # given an EMBEDDED document whose staged vectors cannot be read yet (a transient fault)
+    import numpy as np
+
+    from stratus.pipeline.embed import chunk_rows, to_parquet
+
+    batch = ChunkBatch(
+        collection="giveup",
+        doc_id="9" * 32,
+        source="giveup.md",
+        content_sha256="a" * 64,
+        chunks=[Chunk(chunk_id="c" * 32, position=0, text="The numbat eats termites.", token_count=6)],
+    )
+    key = f"staging/giveup/{batch.doc_id}/{batch.content_sha256}/embeddings.parquet"
+    table = services.document_table()
+    table.record_version(
+        "giveup",
+        batch.doc_id,
+        normalise_version("A1"),
+        DocumentStatus.FETCHED,
+        source="giveup.md",
+        content_sha256=batch.content_sha256,
+    )
+    assert table.advance("giveup", batch.doc_id, batch.content_sha256, DocumentStatus.EMBEDDED)
+    services.blob_store().put_bytes(key, b"not parquet yet")
+    message = StageMessage(
+        collection="giveup",
+        doc_id=batch.doc_id,
+        source="giveup.md",
+        content_sha256=batch.content_sha256,
+        key=key,
+    )
+    event = load_event("index")
+    record = event["Records"][0]
+    record.update(messageId="giveup-1", body=message.model_dump_json())
+    max_receives = idle_stack.plan.queues["IndexQueue"].max_receive_count
+    assert max_receives is not None
+    handler = idle_stack.handler("IndexFunction")
+
+    # when it fails on an earlier receive, then on the queue's last one
+    record["attributes"]["ApproximateReceiveCount"] = str(max_receives - 1)
+    early = handler(event, idle_stack.context("IndexFunction"))
+    after_early = table.get("giveup", batch.doc_id)
+    record["attributes"]["ApproximateReceiveCount"] = str(max_receives)
+    last = handler(event, idle_stack.context("IndexFunction"))
+
+    # then both are retried (the last goes to the DLQ); only the last marks the document FAILED, saying why
+    assert early == last == {"batchItemFailures": [{"itemIdentifier": "giveup-1"}]}
+    assert after_early is not None
+    assert after_early.status == DocumentStatus.EMBEDDED
+    failed = table.get("giveup", batch.doc_id)
+    assert failed is not None
+    assert failed.status == DocumentStatus.FAILED
+    assert failed.error is not None
+    assert failed.error.startswith(f"index: gave up after {max_receives} attempts (")
+    assert "the message is in the index dead-letter queue" in failed.error
+    assert "stratus dlq redrive --stage index" in failed.error
+
+    # and when the cause is fixed and the message is redriven (received afresh), the document is indexed
+    services.blob_store().put_bytes(key, to_parquet(chunk_rows(batch, np.ones((1, 4), dtype=np.float32), {})))
+    record["attributes"]["ApproximateReceiveCount"] = "1"
+    redriven = handler(event, idle_stack.context("IndexFunction"))
+    assert redriven == {"batchItemFailures": []}
+    indexed = table.get("giveup", batch.doc_id)
+    assert indexed is not None
+    assert (indexed.status, indexed.chunk_count, indexed.error) == (DocumentStatus.INDEXED, 1, None)
+    chunks = services.chunk_store().open("giveup")
+    assert chunks is not None
+    assert chunks.count_rows() == 1

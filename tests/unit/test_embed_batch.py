@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -10,6 +11,7 @@ import numpy as np
 from stratus.models import Chunk, ChunkBatch, DocumentStatus, StageMessage
 from stratus.pipeline.common import dump_chunk_batch
 from stratus.pipeline.embed import EmbedStage
+from stratus.pipeline.sqs import give_up_on_last_attempts
 from stratus.stores.documents import DocumentRecord
 
 DIMENSION = 4
@@ -25,6 +27,9 @@ class Blobs:
     def put_bytes(self, key: str, data: bytes, content_type: str = "") -> None:
         self.objects[key] = data
 
+    def head(self, key: str) -> object | None:
+        return object() if key in self.objects else None
+
 
 class Documents:
     def __init__(self) -> None:
@@ -33,13 +38,35 @@ class Documents:
     def get(self, collection: str, doc_id: str) -> DocumentRecord | None:
         return self.records.get(doc_id)
 
-    def advance(self, collection: str, doc_id: str, sha: str, status: DocumentStatus, **fields: Any) -> bool:
+    def advance(
+        self,
+        collection: str,
+        doc_id: str,
+        sha: str,
+        status: DocumentStatus,
+        not_from: Collection[DocumentStatus] = (),
+        **fields: Any,
+    ) -> bool:
         record = self.records.get(doc_id)
-        if record is None or record.content_sha256 != sha or record.status == DocumentStatus.DELETED:
+        if (
+            record is None
+            or record.content_sha256 != sha
+            or record.status in {DocumentStatus.DELETED, *not_from}
+        ):
             return False
         record.status = status
+        record.dead_letter_stage = None
         for name, value in fields.items():
             setattr(record, name, value)
+        return True
+
+    def resume(self, collection: str, doc_id: str, sha: str, stage: str, status: DocumentStatus) -> bool:
+        record = self.records.get(doc_id)
+        if record is None or record.content_sha256 != sha or record.status != DocumentStatus.FAILED:
+            return False
+        if record.dead_letter_stage != stage:
+            return False
+        record.status, record.error, record.dead_letter_stage = status, None, None
         return True
 
 
@@ -179,3 +206,151 @@ def test_stale_messages_are_acknowledged_without_work() -> None:
     # when it is embedded, then nothing is encoded, sent or retried
     report = embed.handle_batch([("a", message)])
     assert (report.failed, encoder.calls, queue.sent) == ([], [], [])
+
+
+def embeddings_key(message: StageMessage) -> str:
+    return f"staging/c/{message.doc_id}/{message.content_sha256}/embeddings.parquet"
+
+
+def test_a_duplicate_message_for_an_indexed_document_is_acknowledged_without_encoding() -> None:
+    # given a document already INDEXED with the message's content
+    embed, blobs, documents, _chunks, queue, encoder = stage()
+    message = add_document(blobs, documents, 1, ["indexed already"])
+    documents.records[message.doc_id].status = DocumentStatus.INDEXED
+
+    # when its embed message arrives again
+    report = embed.handle_batch([("copy", message)])
+
+    # then nothing is encoded, sent or retried, and the document stays INDEXED
+    assert (report.failed, encoder.calls, queue.sent) == ([], [], [])
+    assert documents.records[message.doc_id].status == DocumentStatus.INDEXED
+
+
+def test_a_document_indexed_while_it_was_encoded_does_not_move_back_to_embedded() -> None:
+    # given a document that the index stage marks INDEXED while this copy of its message is encoded
+    embed, blobs, documents, _chunks, queue, encoder = stage()
+    message = add_document(blobs, documents, 1, ["raced"])
+    encode = encoder.embed_documents
+
+    def encode_while_indexed(texts: list[str]) -> np.ndarray:
+        documents.records[message.doc_id].status = DocumentStatus.INDEXED
+        return encode(texts)
+
+    encoder.embed_documents = encode_while_indexed  # type: ignore[method-assign]
+
+    # when the copy is embedded
+    report = embed.handle_batch([("copy", message)])
+
+    # then the conditional write refuses EMBEDDED: the document stays INDEXED and nothing is sent
+    assert report.failed == []
+    assert documents.records[message.doc_id].status == DocumentStatus.INDEXED
+    assert queue.sent == []
+
+
+def test_an_embedded_document_with_staged_vectors_gets_its_pointer_again_without_encoding() -> None:
+    # given a document EMBEDDED by an attempt that staged its vectors and may have died before sending
+    embed, blobs, documents, _chunks, queue, encoder = stage()
+    message = add_document(blobs, documents, 1, ["staged"])
+    documents.records[message.doc_id].status = DocumentStatus.EMBEDDED
+    blobs.put_bytes(embeddings_key(message), b"parquet")
+
+    # when its embed message is delivered again
+    report = embed.handle_batch([("again", message)])
+
+    # then the pointer to the staged vectors goes to index once more, and nothing is encoded
+    assert (report.failed, encoder.calls) == ([], [])
+    assert [m.key for m in queue.sent] == [embeddings_key(message)]
+    assert documents.records[message.doc_id].status == DocumentStatus.EMBEDDED
+
+
+def test_an_embedded_document_without_staged_vectors_is_encoded_and_sent_again() -> None:
+    # given a document EMBEDDED whose staged vectors are gone
+    embed, blobs, documents, _chunks, queue, encoder = stage()
+    message = add_document(blobs, documents, 1, ["restage"])
+    documents.records[message.doc_id].status = DocumentStatus.EMBEDDED
+
+    # when its embed message is delivered again
+    report = embed.handle_batch([("again", message)])
+
+    # then it is encoded and staged again, and the pointer is sent
+    assert (report.failed, encoder.calls) == ([], [["restage"]])
+    assert embeddings_key(message) in blobs.objects
+    assert [m.key for m in queue.sent] == [embeddings_key(message)]
+
+
+def test_the_last_attempt_of_a_failing_message_fails_its_document_with_the_dlq_in_the_reason() -> None:
+    # given three documents whose messages failed transiently: on the 5th, the 2nd and the 5th receive,
+    # the last of which is INDEXED already
+    _embed, blobs, documents, *_ = stage()
+    last, early, indexed = (add_document(blobs, documents, n, [f"t{n}"]) for n in range(3))
+    documents.records[indexed.doc_id].status = DocumentStatus.INDEXED
+    messages = [("last", last), ("early", early), ("indexed", indexed)]
+
+    # when the stage gives up on last attempts (maxReceiveCount 5)
+    marked = give_up_on_last_attempts(
+        documents,  # type: ignore[arg-type]
+        "embed",
+        messages,
+        ["last", "early", "indexed"],
+        {"last": "S3 get staging/x: SlowDown"},
+        {"last": 5, "early": 2, "indexed": 5},
+        5,
+    )
+
+    # then only the document on its last receive is FAILED, with a reason naming the stage and the DLQ
+    assert marked == 1
+    failed = documents.records[last.doc_id]
+    assert failed.status == DocumentStatus.FAILED
+    assert failed.dead_letter_stage == "embed"
+    assert failed.error is not None
+    assert failed.error.startswith("embed: gave up after 5 attempts (S3 get staging/x: SlowDown)")
+    assert "embed dead-letter queue" in failed.error
+    assert "stratus dlq redrive --stage embed" in failed.error
+    assert documents.records[early.doc_id].status == DocumentStatus.FETCHED
+    assert documents.records[indexed.doc_id].status == DocumentStatus.INDEXED
+
+
+def test_a_redriven_message_resumes_a_document_embed_gave_up_on() -> None:
+    # given a document FAILED because embed gave up on its message
+    embed, blobs, documents, _chunks, queue, encoder = stage()
+    message = add_document(blobs, documents, 1, ["redriven"])
+    record = documents.records[message.doc_id]
+    record.status, record.error, record.dead_letter_stage = DocumentStatus.FAILED, "embed: gave up", "embed"
+
+    # when the message comes back from the dead-letter queue
+    report = embed.handle_batch([("redriven", message)])
+
+    # then the document is embedded and handed to index, the give-up forgotten
+    assert (report.failed, encoder.calls) == ([], [["redriven"]])
+    assert (record.status, record.error, record.dead_letter_stage) == (DocumentStatus.EMBEDDED, None, None)
+    assert [m.doc_id for m in queue.sent] == [message.doc_id]
+
+
+def test_a_permanently_failed_document_is_not_resurrected_by_a_late_copy() -> None:
+    # given a document FAILED for good (no stage gave up on it: its content cannot be processed)
+    embed, blobs, documents, _chunks, queue, encoder = stage()
+    message = add_document(blobs, documents, 1, ["broken"])
+    record = documents.records[message.doc_id]
+    record.status, record.error = DocumentStatus.FAILED, "staged chunks are unreadable"
+
+    # when a late copy of its embed message arrives
+    report = embed.handle_batch([("late", message)])
+
+    # then it is acknowledged without work and the document stays FAILED with its reason
+    assert (report.failed, encoder.calls, queue.sent) == ([], [], [])
+    assert (record.status, record.error) == (DocumentStatus.FAILED, "staged chunks are unreadable")
+
+
+def test_a_failed_batch_reports_why_each_message_failed() -> None:
+    # given an encoder that raises
+    embed, blobs, documents, _chunks, _queue, encoder = stage()
+
+    def broken(texts: list[str]) -> np.ndarray:
+        raise RuntimeError("onnxruntime failed")
+
+    encoder.embed_documents = broken  # type: ignore[method-assign]
+    message = add_document(blobs, documents, 1, ["t"])
+
+    # when the batch is embedded, then the report says why the message is retried
+    report = embed.handle_batch([("a", message)])
+    assert report.errors == {"a": "encoder: onnxruntime failed"}

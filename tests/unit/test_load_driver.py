@@ -1,13 +1,30 @@
 """The load driver's logic against a fake HTTP server in the client (httpx.MockTransport): arrivals,
-the concurrency bound, per-endpoint reports, the rate steps and the query mix."""
+the concurrency bound, honest error counts, per-endpoint reports, the rate search up (capacity) and
+down (during ingestion), the corpus POSTs, and the API process's command and environment."""
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
+from typing import Any
 
 import httpx
 
-from stratus.benchmarks.load import Call, open_loop, query_calls, report, request_headers, step_rates
+from stratus.benchmarks.load import (
+    Call,
+    api_command,
+    api_environment,
+    hold_rate_while,
+    open_loop,
+    post_documents,
+    query_calls,
+    report,
+    request_headers,
+    search_capacity,
+    step_down,
+    step_rates,
+)
+from stratus.local.stack import EMULATOR_KEY
 
 
 def client(delay_s: float = 0.0, status: int = 200) -> httpx.AsyncClient:
@@ -82,3 +99,117 @@ def test_rate_steps_and_headers() -> None:
     chat = query_calls("docs", ["q"], chat_share=1.0)(0)
     assert chat.endpoint == "chat"
     assert chat.body == {"messages": [{"role": "user", "content": "q"}], "provider": "extractive"}
+
+
+def test_connection_errors_timeouts_and_non_2xx_are_errors() -> None:
+    # given a server that refuses, times out, or redirects, in turn
+    failures: list[Exception | None] = [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), None] * 2
+    answers = iter(failures)
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        failure = next(answers)
+        if failure is not None:
+            raise failure
+        return httpx.Response(302)
+
+    async def run() -> list:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://api") as http:
+            return await open_loop(http, search, rate=60, duration_s=0.1, concurrency=8)
+
+    summary = report(asyncio.run(run()))["all"]
+
+    # then every request is an error, of each kind
+    assert summary["requests"] == summary["errors"] == 6
+    assert [s.split(":")[0] for s in summary["error_samples"]] == ["ConnectError", "HTTP 302", "ReadTimeout"]
+
+
+def test_capacity_steps_up_then_bisects_to_the_highest_rate_held() -> None:
+    # given a system that holds up to 25 requests/s
+    async def measure(rate: float) -> dict[str, Any]:
+        return {"rate": rate, "held": rate <= 25}
+
+    # when the rate steps up from 10 (x2) with two bisection steps
+    result = asyncio.run(search_capacity(measure, start=10, factor=2, max_rate=500, refine=2))
+
+    # then 40 failed, the midpoint 28.28 failed, 23.78 held and is the answer
+    assert [s["rate"] for s in result["steps"]] == [10, 20, 40, 28.28, 23.78]
+    assert result["held"] == {"rate": 23.78, "held": True}
+
+
+def test_the_rate_steps_down_to_a_floor() -> None:
+    assert step_down(10, 2, floor=1) == 5
+    assert step_down(3, 2, floor=2) == 2
+
+
+def test_queries_step_down_while_ingesting_until_a_rate_holds_to_the_end() -> None:
+    # given a server whose first three answers are 503, and an ingestion taking 1 s
+    answered = 0
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal answered
+        answered += 1
+        return httpx.Response(503 if answered <= 3 else 200)
+
+    args = SimpleNamespace(window_s=0.25, concurrency=8, p95_bound_ms=1000, factor=2, min_rate=1)
+
+    async def run() -> dict[str, Any]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://api") as http:
+            ingesting = asyncio.ensure_future(asyncio.sleep(1.0))
+            return await hold_rate_while(ingesting, http, search, 20, args)
+
+    result = asyncio.run(run())
+
+    # then the first window (20/s) failed with those errors, and 10/s held from then to the end
+    first, *rest = result["windows"]
+    assert (first["rate"], first["held"], first["errors"]) == (20, False, 3)
+    assert rest
+    assert all(w["rate"] == 10 and w["held"] for w in rest)
+    assert result["errors"] == 3
+    assert result["held"]["rate"] == 10
+    assert result["held"]["all"]["errors"] == 0
+    assert result["held"]["all"]["requests"] == sum(w["requests"] for w in rest)
+    assert 0.5 <= result["held"]["seconds"] <= 1.5
+
+
+def test_corpus_posts_are_retried_and_counted() -> None:
+    # given a documents API whose first POST fails with 503
+    posts = 0
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        nonlocal posts
+        if request.method == "POST":
+            posts += 1
+            if posts == 1:
+                return httpx.Response(503)
+            return httpx.Response(202, json={"accepted": [{"doc_id": "d1"}, {"doc_id": "d2"}]})
+        documents = [{"doc_id": "d1", "status": "INDEXED"}, {"doc_id": "d2", "status": "FAILED"}]
+        return httpx.Response(200, json={"documents": documents})
+
+    async def run() -> dict[str, Any]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer), base_url="http://api") as http:
+            documents = [{"source": "a.md", "text": "a"}, {"source": "b.md", "text": "b"}]
+            return await post_documents(http, "scifact", documents, timeout_s=5, poll_s=0)
+
+    result = asyncio.run(run())
+
+    # then the POST was retried, its failure counted, and the statuses read back
+    assert (result["post_errors"], result["accepted"], result["indexed"]) == (1, 2, 1)
+    assert result["statuses"] == {"INDEXED": 1, "FAILED": 1}
+
+
+def test_the_api_process_talks_to_the_emulator_of_the_state_file() -> None:
+    # given a state file's environment and a user's AWS profile
+    state = {"environment": {"STRATUS_AWS_ENDPOINT_URL": "http://127.0.0.1:5555", "STRATUS_BUCKET": "b"}}
+    base = {"AWS_PROFILE": "prod", "AWS_ACCESS_KEY_ID": "AKIA-real", "PATH": "/bin"}
+
+    environment = api_environment(state, base)
+    command = api_command(8123)
+
+    # then it has the emulator's credentials and endpoint, not the user's, and uvicorn builds the app
+    assert environment["AWS_ACCESS_KEY_ID"] == EMULATOR_KEY
+    assert "AWS_PROFILE" not in environment
+    assert environment["STRATUS_AWS_ENDPOINT_URL"] == "http://127.0.0.1:5555"
+    assert environment["PATH"] == "/bin"
+    assert command[command.index("--port") + 1] == "8123"
+    assert "stratus.api.app:create_app" in command
+    assert "--factory" in command

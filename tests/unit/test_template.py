@@ -110,6 +110,22 @@ def test_every_main_queue_redrives_to_its_dlq_and_outlasts_its_consumer(resource
     assert resources["IndexQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"] > 5
 
 
+def test_every_stage_knows_its_queues_max_receive_count(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    # Given the function globals (what the functions and the local stack export) and the settings
+    from stratus.settings import Settings
+
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    defaults = Settings.model_fields
+    for queue in CONSUMERS:
+        stage = queue.removesuffix("Queue").lower()
+        receives = resources[queue]["Properties"]["RedrivePolicy"]["maxReceiveCount"]
+        # Then the stage's setting equals its queue's maxReceiveCount, in the template and by default
+        assert variables[f"STRATUS_{stage.upper()}_MAX_RECEIVE_COUNT"] == str(receives), queue
+        assert defaults[f"{stage}_max_receive_count"].default == receives, queue
+
+
 def test_every_sqs_event_source_reports_partial_batch_failures(resources: dict[str, Any]) -> None:
     # Given every SQS event source of the template
     sources = _sqs_event_sources(resources)

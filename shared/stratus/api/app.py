@@ -42,7 +42,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     # Added before `correlate`, so it runs inside it: a 413 or 422 from here carries the request id.
     app.add_middleware(
-        BodyLimitMiddleware, max_bytes=settings.api_max_body_bytes, max_depth=settings.api_max_json_depth
+        BodyLimitMiddleware,
+        max_bytes=settings.api_max_body_bytes,
+        max_depth=settings.api_max_json_depth,
+        timeout_s=settings.api_body_timeout_s,
     )
 
     @app.middleware("http")

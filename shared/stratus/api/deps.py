@@ -49,6 +49,7 @@ AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: error_response("the body is not valid UTF-8 JSON"),
     401: error_response("no API key, or an unknown or revoked one (WWW-Authenticate)"),
     403: error_response("the key may not use this collection, or lacks the role"),
+    408: error_response("the request body did not arrive within the time limit (slow client)"),
     413: error_response("the request body is over the size limit"),
     422: error_response("invalid request; detail names the field"),
     429: error_response("the key's rate limit is spent (Retry-After: seconds)"),

@@ -1,9 +1,11 @@
-"""Request body limits, enforced before FastAPI parses anything: size (413) and JSON nesting (422)."""
+"""Request body limits, enforced before FastAPI parses anything: size (413), time (408), nesting (422)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 from typing import Any
 
 # A JSON string literal (escapes included): brackets inside strings do not nest.
@@ -45,14 +47,16 @@ def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
 class BodyLimitMiddleware:
     """Reads the whole body (Content-Length or chunked) up to `max_bytes`, then replays it to the app.
 
-    Too large: 413 without reading further. JSON nested deeper than `max_depth`: 422 (Python's json
+    Too large: 413 without reading further. Not all there within `timeout_s`: 408 (a slow client
+    holds nothing but its own connection). JSON nested deeper than `max_depth`: 422 (Python's json
     would hit its recursion limit; nothing legitimate nests that deep).
     """
 
-    def __init__(self, app: Any, max_bytes: int, max_depth: int) -> None:
+    def __init__(self, app: Any, max_bytes: int, max_depth: int, timeout_s: float = 10.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_depth = max_depth
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         """The ASGI entry point."""
@@ -66,8 +70,13 @@ class BodyLimitMiddleware:
             return
         chunks: list[bytes] = []
         size = 0
+        deadline = time.monotonic() + self.timeout_s
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                await self._refuse(send, 408, f"not received within {self.timeout_s:g} s")
+                return
             if message["type"] == "http.disconnect":
                 return
             chunk = message.get("body", b"")

@@ -3,13 +3,19 @@
 Requests arrive at a fixed rate for a fixed time whatever the answers take (open loop), with at most
 `--concurrency` in flight: an arrival that finds the bound reached counts as an error (overload), not
 as a delayed request. Latency runs from the scheduled arrival, so a slow server cannot hide queueing.
-The rate steps up (x `--factor`) until a step has an error or a p95 above `--p95-bound-ms`; the
-highest rate held is the last step with neither. With `--ingest-corpus` (a BEIR corpus.jsonl, e.g.
-SciFact) queries then run at a fixed rate while the corpus is POSTed through the documents API, and
-the query p95 during ingestion is reported next to the idle p95.
+Every connection error, timeout and non-2xx answer is an error. The rate steps up (x `--factor`) until
+a step has an error or a p95 above `--p95-bound-ms`, then `--refine` steps bisect between the last
+rate held and the first that was not. With `--ingest-corpus` (a BEIR corpus.jsonl, e.g. SciFact) the
+corpus is then POSTed through the documents API while queries run in `--window-s` windows, stepping
+the rate down (/ `--factor`) after every window with an error or a p95 above the bound: the rate held
+during ingestion is the last one whose windows held until the corpus was indexed; the idle p95 at that
+rate is measured after.
 
-Without `--api-url` it starts a LocalStack, ingests README.md and docs/ into `docs` and serves the API
-on 127.0.0.1 (as `stratus bench chat` does). Every request's headers come from `request_headers`.
+Without `--api-url` it runs the local stack as on AWS, in processes apart from the driver: `stratus up`
+(the emulator in its own child, the pipeline's queue pollers; README.md and docs/ ingested into `docs`)
+and the API in a uvicorn process of its own, pointed at that emulator through the state file
+`stratus up --state-file` writes. `--single-process` runs everything in the driver's process instead.
+Every request's headers come from `request_headers`.
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ import asyncio
 import contextlib
 import json
 import os
+import signal
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -113,9 +122,9 @@ async def open_loop(
         try:
             response = await client.request(call.method, call.path, json=call.body)
             status = response.status_code
-            if status >= 400:
+            if not 200 <= status < 300:
                 error = f"HTTP {status}"
-        except httpx.HTTPError as failure:
+        except (httpx.HTTPError, OSError) as failure:
             error = f"{type(failure).__name__}: {failure}"[:200]
         finally:
             in_flight -= 1
@@ -168,51 +177,154 @@ def step_rates(start: float, factor: float, max_rate: float) -> Iterator[float]:
         rate *= factor
 
 
+def _held(summary: dict[str, Any], p95_bound_ms: float) -> bool:
+    """No error, and a p95 within the bound."""
+    return bool(summary["all"]["errors"] == 0 and summary["all"]["p95_ms"] <= p95_bound_ms)
+
+
+async def _step(
+    client: httpx.AsyncClient, make_call: Callable[[int], Call], rate: float, args: Any
+) -> dict[str, Any]:
+    outcomes = await open_loop(client, make_call, rate, args.step_s, args.concurrency)
+    summary = report(outcomes)
+    ok = _held(summary, args.p95_bound_ms)
+    _log(
+        f"  {rate:7.2f}/s: {summary['all']['requests']} requests, {summary['all']['errors']} errors, "
+        f"p50 {summary['all']['p50_ms']} ms, p95 {summary['all']['p95_ms']} ms, "
+        + ("held" if ok else "NOT held")
+    )
+    await asyncio.sleep(args.pause_s)
+    return {"rate": rate, "held": ok, **summary}
+
+
 async def find_capacity(
     client: httpx.AsyncClient, make_call: Callable[[int], Call], args: Any
 ) -> dict[str, Any]:
-    """Step the rate up until a step errs or its p95 passes the bound; the highest rate held."""
+    """The highest rate held against the API (`search_capacity` over measured steps)."""
+
+    async def measure(rate: float) -> dict[str, Any]:
+        return await _step(client, make_call, rate, args)
+
+    return await search_capacity(measure, args.start_rate, args.factor, args.max_rate, args.refine)
+
+
+async def search_capacity(
+    measure: Callable[[float], Awaitable[dict[str, Any]]],
+    start: float,
+    factor: float,
+    max_rate: float,
+    refine: int,
+) -> dict[str, Any]:
+    """Step the rate up until a step is not held, then bisect `refine` times; the highest rate held."""
     steps: list[dict[str, Any]] = []
     held: dict[str, Any] | None = None
-    for rate in step_rates(args.start_rate, args.factor, args.max_rate):
-        outcomes = await open_loop(client, make_call, rate, args.step_s, args.concurrency)
-        summary = report(outcomes)
-        ok = summary["all"]["errors"] == 0 and summary["all"]["p95_ms"] <= args.p95_bound_ms
-        steps.append({"rate": rate, "held": ok, **summary})
-        _log(
-            f"  {rate:7.2f}/s: {summary['all']['requests']} requests, {summary['all']['errors']} errors, "
-            f"p50 {summary['all']['p50_ms']} ms, p95 {summary['all']['p95_ms']} ms, "
-            + ("held" if ok else "NOT held")
-        )
-        if not ok:
+    failed: float | None = None
+    for rate in step_rates(start, factor, max_rate):
+        steps.append(await measure(rate))
+        if not steps[-1]["held"]:
+            failed = rate
             break
         held = steps[-1]
-        await asyncio.sleep(args.pause_s)
+    for _ in range(refine):
+        if held is None or failed is None:
+            break
+        rate = round((held["rate"] * failed) ** 0.5, 2)  # geometric midpoint
+        if not held["rate"] < rate < failed:
+            break
+        steps.append(await measure(rate))
+        if steps[-1]["held"]:
+            held = steps[-1]
+        else:
+            failed = rate
     return {"steps": steps, "held": held}
 
 
-async def ingest_while_querying(
-    client: httpx.AsyncClient, make_call: Callable[[int], Call], args: Any
+def step_down(rate: float, factor: float, floor: float) -> float:
+    """The next, lower rate to try after a window that did not hold (never below `floor`)."""
+    return max(round(rate / factor, 2), floor)
+
+
+async def hold_rate_while(
+    running: asyncio.Future[Any],
+    client: httpx.AsyncClient,
+    make_call: Callable[[int], Call],
+    rate: float,
+    args: Any,
 ) -> dict[str, Any]:
-    """Queries at a fixed rate: idle first, then while the corpus is POSTed; p95 of both phases."""
-    idle = await open_loop(client, make_call, args.ingest_rate, args.idle_s, args.concurrency)
-    documents = read_corpus(Path(args.ingest_corpus), args.ingest_limit)
+    """Query in windows until `running` is done, stepping the rate down after every window not held.
+
+    The rate held is the last one whose windows all held from its first window to the end; its
+    report covers those windows. Every window (held or not) is in `windows`, errors included.
+    """
     stop = asyncio.Event()
-    queries = asyncio.create_task(open_loop(client, make_call, args.ingest_rate, 1e9, args.concurrency, stop))
+    running.add_done_callback(lambda _: stop.set())
+    windows: list[dict[str, Any]] = []
+    segment: list[Outcome] = []
+    segment_started = 0.0
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    while not stop.is_set():
+        window_started = loop.time() - started
+        outcomes = await open_loop(client, make_call, rate, args.window_s, args.concurrency, stop)
+        if not outcomes:
+            break
+        summary = report(outcomes)
+        ok = _held(summary, args.p95_bound_ms)
+        windows.append(
+            {"start_s": round(window_started, 1), "rate": rate, "held": ok, **_brief(summary["all"])}
+        )
+        _log(
+            f"  ingesting, {rate:7.2f}/s: {summary['all']['requests']} requests, "
+            f"{summary['all']['errors']} errors, p95 {summary['all']['p95_ms']} ms, "
+            + ("held" if ok else "NOT held")
+        )
+        if ok:
+            if not segment:
+                segment_started = window_started
+            segment.extend(outcomes)
+        else:
+            segment = []
+            rate = step_down(rate, args.factor, args.min_rate)
+    held = None
+    if segment:
+        seconds = round(loop.time() - started - segment_started, 1)
+        held = {"rate": windows[-1]["rate"], "seconds": seconds, **report(segment)}
+    return {
+        "windows": windows,
+        "errors": sum(w["errors"] for w in windows),
+        "requests": sum(w["requests"] for w in windows),
+        "held": held,
+    }
+
+
+def _brief(summary: dict[str, Any]) -> dict[str, Any]:
+    return {k: summary[k] for k in ("requests", "errors", "error_samples", "p50_ms", "p95_ms")}
+
+
+async def ingest_while_querying(
+    client: httpx.AsyncClient,
+    ingest_client: httpx.AsyncClient,
+    make_call: Callable[[int], Call],
+    rate: float,
+    args: Any,
+) -> dict[str, Any]:
+    """POST the corpus while querying at the highest rate held meanwhile; then idle at that rate."""
+    documents = read_corpus(Path(args.ingest_corpus), args.ingest_limit)
     started = time.perf_counter()
-    try:
-        ingest = await post_documents(client, args.ingest_collection, documents, args.ingest_timeout)
-    finally:
-        stop.set()
-    during = await queries
+    ingesting = asyncio.ensure_future(
+        post_documents(ingest_client, args.ingest_collection, documents, args.ingest_timeout)
+    )
+    queries = await hold_rate_while(ingesting, client, make_call, rate, args)
+    ingest = await ingesting
     ingest["seconds"] = round(time.perf_counter() - started, 1)
     ingest["documents_per_min"] = round(ingest["indexed"] / max(ingest["seconds"], 1e-9) * 60, 1)
-    return {
-        "rate": args.ingest_rate,
-        "idle": report(idle),
-        "during_ingestion": report(during),
-        "ingest": ingest,
-    }
+    idle = None
+    if queries["held"] is not None:
+        _log(f"  idle at {queries['held']['rate']}/s for {args.idle_s} s")
+        await asyncio.sleep(args.pause_s)
+        outcomes = await open_loop(client, make_call, queries["held"]["rate"], args.idle_s, args.concurrency)
+        idle = report(outcomes)
+    return {"start_rate": rate, "during_ingestion": queries, "idle": idle, "ingest": ingest}
 
 
 def read_corpus(path: Path, limit: int | None) -> list[dict[str, str]]:
@@ -238,33 +350,41 @@ async def post_documents(
     documents: list[dict[str, str]],
     timeout_s: float,
     batch: int = 50,
+    poll_s: float = 2.0,
 ) -> dict[str, Any]:
-    """POST the documents (`batch` per request), then poll the documents API until all are done."""
+    """POST the documents (`batch` per request), then poll the documents API until all are done.
+
+    A POST that fails (connection error, timeout, non-202) is retried twice; every failure counts.
+    """
+    import httpx
+
     accepted: set[str] = set()
-    post_errors = 0
+    post_errors = poll_errors = 0
     for start in range(0, len(documents), batch):
-        response = await client.post(
-            f"/v1/collections/{collection}/documents", json={"documents": documents[start : start + batch]}
-        )
-        if response.status_code != 202:
+        for attempt in range(3):
+            try:
+                response = await client.post(
+                    f"/v1/collections/{collection}/documents",
+                    json={"documents": documents[start : start + batch]},
+                )
+            except httpx.HTTPError:
+                response = None
+            if response is not None and response.status_code == 202:
+                accepted.update(a["doc_id"] for a in response.json()["accepted"])
+                break
             post_errors += 1
-            continue
-        accepted.update(a["doc_id"] for a in response.json()["accepted"])
+            await asyncio.sleep(attempt + 1)
     deadline = time.monotonic() + timeout_s
     statuses: dict[str, str] = {}
     while time.monotonic() < deadline:
-        statuses = {}
-        cursor: str | None = None
-        while True:
-            params: dict[str, Any] = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
-            page = (await client.get(f"/v1/collections/{collection}/documents", params=params)).json()
-            statuses.update({d["doc_id"]: d["status"] for d in page["documents"] if d["doc_id"] in accepted})
-            cursor = page.get("next_cursor")
-            if not cursor:
+        try:
+            statuses = await _statuses(client, collection, accepted)
+        except (httpx.HTTPError, KeyError, ValueError):
+            poll_errors += 1
+        else:
+            if len(statuses) == len(accepted) and all(s in {"INDEXED", "FAILED"} for s in statuses.values()):
                 break
-        if len(statuses) == len(accepted) and all(s in {"INDEXED", "FAILED"} for s in statuses.values()):
-            break
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(poll_s)
     counts: dict[str, int] = {}
     for status in statuses.values():
         counts[status] = counts.get(status, 0) + 1
@@ -272,9 +392,24 @@ async def post_documents(
         "documents": len(documents),
         "accepted": len(accepted),
         "post_errors": post_errors,
+        "poll_errors": poll_errors,
         "indexed": counts.get("INDEXED", 0),
         "statuses": counts,
     }
+
+
+async def _statuses(client: httpx.AsyncClient, collection: str, accepted: set[str]) -> dict[str, str]:
+    statuses: dict[str, str] = {}
+    cursor: str | None = None
+    while True:
+        params: dict[str, Any] = {"limit": 1000, **({"cursor": cursor} if cursor else {})}
+        response = await client.get(f"/v1/collections/{collection}/documents", params=params)
+        response.raise_for_status()
+        page = response.json()
+        statuses.update({d["doc_id"]: d["status"] for d in page["documents"] if d["doc_id"] in accepted})
+        cursor = page.get("next_cursor")
+        if not cursor:
+            return statuses
 
 
 async def drive(api: str, headers: dict[str, str], args: Any) -> dict[str, Any]:
@@ -285,23 +420,149 @@ async def drive(api: str, headers: dict[str, str], args: Any) -> dict[str, Any]:
 
     make_call = query_calls(args.collection, QUESTIONS, args.chat_share)
     limits = httpx.Limits(max_connections=args.concurrency, max_keepalive_connections=args.concurrency)
-    async with httpx.AsyncClient(
-        base_url=api, headers=headers, timeout=args.request_timeout, limits=limits
-    ) as client:
+    async with (
+        httpx.AsyncClient(
+            base_url=api, headers=headers, timeout=args.request_timeout, limits=limits
+        ) as client,
+        # Ingestion has a client (a connection pool) of its own: queries cannot starve its POSTs.
+        httpx.AsyncClient(base_url=api, headers=headers, timeout=args.request_timeout) as ingest_client,
+    ):
         for i in range(len(QUESTIONS)):  # warm-up: the encoder, the table snapshot, the query cache
             call = make_call(i)
             (await client.request(call.method, call.path, json=call.body)).raise_for_status()
         result: dict[str, Any] = {"capacity": await find_capacity(client, make_call, args)}
         if args.ingest_corpus:
-            if args.ingest_rate is None:
-                held = result["capacity"]["held"]
-                args.ingest_rate = round(held["rate"] / 2, 2) if held else args.start_rate
-            result["ingestion"] = await ingest_while_querying(client, make_call, args)
+            held = result["capacity"]["held"]
+            rate = args.ingest_rate or (held["rate"] if held else args.start_rate)
+            result["ingestion"] = await ingest_while_querying(client, ingest_client, make_call, rate, args)
     return result
 
 
+def api_environment(state: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str]:
+    """The environment of a process that talks to the stack of a `stratus up` state file."""
+    from stratus.local.stack import EMULATOR_KEY, REGION
+
+    environment = {k: v for k, v in base.items() if k not in {"AWS_PROFILE", "AWS_SESSION_TOKEN"}}
+    environment.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    environment.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    environment.update(
+        {
+            "AWS_ACCESS_KEY_ID": EMULATOR_KEY,
+            "AWS_SECRET_ACCESS_KEY": EMULATOR_KEY,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            "AWS_EC2_METADATA_DISABLED": "true",
+            **state["environment"],
+        }
+    )
+    return environment
+
+
+def api_command(port: int, workers: int = 1) -> list[str]:
+    """uvicorn serving the API application on 127.0.0.1:`port`."""
+    return [
+        sys.executable, "-m", "uvicorn", "stratus.api.app:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
+        "--log-level", "warning", "--no-access-log", "--lifespan", "off",
+        # Longer than the driver's connections sit idle: a close racing a reuse is a ReadError otherwise.
+        "--timeout-keep-alive", "75",
+    ]  # fmt: skip
+
+
+def wait_for_line(log: Path, marker: str, process: subprocess.Popen[bytes], timeout_s: float) -> str:
+    """The text of `log` once it holds `marker`; fails if `process` exits or time runs out first."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        if marker in text:
+            return text
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with status {process.returncode} before {marker!r}:\n{text[-3000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{marker!r} not seen within {timeout_s} s:\n{text[-3000:]}")
+        time.sleep(0.5)
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], timeout_s: float) -> None:
+    """Return once `url` answers 2xx; fails if `process` exits or time runs out first."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with status {process.returncode}")
+        try:
+            if httpx.get(url, timeout=5).is_success:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer within {timeout_s} s")
+        time.sleep(0.2)
+
+
+def _end(process: subprocess.Popen[bytes], sig: int) -> None:
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextlib.contextmanager
+def local_processes(root: Path, collection: str, workdir: Path, api_workers: int = 1) -> Iterator[str]:
+    """`stratus up` (emulator, pollers, `collection` from README.md and docs/) and the API in a process
+    of its own; yields the API's URL with this process pointed at the stack (for `create_admin_key`)."""
+    from stratus import services
+    from stratus.local.stack import free_port
+    from stratus.settings import get_settings
+
+    state_file, stack_log, api_log = workdir / "local.json", workdir / "stack.log", workdir / "api.log"
+    command = [sys.executable, "-m", "stratus.cli", "up", "--port", "0", "--state-file", str(state_file)]
+    with stack_log.open("wb") as out:
+        stack = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+            [*command, "--collection", collection],
+            cwd=root,
+            env={**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": "200"},
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    api: subprocess.Popen[bytes] | None = None
+    try:
+        text = wait_for_line(stack_log, "Press Ctrl-C to stop", stack, timeout_s=900)
+        if "did not index" in text:
+            raise RuntimeError(f"the sample collection did not index:\n{text[-3000:]}")
+        state = json.loads(state_file.read_text())
+        environment = api_environment(state, os.environ)
+        port = free_port()
+        with api_log.open("wb") as out:
+            api = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
+                api_command(port, api_workers),
+                cwd=root,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/health/live", api, timeout_s=120)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+            os.environ.pop(name, None)
+        os.environ.update(api_environment(state, {}))  # this process talks to the emulator too (the key)
+        get_settings.cache_clear()
+        services.reset()
+        yield url
+    finally:
+        if api is not None:
+            _end(api, signal.SIGTERM)
+        _end(stack, signal.SIGINT)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """Against --api-url, or a LocalStack started here with README.md and docs/ ingested."""
+    """Against --api-url, or a local stack started here (separate processes unless --single-process)."""
     from stratus.settings import get_settings
 
     configured = get_settings().api_key
@@ -309,40 +570,58 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     settings = {k: v for k, v in vars(args).items() if k not in {"api_key", "json", "png"}}
     if args.api_url:
         return {"settings": settings, **asyncio.run(drive(args.api_url, request_headers(key), args))}
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    root = Path(args.root)
+    layout = "single process" if args.single_process else "driver | API | stratus up (pollers) | emulator"
+    with contextlib.ExitStack() as stack:
+        if args.single_process:
+            api = _single_process(stack, root, args.collection)
+        else:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="stratus-bench-load-")))
+            api = stack.enter_context(local_processes(root, args.collection, workdir, args.api_workers))
+        # A key of this stack without a rate limit (STRATUS_API_KEY's would be limited, or unknown here).
+        key = args.api_key or create_admin_key()
+        load_before = os.getloadavg()
+        result = asyncio.run(drive(api, request_headers(key), args))
+        return {
+            "settings": settings,
+            "layout": layout,
+            "cpus": os.cpu_count(),
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+            **result,
+        }
+    raise AssertionError("unreachable")  # pragma: no cover - mypy: ExitStack may swallow exceptions
+
+
+def _single_process(stack: contextlib.ExitStack, root: Path, collection: str) -> str:
+    """A LocalStack in this process with README.md and docs/ ingested; the API's URL."""
     from stratus import services
     from stratus.local.stack import LocalStack
     from stratus.uploads import collect_uploads, upload_files, wait_for_documents
 
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    root = Path(args.root)
-    stack = LocalStack(root, bucket="stratus-bench-load", poll_wait_s=1, batch_window_cap_s=0.5)
-    stack.start(run_functions=True)
-    try:
-        uploads = collect_uploads([p for p in (root / "README.md", root / "docs") if p.exists()], root)
-        since = time.time()
-        doc_ids = upload_files(stack.client("s3"), stack.plan.bucket, "inbox/", args.collection, uploads)
-        wait_for_documents(services.document_table(), args.collection, doc_ids, 600, since=since)
-        api = stack.serve_api(port=0)
-        key = key or create_admin_key()
-        return {
-            "settings": settings,
-            "cpus": os.cpu_count(),
-            **asyncio.run(drive(api, request_headers(key), args)),
-        }
-    finally:
-        stack.stop()
+    local = LocalStack(root, bucket="stratus-bench-load", poll_wait_s=1, batch_window_cap_s=0.5)
+    local.start(run_functions=True)
+    stack.callback(local.stop)
+    uploads = collect_uploads([p for p in (root / "README.md", root / "docs") if p.exists()], root)
+    since = time.time()
+    doc_ids = upload_files(local.client("s3"), local.plan.bucket, "inbox/", collection, uploads)
+    wait_for_documents(services.document_table(), collection, doc_ids, 600, since=since)
+    return local.serve_api(port=0)
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
-    """p50 and p95 per endpoint against the offered rate."""
+    """p50 and p95 per endpoint against the offered rate; with ingestion, each window's p95 and rate."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    steps = result["capacity"]["steps"]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = sorted(result["capacity"]["steps"], key=lambda s: s["rate"])
+    windows = result.get("ingestion", {}).get("during_ingestion", {}).get("windows", [])
+    fig, axes = plt.subplots(1, 2 if windows else 1, figsize=(12 if windows else 7, 4), squeeze=False)
+    ax = axes[0][0]
     for endpoint in ENDPOINTS:
         points = [(s["rate"], s[endpoint]) for s in steps if endpoint in s]
         if points:
@@ -354,8 +633,21 @@ def plot(result: dict[str, Any], path: Path) -> None:
             )
     ax.set_xlabel("offered rate (requests/s)")
     ax.set_ylabel("latency (ms)")
-    ax.set_title("stratus bench load")
+    ax.set_yscale("log")
+    ax.set_title("capacity (idle stack)")
     ax.legend()
+    if windows:
+        ax = axes[0][1]
+        ax.plot([w["start_s"] for w in windows], [w["p95_ms"] for w in windows], marker="o", label="p95")
+        ax.plot([w["start_s"] for w in windows], [w["p50_ms"] for w in windows], ls="--", label="p50")
+        for w in windows:
+            failure = "" if w["held"] else f" ✗{w['errors']} errors" if w["errors"] else " ✗p95"
+            ax.annotate(f"{w['rate']}/s{failure}", (w["start_s"], w["p95_ms"]), fontsize=7)
+        ax.set_xlabel("seconds since ingestion started")
+        ax.set_ylabel("query latency (ms)")
+        ax.set_yscale("log")
+        ax.set_title("queries during ingestion (rate per window)")
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -369,11 +661,16 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-url", default=None, help="load this API instead of starting a local stack")
     parser.add_argument("--api-key", default=None, help="x-api-key to send (default STRATUS_API_KEY)")
     parser.add_argument("--root", default=str(REPO_ROOT), help="folder holding README.md and docs/")
+    parser.add_argument(
+        "--single-process", action="store_true", help="run the stack and the API in the driver's process"
+    )
+    parser.add_argument("--api-workers", type=int, default=1, help="uvicorn worker processes of the API")
     parser.add_argument("--collection", default="docs", help="collection the queries ask")
     parser.add_argument("--chat-share", type=float, default=0.5, help="share of queries that are chat")
     parser.add_argument("--start-rate", type=float, default=2.0, help="first step's requests/s")
     parser.add_argument("--factor", type=float, default=1.5, help="rate multiplier between steps")
     parser.add_argument("--max-rate", type=float, default=500.0, help="highest rate tried")
+    parser.add_argument("--refine", type=int, default=2, help="bisection steps after the first failure")
     parser.add_argument("--step-s", type=float, default=15.0, help="seconds per step")
     parser.add_argument("--pause-s", type=float, default=1.0, help="idle seconds between steps")
     parser.add_argument("--p95-bound-ms", type=float, default=1000.0, help="a step above this p95 fails")
@@ -384,8 +681,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--ingest-limit", type=int, default=None, help="ingest only the first N documents")
     parser.add_argument("--ingest-collection", default="scifact")
-    parser.add_argument("--ingest-rate", type=float, default=None, help="query rate (default: half the held)")
-    parser.add_argument("--idle-s", type=float, default=20.0, help="seconds of idle queries before ingesting")
+    parser.add_argument(
+        "--ingest-rate",
+        type=float,
+        default=None,
+        help="first query rate during ingestion (default: the held)",
+    )
+    parser.add_argument(
+        "--window-s", type=float, default=15.0, help="seconds per query window while ingesting"
+    )
+    parser.add_argument("--min-rate", type=float, default=0.5, help="lowest query rate while ingesting")
+    parser.add_argument("--idle-s", type=float, default=20.0, help="seconds of idle queries at the rate held")
     parser.add_argument("--ingest-timeout", type=float, default=1800.0, help="seconds to wait for the corpus")
     parser.add_argument("--json", default=None, help="write the result to this JSON file")
     parser.add_argument("--png", default=None, help="plot latency against rate into this PNG")
@@ -403,21 +709,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.png:
         plot(result, Path(args.png))
     held = result["capacity"]["held"]
+    print(f"{result.get('layout', 'remote API')}, {os.cpu_count()} CPUs")
     if held is None:
         print(f"no rate held (first step: {result['capacity']['steps'][0]['all']})")
     else:
-        print(f"highest rate held: {held['rate']}/s with 0 errors ({os.cpu_count()} CPUs)")
-        for endpoint in (*ENDPOINTS, "all"):
-            if endpoint in held:
-                e = held[endpoint]
-                print(f"  {endpoint:6} {e['requests']} requests, p50 {e['p50_ms']} ms, p95 {e['p95_ms']} ms")
+        print(f"highest rate held: {held['rate']}/s with 0 errors")
+        _print_endpoints(held)
     if "ingestion" in result:
         ingestion = result["ingestion"]
+        ingest, during = ingestion["ingest"], ingestion["during_ingestion"]
         print(
-            f"queries at {ingestion['rate']}/s: p95 idle {ingestion['idle']['all']['p95_ms']} ms, "
-            f"during ingestion {ingestion['during_ingestion']['all']['p95_ms']} ms "
-            f"({ingestion['during_ingestion']['all']['errors']} errors); ingested "
-            f"{ingestion['ingest']['indexed']}/{ingestion['ingest']['documents']} "
-            f"in {ingestion['ingest']['seconds']} s"
+            f"ingested {ingest['indexed']}/{ingest['documents']} documents in {ingest['seconds']} s "
+            f"({ingest['documents_per_min']}/min; {ingest['post_errors']} POST errors, "
+            f"statuses {ingest['statuses']}); {during['errors']} query errors in "
+            f"{len(during['windows'])} windows"
         )
+        if during["held"] is None:
+            print(f"  no query rate held during ingestion (down to {args.min_rate}/s)")
+        else:
+            print(f"  held during ingestion: {during['held']['rate']}/s for {during['held']['seconds']} s")
+            _print_endpoints(during["held"])
+            print("  idle at that rate:")
+            _print_endpoints(ingestion["idle"])
     return 0
+
+
+def _print_endpoints(summary: dict[str, Any]) -> None:
+    for endpoint in (*ENDPOINTS, "all"):
+        if endpoint in summary:
+            e = summary[endpoint]
+            print(
+                f"  {endpoint:6} {e['requests']} requests, {e['errors']} errors, "
+                f"p50 {e['p50_ms']} ms, p95 {e['p95_ms']} ms"
+            )

@@ -95,10 +95,26 @@ class EmbedBatchReport:
     """What one call of `EmbedStage.handle_batch` did (the worker and benchmarks read it)."""
 
     failed: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
     documents: int = 0
     chunks_encoded: int = 0
     chunks_reused: int = 0
     encode_ms: float = 0.0
+
+    def fail(self, message_ids: Sequence[str], error: str) -> None:
+        """Report messages for retry, with why."""
+        self.failed.extend(message_ids)
+        for message_id in message_ids:
+            self.errors[message_id] = error
+
+
+@dataclass
+class _Loaded:
+    """What the batch's messages turned out to need: encoding, or only the pointer sent again."""
+
+    pending: list[_Pending] = field(default_factory=list)
+    # (message ids, pointer): already EMBEDDED with staged vectors; the index message may be missing.
+    resend: list[tuple[list[str], StageMessage]] = field(default_factory=list)
 
 
 class EmbedStage:
@@ -134,9 +150,25 @@ class EmbedStage:
         only its message; an encoder failure retries every message of the batch.
         """
         report = EmbedBatchReport()
-        pending = self._load(messages, report)
-        if not pending:
-            return report
+        loaded = self._load(messages, report)
+        forwarded = list(loaded.resend)
+        if loaded.pending:
+            forwarded.extend(self._encode_and_stage(loaded.pending, report))
+        if forwarded:
+            try:
+                self._index_queue.send([message for _, message in forwarded])
+            except Exception as error:
+                logger.exception("could not hand over to index; the batch will be retried")
+                report.fail([mid for ids, _ in forwarded for mid in ids], f"sending to index: {error}")
+                return report
+        emit_metric(MetricName.CHUNKS_EMBEDDED, report.chunks_encoded)
+        emit_metric(MetricName.CHUNKS_REUSED, report.chunks_reused)
+        return report
+
+    def _encode_and_stage(
+        self, pending: list[_Pending], report: EmbedBatchReport
+    ) -> list[tuple[list[str], StageMessage]]:
+        """Encode what the stored vectors do not cover, stage each document; the pointers to send."""
         encoder = self._encoder()
         self._reuse_stored_vectors(pending, encoder.dimension, report)
         texts: list[str] = []
@@ -148,10 +180,10 @@ class EmbedStage:
         started = time.perf_counter()
         try:
             encoded = encoder.embed_documents(texts) if texts else np.empty((0, encoder.dimension))
-        except Exception:
+        except Exception as error:
             logger.exception("encoder failed; the whole batch will be retried")
-            report.failed.extend(mid for item in pending for mid in item.message_ids)
-            return report
+            report.fail([mid for item in pending for mid in item.message_ids], f"encoder: {error}")
+            return []
         report.encode_ms = (time.perf_counter() - started) * 1000
         report.chunks_encoded = len(texts)
         offset = 0
@@ -164,33 +196,21 @@ class EmbedStage:
             # The batch's encode time, shared out by each document's number of encoded chunks.
             share = report.encode_ms * count / len(texts) if texts else 0.0
             item.timings["embed"] = round(item.timings.get("embed", 0.0) + share, 2)
-        forwarded: list[StageMessage] = []
+        forwarded: list[tuple[list[str], StageMessage]] = []
         staged = map_concurrently(lambda item: in_log_context(item.message, self._stage, item), pending)
         for item, outcome in zip(pending, staged, strict=True):
             try:
                 message = outcome.result()
-            except Exception:
+            except Exception as error:
                 logger.exception("could not stage vectors", extra={"doc_id": item.batch.doc_id})
-                report.failed.extend(item.message_ids)
+                report.fail(item.message_ids, f"staging vectors: {error}")
                 continue
             if message is not None:
-                forwarded.append(message)
+                forwarded.append((item.message_ids, message))
                 report.documents += 1
-        if forwarded:
-            try:
-                self._index_queue.send(forwarded)
-            except Exception:
-                logger.exception("could not hand over to index; the batch will be retried")
-                sent_ids = {m.doc_id for m in forwarded}
-                report.failed.extend(
-                    mid for item in pending if item.batch.doc_id in sent_ids for mid in item.message_ids
-                )
-                return report
-        emit_metric(MetricName.CHUNKS_EMBEDDED, report.chunks_encoded)
-        emit_metric(MetricName.CHUNKS_REUSED, report.chunks_reused)
-        return report
+        return forwarded
 
-    def _load(self, messages: Sequence[tuple[str, StageMessage]], report: EmbedBatchReport) -> list[_Pending]:
+    def _load(self, messages: Sequence[tuple[str, StageMessage]], report: EmbedBatchReport) -> _Loaded:
         """The current, readable document versions of the batch (duplicates merged)."""
         unique: dict[tuple[str, str, str], tuple[str, StageMessage]] = {}
         duplicates: dict[tuple[str, str, str], list[str]] = {}
@@ -204,33 +224,60 @@ class EmbedStage:
         loads = map_concurrently(
             lambda pair: in_log_context(pair[1], self._load_one, *pair), list(unique.values())
         )
-        pending: dict[tuple[str, str, str], _Pending] = {}
+        loaded = _Loaded()
         for (version, (message_id, message)), outcome in zip(unique.items(), loads, strict=True):
+            ids = [message_id, *duplicates.get(version, [])]
             try:
                 item = outcome.result()
             except PermanentError as error:
                 logger.warning("document failed", extra={"doc_id": message.doc_id, "reason": str(error)})
                 self._fail(message, str(error))
                 continue
-            except Exception:
+            except Exception as error:
                 logger.exception("could not load staged chunks", extra={"doc_id": message.doc_id})
-                report.failed.append(message_id)
+                report.fail(ids, str(error))
                 continue
-            if item is not None:  # (a stale version is acknowledged, its duplicates with it)
-                item.message_ids.extend(duplicates.get(version, []))
-                pending[version] = item
-        return list(pending.values())
+            if isinstance(item, _Pending):
+                item.message_ids = ids
+                loaded.pending.append(item)
+            elif item is not None:
+                loaded.resend.append((ids, item))
+            # (None: stale, duplicate or failed for good; acknowledged, its duplicates with it)
+        return loaded
 
-    def _load_one(self, message_id: str, message: StageMessage) -> _Pending | None:
+    def _load_one(self, message_id: str, message: StageMessage) -> _Pending | StageMessage | None:
+        """The document to encode, the pointer to send again (already EMBEDDED), or None to acknowledge."""
         current = self._documents.get(message.collection, message.doc_id)
         if current is None or current.content_sha256 != message.content_sha256:
             logger.info("stale embed message ignored", extra={"doc_id": message.doc_id})
             return None
-        if current.status in {DocumentStatus.DELETED, DocumentStatus.FAILED}:
+        if current.status == DocumentStatus.FAILED and current.dead_letter_stage == "embed":
+            # Its message was dead-lettered after transient faults: this is it, redriven (or a copy).
+            if not self._documents.resume(
+                message.collection, message.doc_id, message.content_sha256, "embed", DocumentStatus.FETCHED
+            ):
+                return None
+            logger.info("redriven embed message resumes the document", extra={"doc_id": message.doc_id})
+        elif current.status in {DocumentStatus.DELETED, DocumentStatus.FAILED}:
             logger.info(
                 "embed message for a deleted or failed document ignored", extra={"doc_id": message.doc_id}
             )
             return None
+        elif current.status == DocumentStatus.INDEXED:
+            logger.info(
+                "duplicate embed message for an indexed document acknowledged; nothing encoded",
+                extra={"doc_id": message.doc_id},
+            )
+            return None
+        elif current.status == DocumentStatus.EMBEDDED:
+            # An earlier attempt staged the vectors, but may have died before sending the pointer.
+            key = self._embeddings_key(message.collection, message.doc_id, message.content_sha256)
+            if self._blobs.head(key) is not None:
+                logger.info(
+                    "duplicate embed message for an embedded document: pointer sent again, nothing encoded",
+                    extra={"doc_id": message.doc_id},
+                )
+                return message.model_copy(update={"key": key})
         data = self._blobs.get_bytes(message.key)
         if data is None:
             raise PermanentError(f"staged chunks {message.key} are missing")
@@ -239,6 +286,9 @@ class EmbedStage:
         except (OSError, EOFError, ValueError) as error:
             raise PermanentError(f"staged chunks {message.key} are unreadable: {error}") from error
         return _Pending([message_id], message, batch, dict(current.timings_ms))
+
+    def _embeddings_key(self, collection: str, doc_id: str, content_sha256: str) -> str:
+        return staging_key(self._staging_prefix, collection, doc_id, content_sha256, "embeddings.parquet")
 
     def _reuse_stored_vectors(
         self, pending: list[_Pending], dimension: int, report: EmbedBatchReport
@@ -267,9 +317,7 @@ class EmbedStage:
         """Write one document's embeddings, mark it EMBEDDED; the pointer to send to index."""
         batch, timings = item.batch, item.timings
         assert item.vectors is not None
-        key = staging_key(
-            self._staging_prefix, batch.collection, batch.doc_id, batch.content_sha256, "embeddings.parquet"
-        )
+        key = self._embeddings_key(batch.collection, batch.doc_id, batch.content_sha256)
         with stopwatch(timings, "stage_vectors"):
             self._blobs.put_bytes(
                 key, to_parquet(chunk_rows(batch, item.vectors)), "application/vnd.apache.parquet"
@@ -280,6 +328,8 @@ class EmbedStage:
             batch.doc_id,
             batch.content_sha256,
             DocumentStatus.EMBEDDED,
+            # Never backwards: an INDEXED document stays INDEXED, a FAILED one stays FAILED.
+            not_from={DocumentStatus.INDEXED, DocumentStatus.FAILED},
             chunks_embedded=len(item.missing),
             chunks_reused=reused,
             timings_ms=timings,
@@ -307,7 +357,12 @@ class EmbedStage:
 
     def _fail(self, message: StageMessage, reason: str) -> None:
         self._documents.advance(
-            message.collection, message.doc_id, message.content_sha256, DocumentStatus.FAILED, error=reason
+            message.collection,
+            message.doc_id,
+            message.content_sha256,
+            DocumentStatus.FAILED,
+            not_from={DocumentStatus.INDEXED},
+            error=reason,
         )
         emit_metric(MetricName.DOCUMENTS_FAILED, 1)
 
@@ -339,10 +394,27 @@ def build_embed_stage() -> EmbedStage:
 
 def run_embed_batch(event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
     """Handle one SQS batch of embed messages at once; the response names the messages to retry."""
-    from stratus.pipeline.sqs import batch_response, parse_stage_records
+    from stratus import services
+    from stratus.pipeline.sqs import (
+        batch_response,
+        give_up_on_last_attempts,
+        parse_stage_records,
+        receive_counts,
+    )
+    from stratus.settings import get_settings
 
     messages, malformed = parse_stage_records(event)
     report = build_embed_stage().handle_batch(messages)
+    if report.failed:
+        give_up_on_last_attempts(
+            services.document_table(),
+            "embed",
+            messages,
+            report.failed,
+            report.errors,
+            receive_counts(event),
+            get_settings().embed_max_receive_count,
+        )
     logger.info(
         "embed batch",
         extra={

@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote_plus
 
-from stratus.errors import PermanentError
+from stratus.errors import PermanentError, TransientError
 from stratus.models import (
     REQUEST_ID_METADATA,
     ChunkBatch,
@@ -33,6 +33,23 @@ if TYPE_CHECKING:
 
 MANIFEST_SUFFIX = ".urls"
 UNCHANGED_STATES = {DocumentStatus.FETCHED, DocumentStatus.EMBEDDED, DocumentStatus.INDEXED}
+# A give-up leaves a document alone once this very version got this far (only QUEUED is behind fetch).
+PAST_FETCH = {
+    DocumentStatus.FETCHED,
+    DocumentStatus.EMBEDDED,
+    DocumentStatus.INDEXED,
+    DocumentStatus.FAILED,
+    DocumentStatus.DELETED,
+}
+
+
+class UrlsUnavailable(TransientError):
+    """Some URLs of a manifest failed transiently (the others were ingested)."""
+
+    def __init__(self, collection: str, failures: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{url}: {error}" for url, error in failures))
+        self.collection = collection
+        self.failures = failures
 
 
 @dataclass(frozen=True)
@@ -226,19 +243,22 @@ class FetchStage:
         for problem in problems:
             logger.warning("manifest line skipped", extra={"key": key, "problem": problem})
         assert self._fetch_urls is not None  # _ingest_manifest returns early without one
+        unavailable: list[tuple[str, str]] = []
         for result in self._fetch_urls(urls):
             doc_id = make_doc_id(collection, result.url)
             if not result.ok:
                 if result.permanent:
                     self._fail(collection, doc_id, result.url, version, result.error or "fetch failed")
-                    continue
-                from stratus.errors import TransientError
-
-                raise TransientError(f"{result.url}: {result.error}")
+                else:
+                    unavailable.append((result.url, result.error or "fetch failed"))
+                continue
             filename = PurePosixPath(result.final_url.split("?")[0]).name or "index.html"
             content = FetchedContent(result.url, result.body or b"", filename, result.content_type)
             with log_context(doc_id=doc_id):
                 self.ingest(collection, content, version, {}, request_id)
+        if unavailable:
+            # The others are ingested; the retry finds them unchanged and fetches these again.
+            raise UrlsUnavailable(collection, unavailable)
 
     def ingest(
         self,
@@ -334,6 +354,35 @@ class FetchStage:
         emit_metric(MetricName.DOCUMENTS_FETCHED, 1)
         emit_metric(MetricName.CHUNKS_PRODUCED, len(chunks))
 
+    def give_up(self, event: ObjectEvent, attempts: int, error: Exception) -> None:
+        """On the message's last receive: mark the event's documents FAILED, resumable by a redrive."""
+        from stratus.ingest.parsing import document_key_for_sidecar, is_metadata_sidecar
+        from stratus.pipeline.sqs import give_up_reason
+
+        if isinstance(error, UrlsUnavailable):
+            targets = [(error.collection, url, f"{url}: {cause}") for url, cause in error.failures]
+        else:
+            key = document_key_for_sidecar(event.key) if is_metadata_sidecar(event.key) else event.key
+            if key.endswith(MANIFEST_SUFFIX):
+                return  # (a manifest is no document; its URLs' failures come as UrlsUnavailable)
+            collection, source = split_inbox_key(self._config.inbox_prefix, key)
+            targets = [(collection, source, str(error) or type(error).__name__)]
+        for collection, source, cause in targets:
+            doc_id = make_doc_id(collection, source)
+            reason = give_up_reason("fetch", attempts, cause)
+            if self._documents.record_version(
+                collection,
+                doc_id,
+                event.version,
+                DocumentStatus.FAILED,
+                not_from=PAST_FETCH,
+                source=source,
+                error=reason,
+                dead_letter_stage="fetch",
+            ):
+                logger.warning("gave up on the document", extra={"doc_id": doc_id, "reason": reason})
+                emit_metric(MetricName.DOCUMENTS_FAILED, 1)
+
     def _fail(
         self, collection: str, doc_id: str, source: str, version: str, reason: str, sha: str = ""
     ) -> None:
@@ -382,9 +431,16 @@ def build_fetch_stage() -> FetchStage:
     )
 
 
-def run_fetch_message(body: str, message_id: str | None = None) -> None:
-    """Handle one fetch-queue message (an S3 notification); raise to have it retried."""
+def run_fetch_message(body: str, message_id: str | None = None, receive_count: int = 1) -> None:
+    """Handle one fetch-queue message (an S3 notification); raise to have it retried.
+
+    On the queue's last receive (`receive_count` >= STRATUS_FETCH_MAX_RECEIVE_COUNT) a failing
+    event's documents are marked FAILED first; the message still goes to the dead-letter queue.
+    """
+    from stratus.settings import get_settings
+
     stage = build_fetch_stage()
+    last_attempt = receive_count >= get_settings().fetch_max_receive_count
     for event in parse_s3_notification(body):
         # Per event, and cleared after it: keys of one record never leak into the next one's lines.
         with log_context(request_id=message_id, doc_id=None):
@@ -392,3 +448,10 @@ def run_fetch_message(body: str, message_id: str | None = None) -> None:
                 stage.handle_event(event, request_id=message_id)
             except PermanentError as error:
                 logger.warning("object skipped", extra={"key": event.key, "reason": str(error)})
+            except Exception as error:
+                if last_attempt:
+                    try:
+                        stage.give_up(event, receive_count, error)
+                    except Exception:
+                        logger.exception("could not mark the document FAILED", extra={"key": event.key})
+                raise

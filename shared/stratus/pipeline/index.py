@@ -23,6 +23,20 @@ if TYPE_CHECKING:
 
 
 @dataclass
+class IndexBatchReport:
+    """What one call of `IndexStage.handle_batch` did: the messages to retry, and why."""
+
+    failed: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def fail(self, message_ids: Sequence[str], error: str) -> None:
+        """Report messages for retry, with why."""
+        self.failed.extend(message_ids)
+        for message_id in message_ids:
+            self.errors[message_id] = error
+
+
+@dataclass
 class _CollectionWork:
     upserts: list[tuple[StageMessage, pa.Table]] = field(default_factory=list)
     deletes: list[StageMessage] = field(default_factory=list)
@@ -37,10 +51,10 @@ class IndexStage:
         self._documents = documents
         self._chunks = chunks
 
-    def handle_batch(self, messages: Sequence[tuple[str, StageMessage]]) -> list[str]:
-        """Index a batch of (message id, message); return the ids of messages to retry."""
+    def handle_batch(self, messages: Sequence[tuple[str, StageMessage]]) -> IndexBatchReport:
+        """Index a batch of (message id, message); the report names the messages to retry."""
         work: dict[str, _CollectionWork] = defaultdict(_CollectionWork)
-        failed: list[str] = []
+        report = IndexBatchReport()
         upserts = [(mid, m) for mid, m in messages if m.action != "delete"]
         # Per-document reads (record, staged vectors) overlap: they are round trips, not CPU.
         loads = dict(
@@ -65,9 +79,9 @@ class IndexStage:
                     "index message dropped", extra={"doc_id": message.doc_id, "reason": str(error)}
                 )
                 continue
-            except Exception:
+            except Exception as error:
                 logger.exception("could not load staged vectors", extra={"doc_id": message.doc_id})
-                failed.append(message_id)
+                report.fail([message_id], str(error))
                 continue
             if rows is not None:
                 item.upserts.append((message, rows))
@@ -75,28 +89,39 @@ class IndexStage:
         for collection, item in work.items():
             try:
                 self._write(collection, item)
-            except Exception:
+            except Exception as error:
                 logger.exception(
                     "index write failed; the batch's messages will be retried",
                     extra={"collection": collection},
                 )
-                failed.extend(item.message_ids)
-        return failed
+                report.fail(item.message_ids, f"writing the chunk table: {error}")
+        return report
 
     def _load_current(self, message: StageMessage) -> pa.Table | None:
         import pyarrow.parquet as pq
 
         current = self._documents.get(message.collection, message.doc_id)
-        if (
-            current is None
-            or current.content_sha256 != message.content_sha256
-            or current.status
-            in {
-                DocumentStatus.DELETED,
-                DocumentStatus.FAILED,
-            }
-        ):
+        if current is None or current.content_sha256 != message.content_sha256:
             logger.info("stale index message ignored", extra={"doc_id": message.doc_id})
+            return None
+        if current.status == DocumentStatus.FAILED and current.dead_letter_stage == "index":
+            # Its message was dead-lettered after transient faults: this is it, redriven (or a copy).
+            if not self._documents.resume(
+                message.collection, message.doc_id, message.content_sha256, "index", DocumentStatus.EMBEDDED
+            ):
+                return None
+            logger.info("redriven index message resumes the document", extra={"doc_id": message.doc_id})
+        elif current.status in {DocumentStatus.DELETED, DocumentStatus.FAILED}:
+            logger.info(
+                "index message for a deleted or failed document ignored", extra={"doc_id": message.doc_id}
+            )
+            return None
+        elif current.status == DocumentStatus.INDEXED:
+            # Marked INDEXED only after its chunks were written: a copy has nothing left to do.
+            logger.info(
+                "duplicate index message for an indexed document acknowledged",
+                extra={"doc_id": message.doc_id},
+            )
             return None
         data = self._blobs.get_bytes(message.key)
         if data is None:
@@ -106,6 +131,7 @@ class IndexStage:
                 message.doc_id,
                 message.content_sha256,
                 DocumentStatus.FAILED,
+                not_from={DocumentStatus.INDEXED},
                 error=reason,
             )
             raise PermanentError(reason)
@@ -159,8 +185,25 @@ def build_index_stage() -> IndexStage:
 
 def run_index_batch(event: dict[str, object]) -> dict[str, list[dict[str, str]]]:
     """Handle one SQS batch of index messages; the response names the messages to retry."""
-    from stratus.pipeline.sqs import batch_response, parse_stage_records
+    from stratus import services
+    from stratus.pipeline.sqs import (
+        batch_response,
+        give_up_on_last_attempts,
+        parse_stage_records,
+        receive_counts,
+    )
+    from stratus.settings import get_settings
 
     messages, malformed = parse_stage_records(event)
-    failed = build_index_stage().handle_batch(messages)
-    return batch_response(malformed + failed)
+    report = build_index_stage().handle_batch(messages)
+    if report.failed:
+        give_up_on_last_attempts(
+            services.document_table(),
+            "index",
+            messages,
+            report.failed,
+            report.errors,
+            receive_counts(event),
+            get_settings().index_max_receive_count,
+        )
+    return batch_response(malformed + report.failed)

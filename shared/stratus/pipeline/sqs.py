@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from stratus.models import StageMessage
-from stratus.observability import log_context, logger
+from stratus.models import DocumentStatus, StageMessage
+from stratus.observability import MetricName, emit_metric, log_context, logger
+
+if TYPE_CHECKING:
+    from stratus.stores.documents import DocumentTable
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -26,6 +29,69 @@ def parse_stage_records(event: dict[str, Any]) -> tuple[list[tuple[str, StageMes
             logger.error("malformed stage message", extra={"message_id": record.get("messageId")})
             malformed.append(record.get("messageId", ""))
     return parsed, malformed
+
+
+def receive_count(record: Mapping[str, Any]) -> int:
+    """How many times SQS has delivered this record (`attributes.ApproximateReceiveCount`), 1 if unknown."""
+    try:
+        return max(1, int(record.get("attributes", {}).get("ApproximateReceiveCount", 1)))
+    except (TypeError, ValueError):
+        return 1
+
+
+def receive_counts(event: Mapping[str, Any]) -> dict[str, int]:
+    """The receive count of every record of a Lambda SQS event, by message id."""
+    return {r.get("messageId", ""): receive_count(r) for r in event.get("Records", [])}
+
+
+def give_up_reason(stage: str, attempts: int, error: str) -> str:
+    """The FAILED reason of a document whose `stage` message goes to the dead-letter queue."""
+    error = " ".join(error.split())[:300] or "unknown error"
+    return (
+        f"{stage}: gave up after {attempts} attempts ({error}); the message is in the {stage} "
+        f"dead-letter queue — fix the cause and run `stratus dlq redrive --stage {stage}`"
+    )
+
+
+def give_up_on_last_attempts(
+    documents: DocumentTable,
+    stage: str,
+    messages: Sequence[tuple[str, StageMessage]],
+    failed: Sequence[str],
+    errors: Mapping[str, str],
+    attempts: Mapping[str, int],
+    max_receive_count: int,
+) -> int:
+    """Mark FAILED the documents of failed messages on their last receive; how many were marked.
+
+    The messages stay reported as failed, so SQS moves them to the dead-letter queue; the record
+    names the stage, which lets a redriven message of that stage resume the document.
+    """
+    failing = set(failed)
+    marked = 0
+    for message_id, message in messages:
+        count = attempts.get(message_id, 1)
+        if message_id not in failing or count < max_receive_count or message.action != "upsert":
+            continue
+        reason = give_up_reason(stage, count, errors.get(message_id, "unknown error"))
+        try:
+            done = documents.advance(
+                message.collection,
+                message.doc_id,
+                message.content_sha256,
+                DocumentStatus.FAILED,
+                not_from={DocumentStatus.INDEXED, DocumentStatus.FAILED},
+                error=reason,
+                dead_letter_stage=stage,
+            )
+        except Exception:
+            logger.exception("could not mark the document FAILED", extra={"doc_id": message.doc_id})
+            continue
+        if done:
+            marked += 1
+            logger.warning("gave up on the document", extra={"doc_id": message.doc_id, "reason": reason})
+            emit_metric(MetricName.DOCUMENTS_FAILED, 1)
+    return marked
 
 
 def batch_response(failed_ids: list[str]) -> dict[str, list[dict[str, str]]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +40,9 @@ class DocumentRecord:
     created_at: float = 0.0
     updated_at: float = 0.0
     timings_ms: dict[str, float] = field(default_factory=dict)
+    # The stage that gave up on this FAILED document after transient faults: its message is in that
+    # stage's dead-letter queue, and only a (redriven) message of that stage may resume it.
+    dead_letter_stage: str | None = None
 
     def to_public(self) -> dict[str, Any]:
         """The JSON the API and CLI report."""
@@ -78,6 +81,15 @@ def _attr(value: Any) -> dict[str, Any]:
     return {"S": str(value)}
 
 
+def _not_in(statuses: Collection[DocumentStatus], values: dict[str, Any]) -> str:
+    """`NOT (#st IN (...))` over `statuses`, their placeholders added to `values`."""
+    names = []
+    for i, status in enumerate(sorted(statuses, key=lambda s: s.value)):
+        values[f":nf{i}"] = {"S": status.value}
+        names.append(f":nf{i}")
+    return f"NOT (#st IN ({', '.join(names)}))"
+
+
 def _from_item(item: dict[str, Any]) -> DocumentRecord:
     def s(name: str, default: str = "") -> str:
         return str(item.get(name, {}).get("S", default))
@@ -103,6 +115,7 @@ def _from_item(item: dict[str, Any]) -> DocumentRecord:
         created_at=n("created_at"),
         updated_at=n("updated_at"),
         timings_ms=timings,
+        dead_letter_stage=item.get("dead_letter_stage", {}).get("S"),
     )
 
 
@@ -209,27 +222,56 @@ class DocumentTable:
             params["ExclusiveStartKey"] = last
 
     def record_version(
-        self, collection: str, doc_id: str, version: str, status: DocumentStatus, **fields: Any
+        self,
+        collection: str,
+        doc_id: str,
+        version: str,
+        status: DocumentStatus,
+        not_from: Collection[DocumentStatus] = (),
+        **fields: Any,
     ) -> bool:
-        """Write a new version's state unless a newer version is already recorded."""
+        """Write a new version's state unless a newer version is already recorded.
+
+        `not_from`: statuses that this same version, once recorded in them, may not leave.
+        """
+        values: dict[str, Any] = {":v": {"S": version}}
+        if not not_from:
+            condition = "attribute_not_exists(doc_id) OR version <= :v"
+        else:
+            same_version = f"version = :v AND {_not_in(not_from, values)}"
+            condition = f"attribute_not_exists(doc_id) OR version < :v OR ({same_version})"
         return self._update(
-            collection,
-            doc_id,
-            {"status": status.value, "version": version, **fields},
-            condition="attribute_not_exists(doc_id) OR version <= :v",
-            condition_values={":v": {"S": version}},
+            collection, doc_id, {"status": status.value, "version": version, **fields}, condition, values
         )
 
     def advance(
-        self, collection: str, doc_id: str, content_sha256: str, status: DocumentStatus, **fields: Any
+        self,
+        collection: str,
+        doc_id: str,
+        content_sha256: str,
+        status: DocumentStatus,
+        not_from: Collection[DocumentStatus] = (),
+        **fields: Any,
     ) -> bool:
-        """Move the document to `status` if it still holds the content `content_sha256`."""
+        """Move the document to `status` if it holds `content_sha256`, unless DELETED or in `not_from`."""
+        values: dict[str, Any] = {":sha": {"S": content_sha256}}
+        condition = f"content_sha256 = :sha AND {_not_in({DocumentStatus.DELETED, *not_from}, values)}"
+        return self._update(collection, doc_id, {"status": status.value, **fields}, condition, values)
+
+    def resume(
+        self, collection: str, doc_id: str, content_sha256: str, stage: str, status: DocumentStatus
+    ) -> bool:
+        """Take a document that `stage` gave up on (FAILED, message dead-lettered) back to `status`."""
         return self._update(
             collection,
             doc_id,
-            {"status": status.value, **fields},
-            condition="content_sha256 = :sha AND #st <> :deleted",
-            condition_values={":sha": {"S": content_sha256}, ":deleted": {"S": DocumentStatus.DELETED.value}},
+            {"status": status.value},
+            "content_sha256 = :sha AND #st = :failed AND dead_letter_stage = :stage",
+            {
+                ":sha": {"S": content_sha256},
+                ":failed": {"S": DocumentStatus.FAILED.value},
+                ":stage": {"S": stage},
+            },
         )
 
     def _update(
@@ -244,6 +286,8 @@ class DocumentTable:
         fields = {**fields, "updated_at": now}
         if "error" not in fields and fields.get("status") != DocumentStatus.FAILED.value:
             fields["error"] = None
+        # Any other write ends a give-up: only the give-up itself names the stage.
+        fields.setdefault("dead_letter_stage", None)
         names: dict[str, str] = {"#st": "status"} if "#st" in condition else {}
         values = {**condition_values, ":now": _attr(now)}
         sets = ["created_at = if_not_exists(created_at, :now)"]
