@@ -30,8 +30,10 @@ CHILD = r"""
 import importlib, json, sys, time
 name = sys.argv[1]
 started = time.perf_counter()
-if len(sys.argv) > 2 and sys.argv[2] == "baseline":
-    import lance_namespace_urllib3_client  # what `import lancedb` cost before stratus.stores.lance
+if len(sys.argv) > 2 and sys.argv[2] == "baseline" and name in {"index", "api", "maintenance"}:
+    # What `import lancedb` cost before stratus.stores.lance, for the handlers whose first use opens
+    # LanceDB (fetch never imports it; embed only when it reuses the vectors of a changed document).
+    import lance_namespace_urllib3_client
 importlib.import_module(f"functions.{name}.app")
 imported = time.perf_counter()
 from stratus import services
