@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes.env import restore_environment
 from fakes.faulty_proxy import Fault, FaultyProxy
 from fakes.openai_server import FakeOpenAI, Step
 
@@ -125,11 +126,7 @@ def faults(idle_stack: LocalStack) -> Iterator[Faults]:
         proxy.clear()
         for logical_id in list(harness.consumers):
             harness.halt(logical_id)
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    restore_environment(saved)
     services.reset()
     print("\nfault matrix")
     for row in MATRIX:
@@ -619,11 +616,7 @@ def test_hanging_llm_times_out_to_the_extractive_answer_while_ingesting(
         finally:
             api.stop()
             llm.release.set()
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+            restore_environment(saved)
             services.reset()
 
     # then every question was answered extractively after the timeout, within seconds

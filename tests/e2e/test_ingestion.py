@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes.env import restore_environment
 from fakes.pdf import make_pdf
 
 from stratus import services
@@ -85,11 +86,7 @@ def stack(model_dir: Path, web: str) -> Iterator[LocalStack]:
         yield local
     finally:
         local.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        restore_environment(saved)
         services.reset()
 
 

@@ -16,6 +16,7 @@ import httpx
 import pyarrow as pa
 import pytest
 from fakes.chunks import single_chunk_batch
+from fakes.env import restore_environment
 from fakes.openai_server import FakeOpenAI, Step, answer, status
 
 from stratus import services
@@ -92,11 +93,7 @@ def api(
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    restore_environment(saved)
     services.reset()
     tokens.reset()
 

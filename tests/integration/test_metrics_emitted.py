@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes.env import restore_environment
 from fakes.openai_server import FakeOpenAI, answer, status
 
 from stratus import services
@@ -76,11 +77,7 @@ def api(running_stack: LocalStack, providers: tuple[FakeOpenAI, FakeOpenAI]) -> 
     get_settings.cache_clear()
     services.reset()
     yield running_stack.serve_api(port=0)
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    restore_environment(saved)
     get_settings.cache_clear()
     services.reset()
 

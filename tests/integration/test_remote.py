@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from fakes.chunks import single_chunk_batch
+from fakes.env import restore_environment
 
 from stratus import services
 from stratus.auth import create_key
@@ -41,11 +42,7 @@ def stratus_template(outputs: dict[str, Any]) -> str:
 def environment() -> Iterator[None]:
     saved = {name: os.environ.get(name) for name in TOUCHED}
     yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+    restore_environment(saved)
     get_settings.cache_clear()
     services.reset()
 

@@ -15,7 +15,7 @@ from stratus.errors import PermanentError, TransientError
 from stratus.models import ChunkBatch, DocumentStatus, StageMessage
 from stratus.observability import MetricName, emit_metric, log_context, logger
 from stratus.pipeline.common import embed_text, load_chunk_batch, staging_key, stopwatch
-from stratus.pipeline.sqs import in_log_context, map_concurrently
+from stratus.pipeline.sqs import BatchFailures, in_log_context, map_concurrently, record_to_process
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -91,21 +91,13 @@ class _Pending:
 
 
 @dataclass
-class EmbedBatchReport:
+class EmbedBatchReport(BatchFailures):
     """What one call of `EmbedStage.handle_batch` did (the worker and benchmarks read it)."""
 
-    failed: list[str] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)
     documents: int = 0
     chunks_encoded: int = 0
     chunks_reused: int = 0
     encode_ms: float = 0.0
-
-    def fail(self, message_ids: Sequence[str], error: str) -> None:
-        """Report messages for retry, with why."""
-        self.failed.extend(message_ids)
-        for message_id in message_ids:
-            self.errors[message_id] = error
 
 
 @dataclass
@@ -247,29 +239,10 @@ class EmbedStage:
 
     def _load_one(self, message_id: str, message: StageMessage) -> _Pending | StageMessage | None:
         """The document to encode, the pointer to send again (already EMBEDDED), or None to acknowledge."""
-        current = self._documents.get(message.collection, message.doc_id)
-        if current is None or current.content_sha256 != message.content_sha256:
-            logger.info("stale embed message ignored", extra={"doc_id": message.doc_id})
+        current = record_to_process(self._documents, message, "embed", DocumentStatus.FETCHED)
+        if current is None:
             return None
-        if current.status == DocumentStatus.FAILED and current.dead_letter_stage == "embed":
-            # Its message was dead-lettered after transient faults: this is it, redriven (or a copy).
-            if not self._documents.resume(
-                message.collection, message.doc_id, message.content_sha256, "embed", DocumentStatus.FETCHED
-            ):
-                return None
-            logger.info("redriven embed message resumes the document", extra={"doc_id": message.doc_id})
-        elif current.status in {DocumentStatus.DELETED, DocumentStatus.FAILED}:
-            logger.info(
-                "embed message for a deleted or failed document ignored", extra={"doc_id": message.doc_id}
-            )
-            return None
-        elif current.status == DocumentStatus.INDEXED:
-            logger.info(
-                "duplicate embed message for an indexed document acknowledged; nothing encoded",
-                extra={"doc_id": message.doc_id},
-            )
-            return None
-        elif current.status == DocumentStatus.EMBEDDED:
+        if current.status == DocumentStatus.EMBEDDED:
             # An earlier attempt staged the vectors, but may have died before sending the pointer.
             key = self._embeddings_key(message.collection, message.doc_id, message.content_sha256)
             if self._blobs.head(key) is not None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from stratus.errors import PermanentError
 from stratus.models import DocumentStatus, StageMessage
 from stratus.observability import MetricName, emit_metric, log_context, logger
-from stratus.pipeline.sqs import in_log_context, map_concurrently
+from stratus.pipeline.sqs import BatchFailures, in_log_context, map_concurrently, record_to_process
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -23,17 +23,8 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class IndexBatchReport:
+class IndexBatchReport(BatchFailures):
     """What one call of `IndexStage.handle_batch` did: the messages to retry, and why."""
-
-    failed: list[str] = field(default_factory=list)
-    errors: dict[str, str] = field(default_factory=dict)
-
-    def fail(self, message_ids: Sequence[str], error: str) -> None:
-        """Report messages for retry, with why."""
-        self.failed.extend(message_ids)
-        for message_id in message_ids:
-            self.errors[message_id] = error
 
 
 @dataclass
@@ -100,28 +91,7 @@ class IndexStage:
     def _load_current(self, message: StageMessage) -> pa.Table | None:
         import pyarrow.parquet as pq
 
-        current = self._documents.get(message.collection, message.doc_id)
-        if current is None or current.content_sha256 != message.content_sha256:
-            logger.info("stale index message ignored", extra={"doc_id": message.doc_id})
-            return None
-        if current.status == DocumentStatus.FAILED and current.dead_letter_stage == "index":
-            # Its message was dead-lettered after transient faults: this is it, redriven (or a copy).
-            if not self._documents.resume(
-                message.collection, message.doc_id, message.content_sha256, "index", DocumentStatus.EMBEDDED
-            ):
-                return None
-            logger.info("redriven index message resumes the document", extra={"doc_id": message.doc_id})
-        elif current.status in {DocumentStatus.DELETED, DocumentStatus.FAILED}:
-            logger.info(
-                "index message for a deleted or failed document ignored", extra={"doc_id": message.doc_id}
-            )
-            return None
-        elif current.status == DocumentStatus.INDEXED:
-            # Marked INDEXED only after its chunks were written: a copy has nothing left to do.
-            logger.info(
-                "duplicate index message for an indexed document acknowledged",
-                extra={"doc_id": message.doc_id},
-            )
+        if record_to_process(self._documents, message, "index", DocumentStatus.EMBEDDED) is None:
             return None
         data = self._blobs.get_bytes(message.key)
         if data is None:

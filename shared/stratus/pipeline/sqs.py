@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
@@ -12,7 +13,7 @@ from stratus.models import DocumentStatus, StageMessage
 from stratus.observability import MetricName, emit_metric, log_context, logger
 
 if TYPE_CHECKING:
-    from stratus.stores.documents import DocumentTable
+    from stratus.stores.documents import DocumentRecord, DocumentTable
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -122,3 +123,50 @@ def map_concurrently(function: Callable[[_T], _R], items: Sequence[_T], workers:
         return futures
     with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="stage-io") as pool:
         return [pool.submit(function, item) for item in items]
+
+
+@dataclass
+class BatchFailures:
+    """The messages of a batch to report for retry, and why each failed."""
+
+    failed: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def fail(self, message_ids: Sequence[str], error: str) -> None:
+        """Report messages for retry, with why."""
+        self.failed.extend(message_ids)
+        for message_id in message_ids:
+            self.errors[message_id] = error
+
+
+def record_to_process(
+    documents: DocumentTable, message: StageMessage, stage: str, resume_to: DocumentStatus
+) -> DocumentRecord | None:
+    """The document's record if `stage` has work to do for this message; None to acknowledge it.
+
+    Stale versions, deleted documents, documents FAILED for good and copies of messages for documents
+    already INDEXED are acknowledged. A document this stage gave up on (its message dead-lettered) is
+    resumed to `resume_to`: this message is the redriven one, or a late copy of it.
+    """
+    current = documents.get(message.collection, message.doc_id)
+    if current is None or current.content_sha256 != message.content_sha256:
+        logger.info(f"stale {stage} message ignored", extra={"doc_id": message.doc_id})
+        return None
+    if current.status == DocumentStatus.FAILED and current.dead_letter_stage == stage:
+        if not documents.resume(message.collection, message.doc_id, message.content_sha256, stage, resume_to):
+            return None
+        logger.info(f"redriven {stage} message resumes the document", extra={"doc_id": message.doc_id})
+        return current
+    if current.status in {DocumentStatus.DELETED, DocumentStatus.FAILED}:
+        logger.info(
+            f"{stage} message for a deleted or failed document ignored", extra={"doc_id": message.doc_id}
+        )
+        return None
+    if current.status == DocumentStatus.INDEXED:
+        # Marked INDEXED only after its chunks were written: a copy has nothing left to do.
+        logger.info(
+            f"duplicate {stage} message for an indexed document acknowledged; nothing done",
+            extra={"doc_id": message.doc_id},
+        )
+        return None
+    return current

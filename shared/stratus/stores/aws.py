@@ -44,3 +44,30 @@ def make_client(service: str, settings: Settings, read_timeout_s: float | None =
 def client(service: str) -> Any:
     """The process-wide client for `service` (created on first use)."""
     return make_client(service, get_settings())
+
+
+# DynamoDB error codes worth a retry: the stores raise them as TransientError (SQS redelivers).
+DYNAMODB_TRANSIENT_CODES = frozenset(
+    {
+        "ProvisionedThroughputExceededException",
+        "ThrottlingException",
+        "RequestLimitExceeded",
+        "InternalServerError",
+        "ServiceUnavailable",
+    }
+)
+
+
+def call_dynamodb(dynamodb_client: Any, operation: str, **params: Any) -> dict[str, Any]:
+    """One DynamoDB call; throttling and server errors become TransientError."""
+    from botocore.exceptions import ClientError
+
+    from stratus.errors import TransientError
+
+    try:
+        response: dict[str, Any] = getattr(dynamodb_client, operation)(**params)
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") in DYNAMODB_TRANSIENT_CODES:
+            raise TransientError(f"DynamoDB {operation}: {error}") from error
+        raise
+    return response

@@ -11,14 +11,7 @@ from typing import Any
 
 from stratus.errors import TransientError
 from stratus.models import DocumentStatus
-
-_TRANSIENT_CODES = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-}
+from stratus.stores.aws import call_dynamodb
 
 
 @dataclass
@@ -310,15 +303,7 @@ class DocumentTable:
         return True
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        from botocore.exceptions import ClientError
-
-        try:
-            response: dict[str, Any] = getattr(self._ddb, operation)(**params)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in _TRANSIENT_CODES:
-                raise TransientError(f"DynamoDB {operation}: {error}") from error
-            raise
-        return response
+        return call_dynamodb(self._ddb, operation, **params)
 
     @staticmethod
     def _key(collection: str, doc_id: str) -> dict[str, Any]:

@@ -5,15 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from stratus.errors import TransientError
+from stratus.stores.aws import call_dynamodb
 
-_TRANSIENT_CODES = {
-    "ProvisionedThroughputExceededException",
-    "ThrottlingException",
-    "RequestLimitExceeded",
-    "InternalServerError",
-    "ServiceUnavailable",
-}
 # Bucket items share the table with keys; their key_hash can never collide with a hex digest.
 BUCKET_PREFIX = "bucket#"
 
@@ -206,12 +199,4 @@ class KeyTable:
         return True
 
     def _call(self, operation: str, **params: Any) -> dict[str, Any]:
-        from botocore.exceptions import ClientError
-
-        try:
-            response: dict[str, Any] = getattr(self._ddb, operation)(**params)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in _TRANSIENT_CODES:
-                raise TransientError(f"DynamoDB {operation}: {error}") from error
-            raise
-        return response
+        return call_dynamodb(self._ddb, operation, **params)
