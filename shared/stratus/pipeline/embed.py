@@ -367,38 +367,23 @@ def build_embed_stage() -> EmbedStage:
 
 def run_embed_batch(event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
     """Handle one SQS batch of embed messages at once; the response names the messages to retry."""
-    from stratus import services
-    from stratus.pipeline.sqs import (
-        batch_response,
-        give_up_on_last_attempts,
-        parse_stage_records,
-        receive_counts,
-    )
+    from stratus.pipeline.sqs import run_stage_batch
     from stratus.settings import get_settings
 
-    messages, malformed = parse_stage_records(event)
-    report = build_embed_stage().handle_batch(messages)
-    if report.failed:
-        give_up_on_last_attempts(
-            services.document_table(),
-            "embed",
-            messages,
-            report.failed,
-            report.errors,
-            receive_counts(event),
-            get_settings().embed_max_receive_count,
-        )
+    count, report, response = run_stage_batch(
+        event, "embed", build_embed_stage().handle_batch, get_settings().embed_max_receive_count
+    )
     logger.info(
         "embed batch",
         extra={
-            "messages": len(messages),
+            "messages": count,
             "documents": report.documents,
             "chunks_encoded": report.chunks_encoded,
             "chunks_reused": report.chunks_reused,
             "encode_ms": round(report.encode_ms, 1),
         },
     )
-    return batch_response(malformed + report.failed)
+    return response
 
 
 def run_embed_message(body: str) -> None:

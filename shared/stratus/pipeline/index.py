@@ -155,25 +155,10 @@ def build_index_stage() -> IndexStage:
 
 def run_index_batch(event: dict[str, object]) -> dict[str, list[dict[str, str]]]:
     """Handle one SQS batch of index messages; the response names the messages to retry."""
-    from stratus import services
-    from stratus.pipeline.sqs import (
-        batch_response,
-        give_up_on_last_attempts,
-        parse_stage_records,
-        receive_counts,
-    )
+    from stratus.pipeline.sqs import run_stage_batch
     from stratus.settings import get_settings
 
-    messages, malformed = parse_stage_records(event)
-    report = build_index_stage().handle_batch(messages)
-    if report.failed:
-        give_up_on_last_attempts(
-            services.document_table(),
-            "index",
-            messages,
-            report.failed,
-            report.errors,
-            receive_counts(event),
-            get_settings().index_max_receive_count,
-        )
-    return batch_response(malformed + report.failed)
+    _, _, response = run_stage_batch(
+        event, "index", build_index_stage().handle_batch, get_settings().index_max_receive_count
+    )
+    return response

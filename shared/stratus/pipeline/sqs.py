@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
+_Report = TypeVar("_Report", bound="BatchFailures")
 
 
 def parse_stage_records(event: dict[str, Any]) -> tuple[list[tuple[str, StageMessage]], list[str]]:
@@ -170,3 +171,27 @@ def record_to_process(
         )
         return None
     return current
+
+
+def run_stage_batch(
+    event: Mapping[str, Any],
+    stage: str,
+    handle_batch: Callable[[list[tuple[str, StageMessage]]], _Report],
+    max_receive_count: int,
+) -> tuple[int, _Report, dict[str, list[dict[str, str]]]]:
+    """Parse a stage's SQS batch, handle it, give up on last attempts: (messages, report, response)."""
+    from stratus import services
+
+    messages, malformed = parse_stage_records(dict(event))
+    report = handle_batch(messages)
+    if report.failed:
+        give_up_on_last_attempts(
+            services.document_table(),
+            stage,
+            messages,
+            report.failed,
+            report.errors,
+            receive_counts(dict(event)),
+            max_receive_count,
+        )
+    return len(messages), report, batch_response(malformed + report.failed)
