@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from stratus.stores.queues import send_batches
+
 STAGES = ("fetch", "embed", "index")
 # Fields of a received message attribute that send_message accepts.
 _ATTRIBUTE_FIELDS = ("DataType", "StringValue", "BinaryValue")
@@ -120,8 +122,10 @@ def redrive(
             if attributes:
                 entry["MessageAttributes"] = attributes
             entries.append(entry)
-        result = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-        sent = {entry["Id"] for entry in result.get("Successful", [])}
+        sent: set[str] = set()
+        for batch in send_batches(entries):
+            result = sqs.send_message_batch(QueueUrl=queue_url, Entries=batch)
+            sent.update(entry["Id"] for entry in result.get("Successful", []))
         failed += len(messages) - len(sent)
         done = [(i, m) for i, m in enumerate(messages) if str(i) in sent]
         if done:

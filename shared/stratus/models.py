@@ -86,7 +86,7 @@ class ChunkBatch(BaseModel):
 
 
 class StageMessage(BaseModel):
-    """The small pointer (claim check) sent between stages through SQS."""
+    """What one stage hands the next through SQS: a small output inline, or a pointer (claim check) to S3."""
 
     action: str = Field("upsert", pattern="^(upsert|delete)$")
     collection: str
@@ -101,4 +101,8 @@ class StageMessage(BaseModel):
     )
     received_at: float | None = Field(
         None, description="Unix time the fetch stage picked this version up (ingest latency starts here)."
+    )
+    payload: str | None = Field(
+        None,
+        description="The stage output itself (base64) when it is small enough to travel in the message.",
     )

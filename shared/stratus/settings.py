@@ -50,6 +50,16 @@ class Settings(BaseSettings):
     bucket: str = Field("stratus-local", description="S3 bucket holding inbox/, staging/ and lancedb/.")
     inbox_prefix: str = Field("inbox/", description="Key prefix users upload documents under.")
     staging_prefix: str = Field("staging/", description="Key prefix of intermediate stage outputs.")
+    stage_inline_max_bytes: int = Field(
+        48 * 1024,
+        ge=0,
+        le=180 * 1024,
+        description=(
+            "A stage output (a document's chunks, its vectors) up to this size travels inside the SQS "
+            "message to the next stage; a larger one is written under the staging prefix and the "
+            "message points at it. 0: always S3."
+        ),
+    )
     lancedb_uri: str | None = Field(
         None,
         description="LanceDB location: a local folder or s3:// URI. Unset: s3://<bucket>/lancedb.",

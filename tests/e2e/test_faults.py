@@ -112,12 +112,14 @@ class Faults:
 @pytest.fixture(scope="module")
 def faults(idle_stack: LocalStack) -> Iterator[Faults]:
     """The idle stack with its functions talking to the emulator through the faulty proxy."""
-    saved = {
-        name: os.environ.get(name) for name in ("STRATUS_AWS_ENDPOINT_URL", "STRATUS_AWS_READ_TIMEOUT_S")
-    }
+    names = ("STRATUS_AWS_ENDPOINT_URL", "STRATUS_AWS_READ_TIMEOUT_S", "STRATUS_STAGE_INLINE_MAX_BYTES")
+    saved = {name: os.environ.get(name) for name in names}
     with FaultyProxy(idle_stack.endpoint_url) as proxy:
         os.environ["STRATUS_AWS_ENDPOINT_URL"] = proxy.url
         os.environ["STRATUS_AWS_READ_TIMEOUT_S"] = str(READ_TIMEOUT_S)
+        # Every stage output goes through staging/ (claim checks), where the S3 faults are injected;
+        # the inline path is the default everywhere else (tests/e2e/test_ingestion.py).
+        os.environ["STRATUS_STAGE_INLINE_MAX_BYTES"] = "0"
         services.reset()
         harness = Faults(idle_stack, proxy)
         for logical_id in ("FetchFunction", "EmbedFunction", "IndexFunction"):

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fakes.env import restore_environment
 
 from stratus import services
 from stratus.local.stack import LocalStack
 from stratus.models import Chunk, ChunkBatch, DocumentStatus, StageMessage
 from stratus.pipeline.common import dump_chunk_batch
+from stratus.settings import get_settings
 from stratus.stores.documents import normalise_version
+from stratus.worker import sqs_event
 
 pytestmark = pytest.mark.integration
 
@@ -48,6 +53,18 @@ def drain(stack: LocalStack, queue: str) -> list[StageMessage]:
     return [StageMessage.model_validate_json(body) for body in drain_bodies(stack, queue)]
 
 
+@pytest.fixture
+def claim_checks() -> Iterator[None]:
+    """Stage outputs go to S3: the events/ samples are messages pointing at staged objects."""
+    saved = {"STRATUS_STAGE_INLINE_MAX_BYTES": os.environ.get("STRATUS_STAGE_INLINE_MAX_BYTES")}
+    os.environ["STRATUS_STAGE_INLINE_MAX_BYTES"] = "0"
+    get_settings.cache_clear()
+    yield
+    restore_environment(saved)
+    get_settings.cache_clear()
+
+
+@pytest.mark.usefixtures("claim_checks")
 def test_fetch_handler_stages_the_uploaded_document(idle_stack: LocalStack) -> None:
     # given the object the sample S3 notification names
     event = load_event("fetch")
@@ -69,6 +86,7 @@ def test_fetch_handler_stages_the_uploaded_document(idle_stack: LocalStack) -> N
     assert services.blob_store().get_bytes(message.key) is not None
 
 
+@pytest.mark.usefixtures("claim_checks")
 def test_embed_handler_encodes_staged_chunks(idle_stack: LocalStack) -> None:
     # given the staged chunk batch and document record the sample embed event points at
     message = stage_message("embed")
@@ -110,6 +128,7 @@ def test_embed_handler_encodes_staged_chunks(idle_stack: LocalStack) -> None:
     assert (record.status, record.chunks_embedded, record.chunks_reused) == (DocumentStatus.EMBEDDED, 2, 0)
 
 
+@pytest.mark.usefixtures("claim_checks")
 def test_index_handler_writes_chunks_then_api_and_maintenance_answer(
     idle_stack: LocalStack, api_headers: dict[str, str]
 ) -> None:
@@ -142,6 +161,47 @@ def test_index_handler_writes_chunks_then_api_and_maintenance_answer(
     )
     assert report["collections"][0]["collection"] == message.collection
     assert report["collections"][0]["rows"] == 2
+
+
+def as_sqs_event(body: str) -> dict[str, Any]:
+    return sqs_event([{"MessageId": "m-1", "ReceiptHandle": "r-1", "Body": body}])
+
+
+def test_small_outputs_travel_inline_from_fetch_to_index(idle_stack: LocalStack) -> None:
+    # given a small document uploaded under a collection of its own, with default settings
+    event = load_event("fetch")
+    notification = json.loads(event["Records"][0]["body"])
+    key = "inbox/inline/guide.md"
+    notification["Records"][0]["s3"]["object"]["key"] = key
+    event["Records"][0]["body"] = json.dumps(notification)
+    s3 = idle_stack.client("s3")
+    s3.put_object(Bucket=idle_stack.plan.bucket, Key=key, Body=GUIDE)
+    drain_bodies(idle_stack, "FetchQueue")
+
+    # when fetch, embed and index each handle what the stage before handed over
+    assert idle_stack.handler("FetchFunction")(event, idle_stack.context("FetchFunction")) == {
+        "batchItemFailures": []
+    }
+    (to_embed,) = drain_bodies(idle_stack, "EmbedQueue")
+    embed = idle_stack.handler("EmbedFunction")(as_sqs_event(to_embed), idle_stack.context("EmbedFunction"))
+    (to_index,) = drain_bodies(idle_stack, "IndexQueue")
+    index = idle_stack.handler("IndexFunction")(as_sqs_event(to_index), idle_stack.context("IndexFunction"))
+
+    # then both hand-overs carried the output itself, nothing was staged in S3, and the document
+    # is INDEXED with every chunk
+    assert embed == {"batchItemFailures": []}
+    assert index == {"batchItemFailures": []}
+    for body in (to_embed, to_index):
+        message = StageMessage.model_validate_json(body)
+        assert message.payload
+        assert message.key == ""
+    staged = s3.list_objects_v2(Bucket=idle_stack.plan.bucket, Prefix="staging/inline/")
+    assert staged.get("KeyCount", 0) == 0
+    message = StageMessage.model_validate_json(to_index)
+    record = services.document_table().get("inline", message.doc_id)
+    assert record is not None
+    assert record.status == DocumentStatus.INDEXED
+    assert record.chunk_count >= 1
 
 
 def test_malformed_stage_message_is_reported_as_a_batch_item_failure(idle_stack: LocalStack) -> None:

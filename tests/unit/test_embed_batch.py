@@ -34,9 +34,14 @@ class Blobs:
 class Documents:
     def __init__(self) -> None:
         self.records: dict[str, DocumentRecord] = {}
+        self.batch_reads = 0
 
     def get(self, collection: str, doc_id: str) -> DocumentRecord | None:
         return self.records.get(doc_id)
+
+    def get_many(self, collection: str, doc_ids: list[str]) -> dict[str, DocumentRecord]:
+        self.batch_reads += 1
+        return {d: self.records[d] for d in doc_ids if d in self.records}
 
     def advance(
         self,
@@ -137,8 +142,10 @@ def test_a_batch_of_new_documents_is_encoded_in_one_call_without_a_lookup() -> N
     # when the batch is embedded
     report = embed.handle_batch([(f"m{i}", m) for i, m in enumerate(messages)])
 
-    # then one encoder call saw all six chunks, no stored vectors were looked up, all three went on
+    # then one batch read of the records, one encoder call saw all six chunks, no stored vectors
+    # were looked up, all three went on
     assert report.failed == []
+    assert documents.batch_reads == 1
     assert len(encoder.calls) == 1
     assert len(encoder.calls[0]) == 6
     assert chunks.lookups == []

@@ -177,11 +177,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             stack.start_functions()
             since = time.time()
             started, cpu_started = time.perf_counter(), cpu_seconds(stack.emulator_pid)
+            emulator_cpu_started = cpu_seconds(stack.emulator_pid) - time.process_time()
             upload_files(stack.client("s3"), stack.plan.bucket, "inbox/", args.collection, uploads)
             upload_s = time.perf_counter() - started
             records = _wait_all(args.collection, total, since, args.timeout, args.poll)
             elapsed = time.perf_counter() - started
             pipeline_cpu_s = cpu_seconds(stack.emulator_pid) - cpu_started
+            emulator_cpu_s = cpu_seconds(stack.emulator_pid) - time.process_time() - emulator_cpu_started
             pollers = {
                 p.function.logical_id: {"batches": p.invocations, "errors": p.errors} for p in stack.pollers
             }
@@ -216,6 +218,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # Load-independent: the CPU the encoder alone spends on these chunks over the pipeline's CPU.
         "pipeline_cpu_s": round(pipeline_cpu_s, 2),
         "cpu_ratio": round(raw["cpu_s"] / pipeline_cpu_s, 3) if pipeline_cpu_s else 0.0,
+        # The emulator's own share (a child process only; 0 when it runs in this process).
+        "emulator_cpu_s": round(emulator_cpu_s, 2),
         "stage_timings": profile,
         "pollers": pollers,
         "settings": {

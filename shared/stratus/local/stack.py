@@ -28,18 +28,6 @@ EMULATOR_KEY = "testing"
 ACCOUNT = "123456789012"
 # "thread": moto in this process (simple, shares the GIL); "process": a child process with its own.
 EMULATOR_MODES = ("thread", "process")
-# The child runs moto's server and exits when its parent is gone, even one killed without stop().
-_EMULATOR_MAIN = """
-import os, sys, threading, time
-parent = os.getppid()
-def watch():
-    while os.getppid() == parent:
-        time.sleep(1)
-    os._exit(0)
-threading.Thread(target=watch, daemon=True).start()
-from moto.server import main
-main(["-H", "127.0.0.1", "-p", sys.argv[1]])
-"""
 
 
 @dataclass
@@ -239,6 +227,9 @@ class LocalStack:
         else:
             from moto.server import ThreadedMotoServer
 
+            from stratus.local.emulator import tune_moto
+
+            tune_moto()
             logging.getLogger("werkzeug").setLevel(logging.ERROR)
             self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
             self._server.start()
@@ -320,7 +311,7 @@ class LocalStack:
 
         port = free_port()
         self._process = subprocess.Popen(  # noqa: S603 - this interpreter, fixed arguments
-            [sys.executable, "-c", _EMULATOR_MAIN, str(port)],
+            [sys.executable, "-m", "stratus.local.emulator", str(port)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -14,14 +14,27 @@ import numpy as np
 from stratus.errors import PermanentError, TransientError
 from stratus.models import ChunkBatch, DocumentStatus, StageMessage
 from stratus.observability import MetricName, emit_metric, log_context, logger
-from stratus.pipeline.common import embed_text, load_chunk_batch, staging_key, stopwatch
-from stratus.pipeline.sqs import BatchFailures, in_log_context, map_concurrently, record_to_process
+from stratus.pipeline.common import (
+    embed_text,
+    inline_payload,
+    load_chunk_batch,
+    read_stage_output,
+    staging_key,
+    stopwatch,
+)
+from stratus.pipeline.sqs import (
+    BatchFailures,
+    in_log_context,
+    map_concurrently,
+    read_records,
+    record_to_process,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from stratus.stores.blobs import BlobStore
-    from stratus.stores.documents import DocumentTable
+    from stratus.stores.documents import DocumentRecord, DocumentTable
     from stratus.stores.queues import MessageQueue
     from stratus.stores.vectors import ChunkStore
 
@@ -120,6 +133,7 @@ class EmbedStage:
         index_queue: MessageQueue,
         encoder: Callable[[], DocumentEncoder],
         staging_prefix: str,
+        inline_max_bytes: int = 0,
     ) -> None:
         self._blobs = blobs
         self._documents = documents
@@ -127,6 +141,7 @@ class EmbedStage:
         self._index_queue = index_queue
         self._encoder = encoder
         self._staging_prefix = staging_prefix
+        self._inline_max_bytes = inline_max_bytes
 
     def handle(self, message: StageMessage) -> None:
         """Embed one document version (a batch of one); raise when it should be retried."""
@@ -212,11 +227,20 @@ class EmbedStage:
                 duplicates.setdefault(version, []).append(message_id)
             else:
                 unique[version] = (message_id, message)
-        # Per-document reads (the record, the staged chunks) overlap: they are round trips, not CPU.
-        loads = map_concurrently(
-            lambda pair: in_log_context(pair[1], self._load_one, *pair), list(unique.values())
-        )
         loaded = _Loaded()
+        try:
+            records = read_records(self._documents, (message for _, message in unique.values()))
+        except Exception as error:
+            logger.exception("could not read the batch's document records")
+            report.fail([mid for mid, _ in messages], f"reading document records: {error}")
+            return loaded
+        # Per-document reads of staged chunks overlap: they are round trips, not CPU.
+        loads = map_concurrently(
+            lambda pair: in_log_context(
+                pair[1], self._load_one, *pair, records.get((pair[1].collection, pair[1].doc_id))
+            ),
+            list(unique.values()),
+        )
         for (version, (message_id, message)), outcome in zip(unique.items(), loads, strict=True):
             ids = [message_id, *duplicates.get(version, [])]
             try:
@@ -237,9 +261,11 @@ class EmbedStage:
             # (None: stale, duplicate or failed for good; acknowledged, its duplicates with it)
         return loaded
 
-    def _load_one(self, message_id: str, message: StageMessage) -> _Pending | StageMessage | None:
+    def _load_one(
+        self, message_id: str, message: StageMessage, record: DocumentRecord | None
+    ) -> _Pending | StageMessage | None:
         """The document to encode, the pointer to send again (already EMBEDDED), or None to acknowledge."""
-        current = record_to_process(self._documents, message, "embed", DocumentStatus.FETCHED)
+        current = record_to_process(self._documents, message, "embed", DocumentStatus.FETCHED, record)
         if current is None:
             return None
         if current.status == DocumentStatus.EMBEDDED:
@@ -250,8 +276,8 @@ class EmbedStage:
                     "duplicate embed message for an embedded document: pointer sent again, nothing encoded",
                     extra={"doc_id": message.doc_id},
                 )
-                return message.model_copy(update={"key": key})
-        data = self._blobs.get_bytes(message.key)
+                return message.model_copy(update={"key": key, "payload": None})
+        data = read_stage_output(self._blobs, message)
         if data is None:
             raise PermanentError(f"staged chunks {message.key} are missing")
         try:
@@ -290,11 +316,13 @@ class EmbedStage:
         """Write one document's embeddings, mark it EMBEDDED; the pointer to send to index."""
         batch, timings = item.batch, item.timings
         assert item.vectors is not None
-        key = self._embeddings_key(batch.collection, batch.doc_id, batch.content_sha256)
-        with stopwatch(timings, "stage_vectors"):
-            self._blobs.put_bytes(
-                key, to_parquet(chunk_rows(batch, item.vectors)), "application/vnd.apache.parquet"
-            )
+        staged = to_parquet(chunk_rows(batch, item.vectors))
+        payload = inline_payload(staged, self._inline_max_bytes)
+        key = ""
+        if payload is None:
+            key = self._embeddings_key(batch.collection, batch.doc_id, batch.content_sha256)
+            with stopwatch(timings, "stage_vectors"):
+                self._blobs.put_bytes(key, staged, "application/vnd.apache.parquet")
         reused = len(batch.chunks) - len(item.missing)
         if not self._documents.advance(
             batch.collection,
@@ -310,7 +338,7 @@ class EmbedStage:
             logger.info("document changed while embedding; result dropped", extra={"doc_id": batch.doc_id})
             return None
         logger.info("document embedded", extra={"chunks_encoded": len(item.missing), "chunks_reused": reused})
-        return item.message.model_copy(update={"key": key})
+        return item.message.model_copy(update={"key": key, "payload": payload})
 
     def vectors_for(self, batch: ChunkBatch) -> tuple[np.ndarray, int]:
         """Vectors of every chunk of one document in order, and how many were reused from the index."""
@@ -362,6 +390,7 @@ def build_embed_stage() -> EmbedStage:
         index_queue=services.queue("index"),
         encoder=get_encoder,
         staging_prefix=get_settings().staging_prefix,
+        inline_max_bytes=get_settings().stage_inline_max_bytes,
     )
 
 

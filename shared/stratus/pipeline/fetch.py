@@ -21,13 +21,13 @@ from stratus.models import (
     make_doc_id,
 )
 from stratus.observability import MetricName, emit_metric, log_context, logger
-from stratus.pipeline.common import dump_chunk_batch, staging_key, stopwatch
+from stratus.pipeline.common import dump_chunk_batch, inline_payload, staging_key, stopwatch
 from stratus.stores.documents import normalise_version
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from stratus.stores.blobs import BlobInfo, BlobStore
+    from stratus.stores.blobs import BlobStore
     from stratus.stores.documents import DocumentTable
     from stratus.stores.queues import MessageQueue
 
@@ -72,6 +72,7 @@ class FetchConfig:
     max_document_bytes: int
     url_allow_hosts: frozenset[str] = frozenset()
     url_max_per_manifest: int = 1000
+    inline_max_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -169,49 +170,36 @@ class FetchStage:
     def _ingest_object(
         self, collection: str, source: str, key: str, version: str, request_id: str | None
     ) -> None:
-        info = self._blobs.head(key)
-        if info is None:
-            logger.info("object is gone; a later event handles it", extra={"key": key})
-            return
         doc_id = make_doc_id(collection, source)
-        # An object the API wrote names the request that wrote it: follow that id, not the SQS one.
-        request_id = info.metadata.get(REQUEST_ID_METADATA) or request_id
-        with log_context(request_id=request_id, doc_id=doc_id):
-            self._ingest_known_object(collection, source, key, version, request_id, info, doc_id)
-
-    def _ingest_known_object(
-        self,
-        collection: str,
-        source: str,
-        key: str,
-        version: str,
-        request_id: str | None,
-        info: BlobInfo,
-        doc_id: str,
-    ) -> None:
-        if info.size > self._config.max_document_bytes:
-            self._fail(
-                collection,
-                doc_id,
-                source,
-                version,
-                f"document is {info.size} bytes; the limit is {self._config.max_document_bytes}",
-            )
-            return
         try:
-            data = self._blobs.get_bytes(key)
+            found = self._blobs.get_object(key, self._config.max_document_bytes)
         except PermanentError as error:
             self._fail(collection, doc_id, source, version, str(error))
             return
-        if data is None:
+        if found is None:
+            logger.info("object is gone; a later event handles it", extra={"key": key})
             return
-        content = FetchedContent(source, data, PurePosixPath(key).name, info.content_type)
-        try:
-            metadata = self._sidecar_metadata(key)
-        except PermanentError as error:
-            self._fail(collection, doc_id, source, version, f"metadata sidecar: {error}")
-            return
-        self.ingest(collection, content, version, metadata, request_id)
+        info, data = found
+        # An object the API wrote names the request that wrote it: follow that id, not the SQS one.
+        request_id = info.metadata.get(REQUEST_ID_METADATA) or request_id
+        with log_context(request_id=request_id, doc_id=doc_id):
+            if data is None:
+                limit = self._config.max_document_bytes
+                self._fail(
+                    collection,
+                    doc_id,
+                    source,
+                    version,
+                    f"document is {info.size} bytes; the limit is {limit}",
+                )
+                return
+            content = FetchedContent(source, data, PurePosixPath(key).name, info.content_type)
+            try:
+                metadata = self._sidecar_metadata(key)
+            except PermanentError as error:
+                self._fail(collection, doc_id, source, version, f"metadata sidecar: {error}")
+                return
+            self.ingest(collection, content, version, metadata, request_id)
 
     def _sidecar_metadata(self, key: str) -> dict[str, Any]:
         from stratus.ingest.parsing import parse_metadata_sidecar, sidecar_key_for
@@ -314,9 +302,13 @@ class FetchStage:
             metadata=metadata,
             chunks=chunks,
         )
-        key = staging_key(self._config.staging_prefix, collection, doc_id, sha, "chunks.json.gz")
-        with stopwatch(timings, "stage"):
-            self._blobs.put_bytes(key, dump_chunk_batch(batch), "application/gzip")
+        staged = dump_chunk_batch(batch)
+        payload = inline_payload(staged, self._config.inline_max_bytes)
+        key = ""
+        if payload is None:
+            key = staging_key(self._config.staging_prefix, collection, doc_id, sha, "chunks.json.gz")
+            with stopwatch(timings, "stage"):
+                self._blobs.put_bytes(key, staged, "application/gzip")
         recorded = self._documents.record_version(
             collection,
             doc_id,
@@ -342,6 +334,7 @@ class FetchStage:
                     source=content.source,
                     content_sha256=sha,
                     key=key,
+                    payload=payload,
                     request_id=request_id,
                     received_at=received_at,
                     # No record, or only the QUEUED one the API writes: nothing of it can be indexed.
@@ -426,6 +419,7 @@ def build_fetch_stage() -> FetchStage:
             max_document_bytes=settings.max_document_bytes,
             url_allow_hosts=frozenset(settings.url_allow_hosts),
             url_max_per_manifest=settings.url_max_per_manifest,
+            inline_max_bytes=settings.stage_inline_max_bytes,
         ),
         fetch_urls=fetch_urls,
     )

@@ -12,13 +12,20 @@ from typing import TYPE_CHECKING
 from stratus.errors import PermanentError
 from stratus.models import DocumentStatus, StageMessage
 from stratus.observability import MetricName, emit_metric, log_context, logger
-from stratus.pipeline.sqs import BatchFailures, in_log_context, map_concurrently, record_to_process
+from stratus.pipeline.common import read_stage_output
+from stratus.pipeline.sqs import (
+    BatchFailures,
+    in_log_context,
+    map_concurrently,
+    read_records,
+    record_to_process,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
     from stratus.stores.blobs import BlobStore
-    from stratus.stores.documents import DocumentTable
+    from stratus.stores.documents import DocumentRecord, DocumentTable
     from stratus.stores.vectors import ChunkStore
 
 
@@ -46,19 +53,33 @@ class IndexStage:
         """Index a batch of (message id, message); the report names the messages to retry."""
         work: dict[str, _CollectionWork] = defaultdict(_CollectionWork)
         report = IndexBatchReport()
+        try:
+            records = read_records(self._documents, (message for _, message in messages))
+        except Exception as error:
+            logger.exception("could not read the batch's document records")
+            report.fail([mid for mid, _ in messages], f"reading document records: {error}")
+            return report
         upserts = [(mid, m) for mid, m in messages if m.action != "delete"]
-        # Per-document reads (record, staged vectors) overlap: they are round trips, not CPU.
+        # Per-document reads of staged vectors overlap: they are round trips, not CPU.
         loads = dict(
             zip(
                 (mid for mid, _ in upserts),
-                map_concurrently(lambda pair: in_log_context(pair[1], self._load_current, pair[1]), upserts),
+                map_concurrently(
+                    lambda pair: in_log_context(
+                        pair[1],
+                        self._load_current,
+                        pair[1],
+                        records.get((pair[1].collection, pair[1].doc_id)),
+                    ),
+                    upserts,
+                ),
                 strict=True,
             )
         )
         for message_id, message in messages:
             item = work[message.collection]
             if message.action == "delete":
-                current = self._documents.get(message.collection, message.doc_id)
+                current = records.get((message.collection, message.doc_id))
                 if current is not None and current.status == DocumentStatus.DELETED:
                     item.deletes.append(message)
                     item.message_ids.append(message_id)
@@ -88,12 +109,12 @@ class IndexStage:
                 report.fail(item.message_ids, f"writing the chunk table: {error}")
         return report
 
-    def _load_current(self, message: StageMessage) -> pa.Table | None:
+    def _load_current(self, message: StageMessage, record: DocumentRecord | None) -> pa.Table | None:
         import pyarrow.parquet as pq
 
-        if record_to_process(self._documents, message, "index", DocumentStatus.EMBEDDED) is None:
+        if record_to_process(self._documents, message, "index", DocumentStatus.EMBEDDED, record) is None:
             return None
-        data = self._blobs.get_bytes(message.key)
+        data = read_stage_output(self._blobs, message)
         if data is None:
             reason = f"staged vectors {message.key} are missing"
             self._documents.advance(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -140,16 +140,34 @@ class BatchFailures:
             self.errors[message_id] = error
 
 
+def read_records(
+    documents: DocumentTable, messages: Iterable[StageMessage]
+) -> dict[tuple[str, str], DocumentRecord]:
+    """The records of the messages' documents by (collection, doc id): one batch read a collection."""
+    wanted: dict[str, list[str]] = {}
+    for message in messages:
+        wanted.setdefault(message.collection, []).append(message.doc_id)
+    return {
+        (collection, doc_id): record
+        for collection, doc_ids in wanted.items()
+        for doc_id, record in documents.get_many(collection, doc_ids).items()
+    }
+
+
 def record_to_process(
-    documents: DocumentTable, message: StageMessage, stage: str, resume_to: DocumentStatus
+    documents: DocumentTable,
+    message: StageMessage,
+    stage: str,
+    resume_to: DocumentStatus,
+    current: DocumentRecord | None,
 ) -> DocumentRecord | None:
     """The document's record if `stage` has work to do for this message; None to acknowledge it.
 
-    Stale versions, deleted documents, documents FAILED for good and copies of messages for documents
-    already INDEXED are acknowledged. A document this stage gave up on (its message dead-lettered) is
-    resumed to `resume_to`: this message is the redriven one, or a late copy of it.
+    `current` is the document's record as read for the batch (None: there is none). Stale versions,
+    deleted documents, documents FAILED for good and copies of messages for documents already INDEXED
+    are acknowledged. A document this stage gave up on (its message dead-lettered) is resumed to
+    `resume_to`: this message is the redriven one, or a late copy of it.
     """
-    current = documents.get(message.collection, message.doc_id)
     if current is None or current.content_sha256 != message.content_sha256:
         logger.info(f"stale {stage} message ignored", extra={"doc_id": message.doc_id})
         return None

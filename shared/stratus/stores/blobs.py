@@ -61,6 +61,30 @@ class BlobStore:
             key, int(response["ContentLength"]), response.get("ContentType"), response.get("Metadata") or {}
         )
 
+    def get_object(self, key: str, max_bytes: int) -> tuple[BlobInfo, bytes | None] | None:
+        """What HEAD would say and the bytes in one GET; the bytes are None (left unread) over `max_bytes`.
+
+        None when the object does not exist.
+        """
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+            info = BlobInfo(
+                key,
+                int(response["ContentLength"]),
+                response.get("ContentType"),
+                response.get("Metadata") or {},
+            )
+            body = response["Body"]
+            if info.size > max_bytes:
+                body.close()
+                return info, None
+            return info, bytes(body.read())
+        except Exception as error:
+            if _is_missing(error):
+                return None
+            _raise_classified(error, f"get {key}")
+            raise
+
     def get_bytes(self, key: str) -> bytes | None:
         """The object's bytes, or None when it does not exist."""
         try:
