@@ -9,6 +9,7 @@ checks read the emulator directly. Each test prints its row of the matrix (run w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -32,6 +33,7 @@ from stratus.benchmarks.load import Call, Outcome, create_admin_key, open_loop, 
 from stratus.dlq import main as dlq_main
 from stratus.local.stack import LocalStack, QueuePoller, free_port
 from stratus.models import DocumentStatus, StageMessage, make_doc_id
+from stratus.settings import get_settings
 from stratus.stores.vectors import ChunkStore, storage_options_for
 from stratus.uploads import Upload, upload_files, wait_for_documents
 
@@ -295,11 +297,34 @@ def test_permanent_s3_refusal_fails_the_document_with_a_reason(faults: Faults, t
 # --- SQS redelivery -------------------------------------------------------------------------
 
 
-def test_every_message_delivered_twice(faults: Faults, tmp_path: Path) -> None:
-    # given every stage receiving each message twice: the consumer sends a copy back to its queue
+@pytest.mark.parametrize("handover", ["staged", "inline"])
+def test_every_message_delivered_twice(faults: Faults, tmp_path: Path, handover: str) -> None:
+    # given every stage receiving each message twice: the consumer sends a copy back to its queue;
+    # stage outputs staged in S3 (the matrix's default) or carried in the messages (the product's)
+    with handover_mode(handover):
+        delivered_twice(faults, tmp_path, handover)
+
+
+@contextlib.contextmanager
+def handover_mode(handover: str) -> Iterator[None]:
+    """Stage outputs staged in S3 (the matrix's setting) or, for "inline", the product's default."""
+    saved = {"STRATUS_STAGE_INLINE_MAX_BYTES": os.environ.get("STRATUS_STAGE_INLINE_MAX_BYTES")}
+    if handover == "inline":
+        os.environ.pop("STRATUS_STAGE_INLINE_MAX_BYTES", None)
+    get_settings.cache_clear()
+    try:
+        yield
+    finally:
+        restore_environment(saved)
+        get_settings.cache_clear()
+
+
+def delivered_twice(faults: Faults, tmp_path: Path, handover: str) -> None:
+    collection = f"twice-{handover}"
     reset_log(faults)
     sqs = faults.stack.client("sqs")
     originals = {}
+    copied: list[str] = []
     for poller in [p for ps in faults.consumers.values() for p in ps]:
         originals[poller] = poller.handler
 
@@ -309,21 +334,28 @@ def test_every_message_delivered_twice(faults: Faults, tmp_path: Path) -> None:
             for record in event["Records"]:
                 if record["attributes"].get("ApproximateReceiveCount") == "1":
                     sqs.send_message(QueueUrl=url, MessageBody=record["body"])
+                    copied.append(record["body"])
             return handler(event, context)
 
         poller.handler = twice
     try:
         # when documents are uploaded (and then uploaded again, unchanged)
         files = documents("twice", 4, sections=3)
-        doc_ids, since = upload(faults.stack, "twice", files, tmp_path)
-        check(faults, "SQS: every message delivered twice", "twice", doc_ids, since)
+        doc_ids, since = upload(faults.stack, collection, files, tmp_path)
+        check(faults, f"SQS: every message delivered twice ({handover})", collection, doc_ids, since)
         time.sleep(3)  # the copies of the last stage drain
     finally:
         for poller, handler in originals.items():
             poller.handler = handler
 
-    # then each document is indexed once (the copies found nothing new to do)
-    row = check(faults, "SQS: every message delivered twice (drained)", "twice", doc_ids, since)
+    # then the copies were of the kind asked for: stage messages carrying their outputs, or none did
+    carrying = [body for body in copied if '"payload":"' in body]
+    assert (len(carrying) > 0) == (handover == "inline")
+
+    # and each document is indexed once (the copies found nothing new to do)
+    row = check(
+        faults, f"SQS: every message delivered twice ({handover}, drained)", collection, doc_ids, since
+    )
     assert row.indexed == 4
 
 

@@ -21,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -51,19 +52,30 @@ def write_corpus(corpus: Path, out: Path, limit: int | None) -> int:
     return count
 
 
-def _wait_all(collection: str, total: int, since: float, timeout_s: float, poll_s: float) -> list[Any]:
-    """Poll a COUNT query (no items cross the wire) until all are done; then read the records once."""
+def _wait_all(
+    collection: str,
+    total: int,
+    since: float,
+    timeout_s: float,
+    poll_s: float,
+    queues_idle: Callable[[], bool] = lambda: True,
+) -> list[Any]:
+    """Wait until every document is settled; then read the records once.
+
+    The settled count is a COUNT query, which moto answers by scanning the whole collection (~0.2 ms
+    a document): it is asked only once `queues_idle()` says no stage has a message left, visible or
+    in flight, so that waiting does not take the emulator's CPU from the pipeline.
+    """
     from stratus import services
     from stratus.models import DocumentStatus
 
     table = services.document_table()
     terminal = {DocumentStatus.INDEXED, DocumentStatus.FAILED}
     deadline = time.monotonic() + timeout_s
-    # The emulator scans the whole collection for a count (~0.1-0.2 ms a document): a large corpus
-    # is polled less often, so that waiting does not take the emulator's CPU from the pipeline.
-    interval = max(poll_s, total * 0.0005)
-    while table.count_settled(collection, terminal, since) < total and time.monotonic() <= deadline:
-        time.sleep(interval)
+    while time.monotonic() <= deadline:
+        if queues_idle() and table.count_settled(collection, terminal, since) >= total:
+            break
+        time.sleep(poll_s)
     records: list[Any] = []
     cursor: str | None = None
     while True:
@@ -180,7 +192,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             emulator_cpu_started = cpu_seconds(stack.emulator_pid) - time.process_time()
             upload_files(stack.client("s3"), stack.plan.bucket, "inbox/", args.collection, uploads)
             upload_s = time.perf_counter() - started
-            records = _wait_all(args.collection, total, since, args.timeout, args.poll)
+            stage_queues = sorted({source.queue for source in stack.plan.event_sources})
+            records = _wait_all(
+                args.collection,
+                total,
+                since,
+                args.timeout,
+                args.poll,
+                lambda: all(stack.queue_depth(queue) == 0 for queue in stage_queues),
+            )
             elapsed = time.perf_counter() - started
             pipeline_cpu_s = cpu_seconds(stack.emulator_pid) - cpu_started
             emulator_cpu_s = cpu_seconds(stack.emulator_pid) - time.process_time() - emulator_cpu_started
