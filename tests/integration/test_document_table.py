@@ -155,3 +155,32 @@ def test_record_version_not_from_protects_only_the_same_version(idle_stack: Loca
     record = table.get("versions", "doc")
     assert record is not None
     assert (record.status, record.version, record.error) == (DocumentStatus.FAILED, "0002", "y")
+
+
+def test_cleared_fields_are_removed_and_created_at_is_set_once(idle_stack: LocalStack) -> None:
+    # given a document that failed with a reason, then was fetched again
+    table = services.document_table()
+    _record("cleared", "doc", DocumentStatus.FETCHED)
+    created = table.get("cleared", "doc")
+    assert created is not None
+    assert created.created_at > 0
+    assert table.advance("cleared", "doc", "sha", DocumentStatus.FAILED, error="unreadable")
+    time.sleep(0.01)
+
+    # when later writes move it on (a new version, then the next stages)
+    assert table.record_version("cleared", "doc", "0002", DocumentStatus.FETCHED, content_sha256="sha")
+    assert table.advance("cleared", "doc", "sha", DocumentStatus.EMBEDDED)
+    assert table.advance("cleared", "doc", "sha", DocumentStatus.INDEXED, chunk_count=3)
+
+    # then the error and the give-up stage are gone from the item (removed, not stored as NULL), and
+    # created_at is the first write's while updated_at moved
+    item = idle_stack.client("dynamodb").get_item(
+        TableName=table.table_name, Key={"collection": {"S": "cleared"}, "doc_id": {"S": "doc"}}
+    )["Item"]
+    assert "error" not in item
+    assert "dead_letter_stage" not in item
+    record = table.get("cleared", "doc")
+    assert record is not None
+    assert (record.status, record.error, record.chunk_count) == (DocumentStatus.INDEXED, None, 3)
+    assert record.created_at == created.created_at
+    assert record.updated_at > created.created_at

@@ -234,7 +234,12 @@ class DocumentTable:
             same_version = f"version = :v AND {_not_in(not_from, values)}"
             condition = f"attribute_not_exists(doc_id) OR version < :v OR ({same_version})"
         return self._update(
-            collection, doc_id, {"status": status.value, "version": version, **fields}, condition, values
+            collection,
+            doc_id,
+            {"status": status.value, "version": version, **fields},
+            condition,
+            values,
+            may_create=True,
         )
 
     def advance(
@@ -274,7 +279,13 @@ class DocumentTable:
         fields: dict[str, Any],
         condition: str,
         condition_values: dict[str, Any],
+        may_create: bool = False,
     ) -> bool:
+        """One conditional UpdateItem: fields set, None fields removed; False when the condition failed.
+
+        `may_create`: the item may not exist yet (it then gets `created_at`); the other writes' conditions
+        name attributes of an existing item.
+        """
         now = time.time()
         fields = {**fields, "updated_at": now}
         if "error" not in fields and fields.get("status") != DocumentStatus.FAILED.value:
@@ -282,18 +293,26 @@ class DocumentTable:
         # Any other write ends a give-up: only the give-up itself names the stage.
         fields.setdefault("dead_letter_stage", None)
         names: dict[str, str] = {"#st": "status"} if "#st" in condition else {}
-        values = {**condition_values, ":now": _attr(now)}
-        sets = ["created_at = if_not_exists(created_at, :now)"]
+        values = dict(condition_values)
+        sets: list[str] = []
+        removes: list[str] = []
+        if may_create:
+            values[":now"] = _attr(now)
+            sets.append("created_at = if_not_exists(created_at, :now)")
         for i, (name, value) in enumerate(fields.items()):
             names[f"#f{i}"] = name
+            if value is None:
+                removes.append(f"#f{i}")
+                continue
             values[f":f{i}"] = _attr(value)
             sets.append(f"#f{i} = :f{i}")
+        expression = "SET " + ", ".join(sets) + (" REMOVE " + ", ".join(removes) if removes else "")
         try:
             self._call(
                 "update_item",
                 TableName=self.table_name,
                 Key=self._key(collection, doc_id),
-                UpdateExpression="SET " + ", ".join(sets),
+                UpdateExpression=expression,
                 ConditionExpression=condition,
                 ExpressionAttributeNames=names,
                 ExpressionAttributeValues=values,
