@@ -1,19 +1,24 @@
 """The load driver's logic against a fake HTTP server in the client (httpx.MockTransport): arrivals,
 the concurrency bound, honest error counts, per-endpoint reports, the rate search up (capacity) and
-down (during ingestion), the corpus POSTs, and the API process's command and environment."""
+down (during ingestion), the corpus POSTs, the API process's command and environment, and SIGTERM."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import time
 from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import pytest
 
 from stratus.benchmarks.load import (
     Call,
     api_command,
     api_environment,
+    exit_on_sigterm,
     hold_rate_while,
     open_loop,
     post_documents,
@@ -213,3 +218,21 @@ def test_the_api_process_talks_to_the_emulator_of_the_state_file() -> None:
     assert command[command.index("--port") + 1] == "8123"
     assert "stratus.api.app:create_app" in command
     assert "--factory" in command
+
+
+def test_sigterm_becomes_system_exit_only_inside_the_block() -> None:
+    # given the handler SIGTERM had before
+    before = signal.getsignal(signal.SIGTERM)
+
+    # when SIGTERM arrives inside the block (`kill` of `stratus bench load`)
+    def killed() -> None:
+        with exit_on_sigterm():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)  # interrupted at once by the handler
+
+    with pytest.raises(SystemExit) as stopped:
+        killed()
+
+    # then it is a SystemExit with the shell's status for a signal, and the old handler is back
+    assert stopped.value.code == 128 + signal.SIGTERM
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -512,6 +513,23 @@ def _end(process: subprocess.Popen[bytes], sig: int) -> None:
 
 
 @contextlib.contextmanager
+def exit_on_sigterm() -> Iterator[None]:
+    """Turn SIGTERM into SystemExit (main thread only), so that `finally` blocks stop the children."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def leave(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, leave)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def local_processes(root: Path, collection: str, workdir: Path, api_workers: int = 1) -> Iterator[str]:
     """`stratus up` (emulator, pollers, `collection` from README.md and docs/) and the API in a process
     of its own; yields the API's URL with this process pointed at the stack (for `create_admin_key`)."""
@@ -575,6 +593,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     root = Path(args.root)
     layout = "single process" if args.single_process else "driver | API | stratus up (pollers) | emulator"
     with contextlib.ExitStack() as stack:
+        # `kill` as well as Ctrl-C stops `stratus up` and the API started here.
+        stack.enter_context(exit_on_sigterm())
         if args.single_process:
             api = _single_process(stack, root, args.collection)
         else:
