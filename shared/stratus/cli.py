@@ -14,6 +14,8 @@ from typing import Any
 
 STATE_FILE = Path(".stratus") / "local.json"
 SAMPLE_QUERY = "How do I run the tests?"
+# Beyond this many documents the summary lists only those not INDEXED, and totals the rest.
+SUMMARY_MAX_ROWS = 40
 STACK_HELP = "work against this deployed CloudFormation stack (default STRATUS_STACK)"
 
 
@@ -39,7 +41,12 @@ def _use_local_stack_if_running() -> dict[str, Any] | None:
     if not path.exists():
         return None
     state: dict[str, Any] = json.loads(path.read_text())
-    os.environ.update(state["environment"])
+    from stratus.local.stack import REAL_ACCOUNT_VARIABLES, emulator_credentials
+
+    # The emulator's account, whatever AWS credentials the shell has (or lacks: a fresh machine).
+    for name in REAL_ACCOUNT_VARIABLES:
+        os.environ.pop(name, None)
+    os.environ.update({**emulator_credentials(), **state["environment"]})
     from stratus import services
 
     services.reset()
@@ -87,22 +94,59 @@ def _progress_printer(console: Any, total: int) -> Any:
     return show
 
 
-def _summary_table(console: Any, records: list[Any]) -> None:
+def summary_rows(records: list[Any], max_rows: int = SUMMARY_MAX_ROWS) -> tuple[list[Any], int]:
+    """The documents the summary table lists, and how many it leaves out.
+
+    A small ingest lists every document by source; a large one lists the documents that did not end
+    INDEXED (FAILED first), at most `max_rows`: the totals line accounts for the rest.
+    """
+    ordered = sorted(records, key=lambda r: r.source)
+    if len(ordered) <= max_rows:
+        return ordered, 0
+    rank = {"FAILED": 0, "INDEXED": 2}
+    pending = sorted(
+        (r for r in ordered if r.status.value != "INDEXED"), key=lambda r: rank.get(r.status.value, 1)
+    )
+    return pending[:max_rows], len(ordered) - min(len(pending), max_rows)
+
+
+def summary_totals(records: list[Any]) -> str:
+    """One line: documents by status, chunks, and how many were encoded or reused."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r.status.value] = counts.get(r.status.value, 0) + 1
+    statuses = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    chunks = sum(r.chunk_count for r in records)
+    encoded = sum(r.chunks_embedded for r in records)
+    reused = sum(r.chunks_reused for r in records)
+    return (
+        f"{len(records)} document(s): {statuses or 'none'}; {chunks} chunks "
+        f"({encoded} encoded, {reused} reused)"
+    )
+
+
+def _summary_table(console: Any, records: list[Any], collection: str, list_all: bool = False) -> None:
     from rich.table import Table
 
-    table = Table(title="Documents")
-    for column in ("source", "status", "chunks", "embedded", "reused", "error"):
-        table.add_column(column)
-    for r in sorted(records, key=lambda r: r.source):
-        table.add_row(
-            r.source,
-            r.status.value,
-            str(r.chunk_count),
-            str(r.chunks_embedded),
-            str(r.chunks_reused),
-            r.error or r.detail or "",
-        )
-    console.print(table)
+    rows, left_out = summary_rows(records, len(records) if list_all else SUMMARY_MAX_ROWS)
+    if rows or not left_out:
+        table = Table(title="Documents" if not left_out else "Documents not indexed")
+        for column in ("source", "status", "chunks", "embedded", "reused", "error"):
+            table.add_column(column)
+        for r in rows:
+            table.add_row(
+                r.source,
+                r.status.value,
+                str(r.chunk_count),
+                str(r.chunks_embedded),
+                str(r.chunks_reused),
+                r.error or r.detail or "",
+            )
+        console.print(table)
+    if left_out:
+        every = f"`stratus status -c {collection} --all`"
+        console.print(f"({left_out} of {len(records)} not listed; {every} lists every one)")
+    console.print(summary_totals(records))
 
 
 def _ingest(
@@ -183,7 +227,7 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"ingesting the sample collection [bold]{args.collection}[/] from README.md and docs/"
             )
             records = _ingest(args.collection, sample, root, args.timeout, console)
-            _summary_table(console, records)
+            _summary_table(console, records, args.collection)
             failed = [r for r in records if r.status.value != "INDEXED"]
             if failed:
                 console.print(f"[red]{len(failed)} document(s) did not index[/]")
@@ -237,7 +281,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         )
         return 2
     records = _ingest(args.collection, [Path(p) for p in args.paths], None, args.timeout, console)
-    _summary_table(console, records)
+    _summary_table(console, records, args.collection)
     return 0 if records and all(r.status.value == "INDEXED" for r in records) else 1
 
 
@@ -333,7 +377,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     while cursor:
         more, cursor = services.document_table().list(args.collection, limit=1000, cursor=cursor)
         records.extend(more)
-    _summary_table(_console(), records)
+    _summary_table(_console(), records, args.collection, list_all=args.all)
     return 0
 
 
@@ -434,6 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="status of a collection's documents")
     status.add_argument("--collection", "-c", default="docs")
+    status.add_argument(
+        "--all",
+        action="store_true",
+        help=f"list every document (else those not INDEXED beyond {SUMMARY_MAX_ROWS})",
+    )
     status.add_argument("--stack", default=None, help=STACK_HELP)
     status.set_defaults(func=cmd_status)
 

@@ -40,8 +40,17 @@ def read_until(process: subprocess.Popen[str], marker: str, timeout_s: float) ->
     raise AssertionError(f"{marker!r} not seen; output so far:\n" + "\n".join(lines))
 
 
+def run_cli(args: list[str], home: Path) -> subprocess.CompletedProcess[str]:
+    """A `stratus` command as a user's shell on a fresh machine runs it: no AWS credentials anywhere."""
+    home.mkdir(exist_ok=True)
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
+    return subprocess.run(
+        [str(STRATUS), *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
 @pytest.mark.timeout(600)
-def test_stratus_up_serves_the_sample_docs_and_stops_on_ctrl_c(model_dir: Path) -> None:
+def test_stratus_up_serves_the_sample_docs_and_stops_on_ctrl_c(model_dir: Path, tmp_path: Path) -> None:
     # given `stratus up` started on a free port, as `make up` does
     port = free_port()
     env = {**os.environ, "STRATUS_API_PORT": str(port), "PYTHONUNBUFFERED": "1", "COLUMNS": "200"}
@@ -74,6 +83,20 @@ def test_stratus_up_serves_the_sample_docs_and_stops_on_ctrl_c(model_dir: Path) 
             p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").rglob("*.md")
         }
         assert any("make test" in hit["text"] for hit in hits)
+
+        # and, from a shell with no AWS credentials, `stratus ingest` indexes a folder into a new
+        # collection and `stratus status` reports it
+        folder = tmp_path / "notes"
+        folder.mkdir()
+        (folder / "otters.md").write_text("# Otters\n\nSea otters hold hands while they sleep.\n")
+        (folder / "moles.md").write_text("# Moles\n\nStar-nosed moles eat faster than any mammal.\n")
+        ingested = run_cli(["ingest", str(folder), "--collection", "notes"], tmp_path / "home")
+        assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+        assert "2 document(s): 2 INDEXED" in ingested.stdout
+        status = run_cli(["status", "--collection", "notes"], tmp_path / "home")
+        assert status.returncode == 0, status.stdout + status.stderr
+        assert "otters.md" in status.stdout
+        assert "2 document(s): 2 INDEXED" in status.stdout
     finally:
         # and Ctrl-C stops it cleanly
         process.send_signal(signal.SIGINT)

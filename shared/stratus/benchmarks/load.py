@@ -441,21 +441,12 @@ async def drive(api: str, headers: dict[str, str], args: Any) -> dict[str, Any]:
 
 def api_environment(state: Mapping[str, Any], base: Mapping[str, str]) -> dict[str, str]:
     """The environment of a process that talks to the stack of a `stratus up` state file."""
-    from stratus.local.stack import EMULATOR_KEY, REGION
+    from stratus.local.stack import REAL_ACCOUNT_VARIABLES, emulator_credentials
 
-    environment = {k: v for k, v in base.items() if k not in {"AWS_PROFILE", "AWS_SESSION_TOKEN"}}
+    environment = {k: v for k, v in base.items() if k not in REAL_ACCOUNT_VARIABLES}
     environment.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     environment.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    environment.update(
-        {
-            "AWS_ACCESS_KEY_ID": EMULATOR_KEY,
-            "AWS_SECRET_ACCESS_KEY": EMULATOR_KEY,
-            "AWS_DEFAULT_REGION": REGION,
-            "AWS_REGION": REGION,
-            "AWS_EC2_METADATA_DISABLED": "true",
-            **state["environment"],
-        }
-    )
+    environment.update({**emulator_credentials(), **state["environment"]})
     return environment
 
 

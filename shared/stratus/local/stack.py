@@ -30,6 +30,21 @@ ACCOUNT = "123456789012"
 EMULATOR_MODES = ("thread", "process")
 
 
+def emulator_credentials() -> dict[str, str]:
+    """The environment that points boto3 at the emulator's account: any key works, none is a secret."""
+    return {
+        "AWS_ACCESS_KEY_ID": EMULATOR_KEY,
+        "AWS_SECRET_ACCESS_KEY": EMULATOR_KEY,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+
+
+# A profile or session token of the user's real account must not mix with the emulator's key.
+REAL_ACCOUNT_VARIABLES = ("AWS_PROFILE", "AWS_SESSION_TOKEN")
+
+
 @dataclass
 class LambdaContext:
     """The part of Lambda's context object that handlers and Powertools read."""
@@ -351,17 +366,9 @@ class LocalStack:
         )
 
     def _export_credentials(self) -> None:
-        os.environ.update(
-            {
-                "AWS_ACCESS_KEY_ID": EMULATOR_KEY,
-                "AWS_SECRET_ACCESS_KEY": EMULATOR_KEY,
-                "AWS_DEFAULT_REGION": REGION,
-                "AWS_REGION": REGION,
-                "AWS_EC2_METADATA_DISABLED": "true",
-            }
-        )
-        os.environ.pop("AWS_SESSION_TOKEN", None)
-        os.environ.pop("AWS_PROFILE", None)
+        os.environ.update(emulator_credentials())
+        for name in REAL_ACCOUNT_VARIABLES:
+            os.environ.pop(name, None)
 
     def _create_resources(self) -> None:
         sqs, s3, ddb = self.client("sqs"), self.client("s3"), self.client("dynamodb")
