@@ -32,7 +32,10 @@ if TYPE_CHECKING:
     from stratus.stores.queues import MessageQueue
 
 MANIFEST_SUFFIX = ".urls"
-UNCHANGED_STATES = {DocumentStatus.FETCHED, DocumentStatus.EMBEDDED, DocumentStatus.INDEXED}
+# An unchanged upload is skipped once embed holds it: a FETCHED version is handed over again, because
+# fetch may have died (or failed to send) between recording it and sending the embed message, and a
+# retry of its event is the only thing that can still send it (a duplicate embed message is harmless).
+UNCHANGED_STATES = {DocumentStatus.EMBEDDED, DocumentStatus.INDEXED}
 # A give-up leaves a document alone once this very version got this far (only QUEUED is behind fetch).
 PAST_FETCH = {
     DocumentStatus.FETCHED,
