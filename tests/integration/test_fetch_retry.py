@@ -31,21 +31,13 @@ class FlakyQueue:
 
 
 def fetch_stage(embed_queue: FlakyQueue) -> FetchStage:
-    settings = get_settings()
     return FetchStage(
         blobs=services.blob_store(),
         documents=services.document_table(),
         embed_queue=embed_queue,  # type: ignore[arg-type]
         index_queue=services.queue("index"),
         tokenizer=services.chunk_tokenizer,
-        config=FetchConfig(
-            inbox_prefix=settings.inbox_prefix,
-            staging_prefix=settings.staging_prefix,
-            chunk_tokens=settings.chunk_tokens,
-            chunk_overlap_tokens=settings.chunk_overlap_tokens,
-            max_document_bytes=settings.max_document_bytes,
-            inline_max_bytes=settings.stage_inline_max_bytes,
-        ),
+        config=FetchConfig.from_settings(get_settings()),
     )
 
 

@@ -27,6 +27,7 @@ from stratus.stores.documents import normalise_version
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
+    from stratus.settings import Settings
     from stratus.stores.blobs import BlobStore
     from stratus.stores.documents import DocumentTable
     from stratus.stores.queues import MessageQueue
@@ -76,6 +77,20 @@ class FetchConfig:
     url_allow_hosts: frozenset[str] = frozenset()
     url_max_per_manifest: int = 1000
     inline_max_bytes: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FetchConfig:
+        """The fetch stage's values from the process-wide settings."""
+        return cls(
+            inbox_prefix=settings.inbox_prefix,
+            staging_prefix=settings.staging_prefix,
+            chunk_tokens=settings.chunk_tokens,
+            chunk_overlap_tokens=settings.chunk_overlap_tokens,
+            max_document_bytes=settings.max_document_bytes,
+            url_allow_hosts=frozenset(settings.url_allow_hosts),
+            url_max_per_manifest=settings.url_max_per_manifest,
+            inline_max_bytes=settings.stage_inline_max_bytes,
+        )
 
 
 @dataclass(frozen=True)
@@ -414,16 +429,7 @@ def build_fetch_stage() -> FetchStage:
         embed_queue=services.queue("embed"),
         index_queue=services.queue("index"),
         tokenizer=services.chunk_tokenizer,
-        config=FetchConfig(
-            inbox_prefix=settings.inbox_prefix,
-            staging_prefix=settings.staging_prefix,
-            chunk_tokens=settings.chunk_tokens,
-            chunk_overlap_tokens=settings.chunk_overlap_tokens,
-            max_document_bytes=settings.max_document_bytes,
-            url_allow_hosts=frozenset(settings.url_allow_hosts),
-            url_max_per_manifest=settings.url_max_per_manifest,
-            inline_max_bytes=settings.stage_inline_max_bytes,
-        ),
+        config=FetchConfig.from_settings(settings),
         fetch_urls=fetch_urls,
     )
 
