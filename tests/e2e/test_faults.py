@@ -65,17 +65,8 @@ class Poller(QueuePoller):
         super().__init__(*args)
         self.halt = threading.Event()
 
-    def run(self) -> None:
-        sqs = self.stack.client("sqs")
-        while not (self.stack.stopping.is_set() or self.halt.is_set()):
-            try:
-                messages = self._receive(sqs)
-                if messages:
-                    self._deliver(sqs, messages)
-            except Exception:
-                if self.stack.stopping.is_set():
-                    return
-                time.sleep(0.5)
+    def stopped(self) -> bool:
+        return super().stopped() or self.halt.is_set()
 
 
 class Faults:

@@ -127,16 +127,20 @@ class QueuePoller(threading.Thread):
         self.invocations = 0
         self.errors = 0
 
+    def stopped(self) -> bool:
+        """Whether to stop polling: the stack is stopping."""
+        return self.stack.stopping.is_set()
+
     def run(self) -> None:
-        """Poll until the stack stops."""
+        """Poll until `stopped()`."""
         sqs = self.stack.client("sqs")
-        while not self.stack.stopping.is_set():
+        while not self.stopped():
             try:
                 messages = self._receive(sqs)
                 if messages:
                     self._deliver(sqs, messages)
             except Exception:
-                if self.stack.stopping.is_set():
+                if self.stopped():
                     return
                 log.exception("poller %s failed; retrying", self.source.function)
                 time.sleep(0.5)
@@ -147,7 +151,7 @@ class QueuePoller(threading.Thread):
         deadline = time.monotonic() + window
         messages: list[dict[str, Any]] = []
         wait_s = self.stack.poll_wait_s
-        while len(messages) < wanted and not self.stack.stopping.is_set():
+        while len(messages) < wanted and not self.stopped():
             response = sqs.receive_message(
                 QueueUrl=self.queue_url,
                 MaxNumberOfMessages=min(10, wanted - len(messages)),
