@@ -105,7 +105,7 @@ def generate_key() -> str:
 
 def key_id_of(key: str) -> str | None:
     """The key_id part of a well-formed key, else None."""
-    match = KEY_PATTERN.match(key)
+    match = KEY_PATTERN.fullmatch(key)
     return match.group(1) if match else None
 
 
@@ -138,7 +138,7 @@ def create_key(
         raise ValueError("name: 1 to 100 characters")
     if not collections:
         raise ValueError("collections: name at least one collection, or *")
-    bad = [c for c in collections if c != ALL_COLLECTIONS and not _COLLECTION.match(c)]
+    bad = [c for c in collections if c != ALL_COLLECTIONS and not _COLLECTION.fullmatch(c)]
     if bad:
         raise ValueError(f"collections: invalid collection name {bad[0]!r}")
     unknown = [r for r in role_names if r not in _ROLE_NAMES]

@@ -12,6 +12,7 @@ import json
 import sys
 
 from stratus.auth import ALL_COLLECTIONS, Role
+from stratus.display import plain
 
 
 def create(args: argparse.Namespace) -> int:
@@ -63,7 +64,8 @@ def list_keys(args: argparse.Namespace) -> int:
     for r in records:
         state = "revoked" if r["revoked_at"] is not None else "active"
         roles, collections = ",".join(r["roles"]), ",".join(r["collections"])
-        print(f"{r['key_id']}  {state:7}  {roles:16}  {collections:24}  {r['name']}")
+        # Names were chosen by whoever made the key: shown with control characters neutralised.
+        print(plain(f"{r['key_id']}  {state:7}  {roles:16}  {collections:24}  {r['name']}"))
     return 0
 
 
@@ -83,7 +85,10 @@ def revoke(args: argparse.Namespace) -> int:
         except GatewayMirrorError as error:
             print(f"error: {error}", file=sys.stderr)
             return 1
-    print(f"revoked {record.key_id} ({record.name}); API instances drop it within STRATUS_API_KEY_CACHE_S")
+    print(
+        f"revoked {record.key_id} ({plain(record.name)}); "
+        "API instances drop it within STRATUS_API_KEY_CACHE_S"
+    )
     return 0
 
 

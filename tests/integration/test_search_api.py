@@ -353,3 +353,30 @@ def test_an_interrupted_sync_keeps_serving_the_previous_version(
     assert replica.refresh(name) == table_of(store.open(COLLECTION)).version
     assert table_of(replica.table(name)).count_rows() == rows_before + 1
     assert not list(tmp_path.rglob("*.replica-tmp"))
+
+
+def test_dash_and_underscore_collections_stay_apart_through_the_replica_and_snapshot(
+    stack: LocalStack, api_headers: dict[str, str]
+) -> None:
+    # given iso-a and iso_a on S3, each with a private document on the same subject (issue 19, High 1)
+    from stratus.embedding.encoder import get_encoder
+
+    store = services.chunk_store()
+    for collection, source in (("iso-a", "dash.md"), ("iso_a", "underscore.md")):
+        text = f"The private salary table of {collection}."
+        batch = single_chunk_batch(collection, source, "Salaries", text)
+        store.write(collection, chunk_rows(batch, get_encoder().embed_documents([text])), {}, [], 384)
+    assert store.replica is not None
+    assert store.memory_max_rows > 0
+
+    # when each is searched over HTTP (the API reads the local replica and its in-memory copy)
+    for collection, source in (("iso-a", "dash.md"), ("iso_a", "underscore.md")):
+        for mode in ("hybrid", "vector", "keyword"):
+            body = {"query": "private salary table", "top_k": 10, "mode": mode}
+            response = post(stack, api_headers, body, collection=collection)
+            # then each sees its own document only
+            assert response.status_code == 200, response.text
+            assert {h["source"] for h in response.json()["hits"]} == {source}, (collection, mode)
+    # and both are listed as collections, each by its own name
+    listed = httpx.get(f"{stack.api_url}/v1/collections", headers=api_headers, timeout=30).json()
+    assert {"iso-a", "iso_a"} <= set(listed["collections"])
