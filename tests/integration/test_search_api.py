@@ -380,3 +380,32 @@ def test_dash_and_underscore_collections_stay_apart_through_the_replica_and_snap
     # and both are listed as collections, each by its own name
     listed = httpx.get(f"{stack.api_url}/v1/collections", headers=api_headers, timeout=30).json()
     assert {"iso-a", "iso_a"} <= set(listed["collections"])
+
+
+def test_an_unreachable_store_is_a_503_not_an_empty_collection(
+    stack: LocalStack, api_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an API whose S3 reads fail (issue 20, finding 11: the replica's S3 client points at a dead
+    # port, as when IAM or the network refuses), for a collection whose table it has not read yet
+    import boto3
+    from botocore.config import Config
+
+    store = services.chunk_store()
+    assert store.replica is not None
+    dead = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=Config(connect_timeout=0.5, retries={"max_attempts": 1}),
+    )
+    monkeypatch.setattr(store.replica, "_s3", dead)
+
+    # when it is searched
+    response = post(stack, api_headers, {"query": "tides"}, collection="never-read")
+
+    # then the answer is a retryable 503, not a 404 or an empty list of hits
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert "unavailable" in response.json()["detail"]

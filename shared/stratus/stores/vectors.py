@@ -429,7 +429,8 @@ class ChunkStore:
         if self.replica is not None:
             try:
                 return self.replica.table(self.table_name(collection))
-            except (OSError, ValueError, RuntimeError) as error:
+            except Exception as error:
+                # Whatever failed (S3 refused or unreachable, a local read), it is not "no such table".
                 raise StoreUnavailableError(f"could not read the replica of {collection}: {error}") from error
         return self.open(collection)
 
