@@ -4,6 +4,7 @@ cross-encoder reranking and MMR diversification. The API and `stratus eval` both
 from __future__ import annotations
 
 import json
+import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -28,6 +29,25 @@ MAX_INTERNAL_TOP_K = 1000
 
 # Vector and keyword retrieval of one request run side by side; LanceDB releases the GIL while it works.
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="search")
+
+
+_TERM = re.compile(r"\w+")
+
+
+def query_problem(text: str) -> str | None:
+    """Why `text` cannot be searched (only whitespace, punctuation or stop words), or None when it can.
+
+    The search route and a chat question without earlier turns both refuse such text with 422: nothing
+    in it selects a chunk, so any hits would be arbitrary.
+    """
+    from stratus.chat.extractive import STOPWORDS
+
+    terms = _TERM.findall(text)
+    if not terms:
+        return "query: no words to search for (only whitespace or punctuation)"
+    if all(term.lower() in STOPWORDS for term in terms):
+        return "query: only stop words (such as 'the', 'of'); name what to look for"
+    return None
 
 
 class CollectionNotFoundError(LookupError):
