@@ -500,3 +500,26 @@ def test_the_last_admin_key_cannot_be_revoked(client: TestClient) -> None:
     # and an admin of one collection may be revoked while an admin over every collection remains
     scoped = create_key(table, "scoped-admin", [COLLECTION], ["admin"])
     assert client.delete(f"/v1/keys/{scoped.record.key_id}", headers=auth(scoped.key)).status_code == 200
+
+
+def test_keys_list_neutralises_terminal_escapes_in_names(
+    configure: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a key record whose name holds terminal escapes and a bidi override (written before names
+    # were checked, or straight into the table)
+    from stratus.keys import main as keys
+    from stratus.stores.keys import KeyRecord
+
+    configure()
+    name = "ops\x1b[2J\x1b[31m\u202eevil"
+    services.key_table().put(KeyRecord("e" * 64, "eeeeeeeeeeee", name, [COLLECTION], ["read"], time.time()))
+
+    # when `stratus keys list` prints the keys
+    assert keys(["list"]) == 0
+    out = capsys.readouterr().out
+
+    # then the name is shown with its escapes visible, and no raw control or bidi character is printed
+    (line,) = [row for row in out.splitlines() if "eeeeeeeeeeee" in row]
+    assert "ops\\x1b[2J\\x1b[31m\\u202eevil" in line
+    assert "\x1b" not in out
+    assert "\u202e" not in out

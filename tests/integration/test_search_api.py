@@ -409,3 +409,38 @@ def test_an_unreachable_store_is_a_503_not_an_empty_collection(
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "1"
     assert "unavailable" in response.json()["detail"]
+
+
+def test_stratus_search_prints_hostile_sources_and_text_inert(
+    stack: LocalStack,
+    api_headers: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a chunk whose source, section and text carry terminal escapes, a bidi override and Rich markup
+    from stratus.cli import main
+    from stratus.embedding.encoder import get_encoder
+
+    source = "evil\x1b[2J\u202egpj.md"
+    text = "Hostile [bold]lighthouse[/bold] keeper \x1b]8;;http://x\x07 notes [/red]"
+    batch = single_chunk_batch("hostile", source, "T", text, section="[link=http://x]S[/link]")
+    rows = chunk_rows(batch, get_encoder().embed_documents([text]))
+    services.chunk_store().write("hostile", rows, {}, [], 384)
+    monkeypatch.setenv("STRATUS_API_KEY", api_headers["x-api-key"])
+    from stratus.settings import get_settings
+
+    get_settings.cache_clear()
+
+    # when `stratus search` prints the hits
+    code = main(["search", "lighthouse keeper", "-c", "hostile", "--api-url", stack.api_url])
+    get_settings.cache_clear()
+
+    # then it prints them (no MarkupError), escapes visible, markup as text, no raw control character
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "\x1b" not in out
+    assert "\u202e" not in out
+    assert "\x07" not in out
+    assert "evil\\x1b[2J\\u202egpj.md" in out
+    assert "[bold]lighthouse[/bold]" in out
+    assert "[link=http://x]S[/link]" in out

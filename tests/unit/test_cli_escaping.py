@@ -1,0 +1,73 @@
+"""What the CLI prints of user and document text: no terminal escapes, bidi overrides or Rich markup
+reach the terminal as such (issue 19, Low)."""
+
+from __future__ import annotations
+
+import io
+import unicodedata
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from rich.console import Console
+
+from stratus.cli import _summary_table
+from stratus.display import markup, plain
+from stratus.models import DocumentStatus
+from stratus.stores.documents import DocumentRecord
+
+HOSTILE = [
+    "evil\x1b[2J\x1b[Hcleared.md",  # clear the screen, cursor home
+    "\x1b]8;;http://evil.example\x07link\x1b]8;;\x07.md",  # OSC 8 hyperlink
+    "report\u202egpj.exe",  # right-to-left override: shows as "reportexe.jpg"
+    "[red]fake[/red] [link=http://evil.example]x[/link].md",  # Rich markup
+    "[/bold] unbalanced.md",  # a closing tag that is never opened: Rich raises MarkupError
+    "\x9b31m C1 CSI.md",
+]
+
+
+def rendered(text: str) -> str:
+    out = io.StringIO()
+    Console(file=out, highlight=False, width=400, force_terminal=True, color_system=None).print(text)
+    return out.getvalue().rstrip("\n")
+
+
+def unsafe(text: str) -> list[str]:
+    return [ch for ch in text if unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} and ch != "\n"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=60))
+def test_markup_prints_exactly_the_plain_text_and_nothing_unsafe(text: str) -> None:
+    # given any text
+    # when it is printed through Rich after markup()
+    shown = rendered(markup(text))
+    # then the terminal gets plain(text) verbatim: no control, format or separator character, no markup
+    assert shown == plain(text)
+    assert not unsafe(shown)
+
+
+def test_plain_shows_what_it_neutralises() -> None:
+    assert plain("a\x1b[31mb") == "a\\x1b[31mb"
+    assert plain("x\u202ey") == "x\\u202ey"
+    assert plain("ordinary café 日本") == "ordinary café 日本"
+
+
+def test_the_status_summary_escapes_sources_and_reasons() -> None:
+    # given documents whose sources and failure reasons are hostile
+    records = [
+        DocumentRecord(collection="c", doc_id=str(i), source=s, status=DocumentStatus.FAILED, error=s)
+        for i, s in enumerate(HOSTILE)
+    ]
+    out = io.StringIO()
+    console = Console(file=out, highlight=False, width=400, force_terminal=True, color_system=None)
+
+    # when `stratus status` / `stratus ingest` print their summary table
+    _summary_table(console, records, "c")
+
+    # then it prints (no MarkupError), with no raw escape or bidi character, and markup shown as text
+    text = out.getvalue()
+    assert not unsafe(text)
+    assert "[red]fake[/red]" in text
+    assert "[/bold] unbalanced.md" in text
+    assert "\\x1b[2J" in text
+    assert "\\u202e" in text
