@@ -413,6 +413,35 @@ def cmd_migrate_tables(args: argparse.Namespace) -> int:
     return 1 if left else 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print recent audit entries (administrative actions), newest first."""
+    from stratus import services
+    from stratus.audit import key_actor
+
+    _use_target(args)
+    actor = key_actor(args.key) if args.key else args.actor
+    entries = services.audit_table().recent(args.days, args.limit, action=args.action, actor=actor)
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"Audit log, last {args.days} day(s)")
+    for column in ("time", "actor", "action", "target", "outcome", "detail"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            *(
+                markup(e.get(name) or "")
+                for name in ("time", "actor", "action", "target", "outcome", "detail")
+            )
+        )
+    console = _console()
+    console.print(table)
+    console.print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run a benchmark: its module in stratus.benchmarks parses the rest of the arguments."""
     import importlib
@@ -528,6 +557,18 @@ def build_parser() -> argparse.ArgumentParser:
     migrate.add_argument("--json", action="store_true")
     migrate.add_argument("--stack", default=None, help=STACK_HELP)
     migrate.set_defaults(func=cmd_migrate_tables)
+
+    audit = sub.add_parser("audit", help="recent administrative actions (keys, deletes, DLQ redrives)")
+    audit.add_argument(
+        "--action", default=None, help="key.create, key.revoke, document.delete, dlq.redrive, or key"
+    )
+    audit.add_argument("--key", default=None, help="only actions made with this key_id")
+    audit.add_argument("--actor", default=None, help="only this actor (key:<key_id>, cli:<user>)")
+    audit.add_argument("--days", type=int, default=7, help="how many UTC days back (default 7)")
+    audit.add_argument("--limit", type=int, default=100, help="entries at most (default 100)")
+    audit.add_argument("--json", action="store_true")
+    audit.add_argument("--stack", default=None, help=STACK_HELP)
+    audit.set_defaults(func=cmd_audit)
 
     worker = sub.add_parser("worker", help="consume a stage queue outside Lambda (the GPU embed worker)")
     worker.add_argument("stage", choices=["embed"])

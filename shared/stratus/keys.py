@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 
+from stratus.audit import cli_actor, record
 from stratus.auth import ALL_COLLECTIONS, Role
 from stratus.display import plain
 
@@ -32,15 +33,25 @@ def create(args: argparse.Namespace) -> int:
             rate_limit_burst=args.rate_limit_burst,
         )
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        record(cli_actor(), "key.create", "(new key)", "refused", detail=str(error))
+        print(f"error: {plain(error)}", file=sys.stderr)
         return 2
     if gateway is not None:
         try:
             mirror_key(table, created, gateway)
         except GatewayMirrorError as error:
-            print(f"error: {error}", file=sys.stderr)
+            record(cli_actor(), "key.create", created.record.key_id, "failed", detail=str(error))
+            print(f"error: {plain(error)}", file=sys.stderr)
             return 1
     public = created.record.to_public()
+    record(
+        cli_actor(),
+        "key.create",
+        public["key_id"],
+        "success",
+        collection=",".join(public["collections"]),
+        detail=f"name {public['name']!r}; roles {','.join(public['roles'])}",
+    )
     if args.json:
         print(json.dumps({**public, "key": created.key}, indent=2))
     else:
@@ -74,19 +85,22 @@ def revoke(args: argparse.Namespace) -> int:
     from stratus import services
     from stratus.auth import GatewayMirrorError, disable_mirror, gateway_keys, revoke_key
 
-    record = revoke_key(services.key_table(), args.key_id)
-    if record is None:
-        print(f"error: no key {args.key_id}", file=sys.stderr)
+    revoked = revoke_key(services.key_table(), args.key_id)
+    if revoked is None:
+        record(cli_actor(), "key.revoke", args.key_id, "refused", detail="no such key")
+        print(f"error: no key {plain(args.key_id)}", file=sys.stderr)
         return 1
     gateway = gateway_keys()
     if gateway is not None:
         try:
-            disable_mirror(record, gateway)
+            disable_mirror(revoked, gateway)
         except GatewayMirrorError as error:
-            print(f"error: {error}", file=sys.stderr)
+            record(cli_actor(), "key.revoke", revoked.key_id, "failed", detail=str(error))
+            print(f"error: {plain(error)}", file=sys.stderr)
             return 1
+    record(cli_actor(), "key.revoke", revoked.key_id, "success", detail=f"name {revoked.name!r}")
     print(
-        f"revoked {record.key_id} ({plain(record.name)}); "
+        f"revoked {revoked.key_id} ({plain(revoked.name)}); "
         "API instances drop it within STRATUS_API_KEY_CACHE_S"
     )
     return 0

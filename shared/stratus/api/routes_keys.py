@@ -109,6 +109,21 @@ def _is_last_admin(record: KeyRecord, records: list[KeyRecord]) -> bool:
 )
 def create(body: KeyCreateRequest, principal: AdminKey, request: Request) -> CreatedKey:
     """Create a key (and its API Gateway key, on AWS); the response carries the plaintext key once."""
+    from stratus.audit import audited, key_actor
+
+    scope = ",".join(sorted(set(body.collections)))
+    with audited(key_actor(principal.key_id), "key.create", "(new key)", scope) as note:
+        created = _create(body, principal, request)
+        note.target = created.key_id
+        note.detail = (
+            f"name {created.name!r}; roles {','.join(created.roles)}; "
+            f"collections {','.join(created.collections)}; "
+            f"rate {created.rate_limit_per_s}; burst {created.rate_limit_burst}"
+        )
+        return created
+
+
+def _create(body: KeyCreateRequest, principal: Principal, request: Request) -> CreatedKey:
     from stratus import services
     from stratus.auth import (
         ForbiddenError,
@@ -178,6 +193,16 @@ def list_keys(principal: AdminKey) -> KeyList:
 )
 def revoke(key_id: KeyId, principal: AdminKey, request: Request) -> KeyInfo:
     """Revoke a key and its gateway key: refused here at once, elsewhere within STRATUS_API_KEY_CACHE_S."""
+    from stratus.audit import audited, key_actor
+
+    with audited(key_actor(principal.key_id), "key.revoke", key_id) as note:
+        revoked = _revoke(key_id, principal, request)
+        note.collection = ",".join(revoked.collections)
+        note.detail = f"name {revoked.name!r}; collections {','.join(revoked.collections)}"
+        return revoked
+
+
+def _revoke(key_id: str, principal: Principal, request: Request) -> KeyInfo:
     from stratus import services
     from stratus.auth import GatewayMirrorError, disable_mirror, revoke_key
     from stratus.settings import get_settings
