@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stratus.display import markup, plain
+from stratus.display import line, plain, text
 
 STATE_FILE = Path(".stratus") / "local.json"
 SAMPLE_QUERY = "How do I run the tests?"
@@ -69,7 +69,7 @@ def _use_target(args: argparse.Namespace) -> dict[str, Any] | None:
     try:
         outputs = StackOutputs(aws.client("cloudformation")).get(name)
     except StackNotFoundError as error:
-        _console().print(f"[red]{markup(error)}[/]")
+        _console().print(text(error, "red"))
         raise SystemExit(2) from error
     os.environ.update({**stack_environment(outputs), "STRATUS_STACK": name})
     get_settings.cache_clear()
@@ -138,17 +138,17 @@ def _summary_table(console: Any, records: list[Any], collection: str, list_all: 
         for r in rows:
             # Sources and reasons are the uploader's text: no terminal sequences, no Rich markup.
             table.add_row(
-                markup(r.source),
+                text(r.source),
                 r.status.value,
                 str(r.chunk_count),
                 str(r.chunks_embedded),
                 str(r.chunks_reused),
-                markup(r.error or r.detail or ""),
+                text(r.error or r.detail or ""),
             )
         console.print(table)
     if left_out:
         every = f"`stratus status -c {collection} --all`"
-        console.print(f"({left_out} of {len(records)} not listed; {markup(every)} lists every one)")
+        console.print(line(f"({left_out} of {len(records)} not listed; ", every, " lists every one)"))
     console.print(summary_totals(records))
 
 
@@ -327,15 +327,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         timeout=60,
     )
     if response.status_code != 200:
-        console.print(f"[red]{response.status_code}[/] {markup(response.text)}")
+        console.print(line((str(response.status_code), "red"), " ", response.text))
         return 1
     if args.json:
         print(json.dumps(response.json(), indent=2))
         return 0
     for i, hit in enumerate(response.json()["hits"], start=1):
         where = " > ".join(x for x in (hit["source"], hit["section"]) if x)
-        console.print(f"[bold]{i}.[/] {markup(where)}  [dim]score {hit['score']:.4f}[/]")
-        console.print(f"   {markup(hit['text'][:300])}")
+        console.print(line((f"{i}.", "bold"), " ", where, "  ", (f"score {hit['score']:.4f}", "dim")))
+        console.print(line("   ", hit["text"][:300]))
     return 0
 
 
@@ -354,7 +354,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     if response.status_code != 200:
-        console.print(f"[red]{response.status_code}[/] {markup(response.text)}")
+        console.print(line((str(response.status_code), "red"), " ", response.text))
         return 1
     result = response.json()
     if args.json:
@@ -367,7 +367,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         where = " > ".join(x for x in (citation["source"], citation.get("section", "")) if x)
         page = f", page {citation['page']}" if citation.get("page") else ""
         print(plain(f"[{citation['n']}] {where}{page}"))
-    console.print(f"[dim]answered by {markup(result['provider'])} {markup(result.get('model', ''))}[/]")
+    console.print(text(f"answered by {result['provider']} {result.get('model', '')}", "dim"))
     return 0
 
 
@@ -400,10 +400,13 @@ def cmd_migrate_tables(args: argparse.Namespace) -> int:
         console.print("no tables of the first layout: nothing to migrate")
     verb = "would move" if args.dry_run else "moved"
     for r in reports:
-        moved = ", ".join(f"{n} to {markup(c)}" for c, n in sorted(r.moved.items())) or "none"
+        moved = ", ".join(f"{n} to {c}" for c, n in sorted(r.moved.items())) or "none"
+        # Table and collection names come from the store's listing: printed as text, never as markup.
         console.print(
-            f"{markup(r.table)}: {r.rows} rows; {verb} {moved}; {r.kept_newer} kept newer; "
-            f"{r.unresolved} unresolved; {'dropped' if r.dropped else 'kept'}"
+            text(
+                f"{r.table}: {r.rows} rows; {verb} {moved}; {r.kept_newer} kept newer; "
+                f"{r.unresolved} unresolved; {'dropped' if r.dropped else 'kept'}"
+            )
         )
     if left:
         console.print(
@@ -431,10 +434,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         table.add_column(column)
     for e in entries:
         table.add_row(
-            *(
-                markup(e.get(name) or "")
-                for name in ("time", "actor", "action", "target", "outcome", "detail")
-            )
+            *(text(e.get(name) or "") for name in ("time", "actor", "action", "target", "outcome", "detail"))
         )
     console = _console()
     console.print(table)

@@ -2,12 +2,17 @@
 
 Key names, sources, titles and errors are attacker-chosen: an ESC sequence could move the cursor or
 rewrite earlier lines, a bidi override (U+202E) could reverse what a reader sees, and ``[red]`` or
-``[link=...]`` would be Rich markup. `plain` neutralises the characters, `markup` also escapes markup.
+``[link=...]`` or ``:smile:`` would be Rich markup or an emoji code. `plain` neutralises the characters;
+`text` and `line` make Rich Text of them, which Rich prints as it is (strings would be parsed as markup).
 """
 
 from __future__ import annotations
 
 import unicodedata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 # Unicode categories never printed as they are: controls (C0, C1, DEL), format characters (bidi
 # embeddings, overrides and isolates, zero-width characters), and line/paragraph separators.
@@ -30,8 +35,21 @@ def plain(text: object) -> str:
     )
 
 
-def markup(text: object) -> str:
-    """`plain(text)` with Rich markup escaped, for console.print and Rich tables."""
-    from rich.markup import escape
+def text(value: object, style: str = "") -> Text:
+    """`plain(value)` as Rich Text: printed as it is, never read as markup (``[red]``) or emoji (``:x:``)."""
+    from rich.text import Text
 
-    return escape(plain(text))
+    return Text(plain(value), style=style)
+
+
+def line(*parts: object) -> Text:
+    """One printable line of parts: (text, style) pairs are ours, anything else is untrusted and plain()."""
+    from rich.text import Text
+
+    assembled = Text()
+    for part in parts:
+        if isinstance(part, tuple):
+            assembled.append(str(part[0]), style=str(part[1]))
+        else:
+            assembled.append(plain(part))
+    return assembled

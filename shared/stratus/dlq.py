@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from stratus.display import markup
+    from stratus.display import line
 
     console = Console(highlight=False)
     table = Table(title="Dead-letter queues" if args.action == "list" else "Redrive")
@@ -236,5 +236,5 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     for r in reports:
         for body in r.samples:
-            console.print(f"[bold]{r.stage}[/] {markup(body[:300])}")
+            console.print(line((r.stage, "bold"), " ", body[:300]))
     return 1 if any(r.failed for r in reports) else 0

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from stratus.cli import _summary_table
-from stratus.display import markup, plain
+from stratus.display import line, plain, text
 from stratus.models import DocumentStatus
 from stratus.stores.documents import DocumentRecord
 
@@ -22,28 +22,31 @@ HOSTILE = [
     "[red]fake[/red] [link=http://evil.example]x[/link].md",  # Rich markup
     "[/bold] unbalanced.md",  # a closing tag that is never opened: Rich raises MarkupError
     "\x9b31m C1 CSI.md",
+    ":thumbs_up: :smile: emoji codes.md",
 ]
 
 
-def rendered(text: str) -> str:
-    out = io.StringIO()
-    Console(file=out, highlight=False, width=400, force_terminal=True, color_system=None).print(text)
-    return out.getvalue().rstrip("\n")
-
-
-def unsafe(text: str) -> list[str]:
-    return [ch for ch in text if unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} and ch != "\n"]
+def unsafe(shown: str) -> list[str]:
+    return [ch for ch in shown if unicodedata.category(ch) in {"Cc", "Cf", "Zl", "Zp"} and ch != "\n"]
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(max_size=60))
-def test_markup_prints_exactly_the_plain_text_and_nothing_unsafe(text: str) -> None:
-    # given any text
-    # when it is printed through Rich after markup()
-    shown = rendered(markup(text))
-    # then the terminal gets plain(text) verbatim: no control, format or separator character, no markup
-    assert shown == plain(text)
+@given(st.text(max_size=60) | st.from_regex(r"[\\\[\]a-z/#@: ]{0,30}", fullmatch=True))
+def test_text_prints_exactly_the_plain_text_and_nothing_unsafe(value: str) -> None:
+    # given any text (markup-like and emoji-like strings included)
+    # when it is printed through Rich as text(), alone and in a line with our own styled parts
+    shown = rendered(text(value))
+    # then the terminal gets plain(value) verbatim: no control, format or separator character, no
+    # markup or emoji code interpreted
+    assert shown == plain(value)
+    assert rendered(line(("1.", "bold"), " ", value, (" end", "dim"))) == f"1. {plain(value)} end"
     assert not unsafe(shown)
+
+
+def rendered(printable: object) -> str:
+    out = io.StringIO()
+    Console(file=out, highlight=False, width=400, force_terminal=True, color_system=None).print(printable)
+    return out.getvalue().rstrip("\n")
 
 
 def test_plain_shows_what_it_neutralises() -> None:
@@ -65,9 +68,10 @@ def test_the_status_summary_escapes_sources_and_reasons() -> None:
     _summary_table(console, records, "c")
 
     # then it prints (no MarkupError), with no raw escape or bidi character, and markup shown as text
-    text = out.getvalue()
-    assert not unsafe(text)
-    assert "[red]fake[/red]" in text
-    assert "[/bold] unbalanced.md" in text
-    assert "\\x1b[2J" in text
-    assert "\\u202e" in text
+    output = out.getvalue()
+    assert not unsafe(output)
+    assert "[red]fake[/red]" in output
+    assert "[/bold] unbalanced.md" in output
+    assert ":thumbs_up: :smile:" in output
+    assert "\\x1b[2J" in output
+    assert "\\u202e" in output
