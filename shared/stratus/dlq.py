@@ -198,12 +198,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "list":
         reports = list_dlqs(sqs, stages, args.samples)
     else:
-        reports = redrive_dlqs(sqs, stages, args.max)
+        from stratus.audit import cli_actor, record
+
+        try:
+            reports = redrive_dlqs(sqs, stages, args.max)
+        except Exception as error:
+            record(
+                cli_actor(),
+                "dlq.redrive",
+                ",".join(stages),
+                "failed",
+                detail=f"{type(error).__name__}: {error}",
+            )
+            raise
+        failed = sum(r.failed for r in reports)
+        summary = "; ".join(
+            f"{r.stage}: {r.messages} in DLQ, {r.moved} moved, {r.failed} failed" for r in reports
+        )
+        record(
+            cli_actor(), "dlq.redrive", ",".join(stages), "failed" if failed else "success", detail=summary
+        )
     if args.json:
         print(json.dumps([r.to_json() for r in reports], indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
+
+    from stratus.display import line
 
     console = Console(highlight=False)
     table = Table(title="Dead-letter queues" if args.action == "list" else "Redrive")
@@ -215,5 +236,5 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     for r in reports:
         for body in r.samples:
-            console.print(f"[bold]{r.stage}[/] {body[:300]}")
+            console.print(line((r.stage, "bold"), " ", body[:300]))
     return 1 if any(r.failed for r in reports) else 0

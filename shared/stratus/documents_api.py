@@ -261,7 +261,7 @@ class DocumentsApi:
         if request.size > limit:
             raise FieldError("size", f"{request.size} bytes; at most {limit}")
         content_type = request.content_type or mimetypes.guess_type(source)[0] or "application/octet-stream"
-        if not _MEDIA_TYPE.match(content_type):
+        if not _MEDIA_TYPE.fullmatch(content_type):
             raise FieldError("content_type", "is not a media type such as text/markdown")
         expires = self.settings.upload_url_expiry_s
         url: str = self.presign.generate_presigned_url(

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
 
     from stratus.auth import KeyVerifier
     from stratus.ratelimit import RateLimiter
+    from stratus.stores.audit import AuditTable
     from stratus.stores.blobs import BlobStore
     from stratus.stores.documents import DocumentTable
     from stratus.stores.gateway import UsagePlans
@@ -43,6 +44,15 @@ def key_table() -> KeyTable:
     from stratus.stores.keys import KeyTable
 
     return KeyTable(aws.client("dynamodb"), get_settings().api_keys_table)
+
+
+@cache
+def audit_table() -> AuditTable:
+    """The DynamoDB audit table of administrative actions."""
+    from stratus.stores.audit import AuditTable
+
+    settings = get_settings()
+    return AuditTable(aws.client("dynamodb"), settings.audit_table, settings.audit_retention_days)
 
 
 @cache
@@ -129,6 +139,7 @@ def reset() -> None:
         blob_store,
         document_table,
         key_table,
+        audit_table,
         key_verifier,
         usage_plans,
         rate_limiter,

@@ -191,6 +191,14 @@ class Settings(BaseSettings):
         "stratus-api-keys",
         description="DynamoDB table of API keys (sha256 of each key, never the key) and rate-limit buckets.",
     )
+    audit_table: str = Field(
+        "stratus-audit",
+        description="DynamoDB table of the audit log: key create/revoke, document delete, DLQ redrive "
+        "(`stratus audit` reads it).",
+    )
+    audit_retention_days: int = Field(
+        365, ge=1, le=3650, description="Days an audit entry is kept before DynamoDB's TTL removes it."
+    )
     api_key_cache_s: float = Field(
         5.0,
         ge=0,

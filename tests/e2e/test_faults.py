@@ -458,7 +458,7 @@ def test_index_writer_killed_between_merge_insert_and_delete(faults: Faults, tmp
     faults.proxy.inject(
         Fault(
             "PUT",
-            rf"^/{BUCKET}/lancedb/chunks_{collection}\.lance/_versions/",
+            rf"^/{BUCKET}/lancedb/chunks-{collection}\.lance/_versions/",
             kind="stall",
             after=1,
             first=1,

@@ -14,8 +14,9 @@ from fastapi.responses import JSONResponse
 from stratus import __version__
 from stratus.api import routes_chat, routes_documents, routes_health, routes_keys, routes_search
 from stratus.api.limits import BodyLimitMiddleware
-from stratus.observability import log_context
+from stratus.observability import log_context, logger
 from stratus.settings import Settings, get_settings
+from stratus.stores.vectors import StoreUnavailableError
 
 # A client's X-Request-ID is kept when it is a plain token; anything else (log or header injection,
 # a megabyte of text) is replaced by a fresh id.
@@ -68,6 +69,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return JSONResponse(
             status_code=422,
             content={"detail": f"{first['field']}: {first['message']}", "errors": problems},
+        )
+
+    @app.exception_handler(StoreUnavailableError)
+    async def store_unavailable(request: Request, error: StoreUnavailableError) -> JSONResponse:
+        # S3 refused or unreachable is not an empty collection: a retryable 503, details in the log only.
+        logger.error("vector store unavailable", extra={"error": str(error)[:2000]})
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "the vector store is unavailable; retry"},
+            headers={"Retry-After": "1"},
         )
 
     app.include_router(routes_health.router)

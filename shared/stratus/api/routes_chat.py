@@ -200,7 +200,7 @@ def chat_completions(
     from stratus.chat.service import get_chat_service
 
     collection = collection_of(body.model, settings)
-    if not _COLLECTION.match(collection):
+    if not _COLLECTION.fullmatch(collection):
         return _openai_error(404, f"model {body.model!r}: invalid collection name", "model_not_found")
     try:
         authorize(principal, collection, Role.READ)
