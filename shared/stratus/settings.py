@@ -285,6 +285,12 @@ class Settings(BaseSettings):
     health_timeout_s: float = Field(
         1.0, gt=0, description="Longest wait for one dependency check of /health/ready."
     )
+    health_cold_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for a /health/ready check that has not passed yet on this instance "
+        "(a cold start opens the store and its first connections).",
+    )
     health_cache_s: float = Field(
         5.0, ge=0, description="How long /health/ready reuses a healthy result (0: check on every call)."
     )
