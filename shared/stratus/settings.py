@@ -155,6 +155,12 @@ class Settings(BaseSettings):
         description="Local read replica of S3-backed tables (copied when the table version moves); "
         "empty: query S3 directly.",
     )
+    search_replica_max_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Most bytes the local read replica holds, every table together: a table that would "
+        "pass it is queried on S3 directly (Lambda's /tmp is bounded, and a first query copies the table).",
+    )
 
     @field_validator("filter_fields", mode="before")
     @classmethod

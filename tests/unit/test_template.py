@@ -943,7 +943,7 @@ def test_browser_uploads_get_cors_only_when_origins_are_given(
     assert cors[0] == "HasUploadCors"
     (rule,) = cors[1]["CorsRules"]
     assert rule["AllowedMethods"] == ["PUT"]
-    assert rule["AllowedOrigins"] == {"Ref": "UploadCorsOrigins"}
+    assert rule["AllowedOrigins"] == {"Fn::Split": [",", {"Ref": "UploadCorsOrigins"}]}
     assert template["Parameters"]["UploadCorsOrigins"]["Default"] == ""
 
 

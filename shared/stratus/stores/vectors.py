@@ -310,7 +310,12 @@ class ChunkStore:
     def search_table(self, collection: str) -> Any | None:
         """The table queries read: the local replica of an S3 table when one is configured."""
         if self.replica is not None:
-            return self.replica.table(self.table_name(collection))
+            from stratus.stores.replica import ReplicaTooLarge
+
+            try:
+                return self.replica.table(self.table_name(collection))
+            except ReplicaTooLarge:
+                pass  # too large to copy into /tmp: read S3 directly
         return self.open(collection)
 
     def snapshot(self, table: Any) -> TableSnapshot | None:
