@@ -209,3 +209,53 @@ def test_a_table_over_the_replica_budget_is_read_from_s3_without_filling_tmp(
     local = roomy.table(name)
     assert local is not None
     assert local.count_rows() == 60
+
+
+# --------------------------------------------------------------------------- finding 6
+
+
+def test_maintenance_marks_documents_dead_lettered_without_their_stage_running_failed(
+    idle_stack: LocalStack,
+) -> None:
+    from stratus import services
+    from stratus.models import DocumentStatus
+
+    documents = services.document_table()
+    sqs = idle_stack.client("sqs")
+    # Given a document left EMBEDDED whose index message reached the index DLQ without the index stage
+    # ever seeing its last receive (throttled invocations), and an INDEXED one with a stale copy there
+    stuck, done = _message("sweep", 21), _message("sweep", 22)
+    for message, status in ((stuck, DocumentStatus.EMBEDDED), (done, DocumentStatus.INDEXED)):
+        documents.record_version(
+            message.collection,
+            message.doc_id,
+            "1",
+            status,
+            content_sha256=message.content_sha256,
+            source=message.source,
+        )
+    MessageQueue(sqs, idle_stack.queue_urls["IndexDLQ"]).send([stuck, done])
+    # When the scheduled maintenance function runs
+    report = idle_stack.handler("MaintenanceFunction")({}, idle_stack.context("MaintenanceFunction"))
+    # Then the stuck document is FAILED with a reason that names the DLQ and the redrive, and the stage
+    record = documents.get("sweep", stuck.doc_id)
+    assert record is not None
+    assert record.status == DocumentStatus.FAILED
+    assert "index dead-letter queue" in record.error
+    assert "stratus dlq redrive --stage index" in record.error
+    assert record.dead_letter_stage == "index"
+    # And the INDEXED one is untouched, and the sweep reports what it did
+    indexed = documents.get("sweep", done.doc_id)
+    assert indexed is not None
+    assert indexed.status == DocumentStatus.INDEXED
+    (index_sweep,) = [s for s in report["dead_letters"] if s["stage"] == "index"]
+    assert index_sweep == {"stage": "index", "seen": 2, "marked": 1}
+    # And the messages stay in the DLQ for `stratus dlq redrive` (which resumes the FAILED document)
+    depth = sqs.get_queue_attributes(
+        QueueUrl=idle_stack.queue_urls["IndexDLQ"],
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    assert (
+        int(depth["ApproximateNumberOfMessages"]) + int(depth["ApproximateNumberOfMessagesNotVisible"]) == 2
+    )
+    sqs.purge_queue(QueueUrl=idle_stack.queue_urls["IndexDLQ"])
