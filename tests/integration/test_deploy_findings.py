@@ -241,8 +241,8 @@ def test_maintenance_marks_documents_dead_lettered_without_their_stage_running_f
     record = documents.get("sweep", stuck.doc_id)
     assert record is not None
     assert record.status == DocumentStatus.FAILED
-    assert "index dead-letter queue" in record.error
-    assert "stratus dlq redrive --stage index" in record.error
+    assert "index dead-letter queue" in (record.error or "")
+    assert "stratus dlq redrive --stage index" in (record.error or "")
     assert record.dead_letter_stage == "index"
     # And the INDEXED one is untouched, and the sweep reports what it did
     indexed = documents.get("sweep", done.doc_id)
