@@ -412,18 +412,25 @@ def test_only_the_api_function_manages_gateway_keys_with_the_calls_it_needs(
                 )
                 grants.setdefault(name, set()).update((a, t["Fn::Sub"]) for a in actions for t in targets)
 
-    # Then only the API may list usage plans, create a key on a plan and disable keys: no DELETE,
-    # no wildcard action, nothing outside the region's usage plans and keys
+    # Then only the API may list usage plans, create a key and disable keys: no DELETE, no wildcard
+    # action, nothing outside the region's usage plans and keys
     arn = "arn:${AWS::Partition}:apigateway:${AWS::Region}::"
     assert grants == {
         "ApiFunction": {
             ("apigateway:GET", f"{arn}/usageplans"),
-            ("apigateway:GET", f"{arn}/usageplans/*"),
             ("apigateway:POST", f"{arn}/apikeys"),
-            ("apigateway:POST", f"{arn}/usageplans/*/keys"),
             ("apigateway:PATCH", f"{arn}/apikeys/*"),
         }
     }
+    # And it may attach keys to this stack's usage plan only (issue 20 finding 12: usageplans/* was any
+    # API's plan in the region), through a policy of its own on the function's role
+    (attach,) = [r for r in _of_type(resources, "AWS::IAM::Policy").values()]
+    assert attach["Properties"]["Roles"] == [{"Ref": "ApiFunctionRole"}]
+    (statement,) = attach["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Action"], statement["Resource"]) == (
+        ["apigateway:POST"],
+        {"Fn::Sub": f"{arn}/usageplans/${{StratusApiUsagePlan}}/keys"},
+    )
     # And the API function does not name the usage plan (that would be a circular dependency): it finds it
     api = resources["ApiFunction"]
     assert "StratusApiUsagePlan" not in json.dumps(api)
