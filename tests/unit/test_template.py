@@ -424,7 +424,7 @@ def test_only_the_api_function_manages_gateway_keys_with_the_calls_it_needs(
     }
     # And it may attach keys to this stack's usage plan only (issue 20 finding 12: usageplans/* was any
     # API's plan in the region), through a policy of its own on the function's role
-    (attach,) = [r for r in _of_type(resources, "AWS::IAM::Policy").values()]
+    (attach,) = list(_of_type(resources, "AWS::IAM::Policy").values())
     assert attach["Properties"]["Roles"] == [{"Ref": "ApiFunctionRole"}]
     (statement,) = attach["Properties"]["PolicyDocument"]["Statement"]
     assert (statement["Action"], statement["Resource"]) == (
