@@ -68,6 +68,9 @@ def sweep_dead_letters(
 
     Each receive hides what it read for a minute, so one sweep reads distinct messages; a document
     already FAILED, INDEXED, DELETED or at another version is left alone (the update is conditional).
+    On a FIFO DLQ (index) SQS hands out a message group's next messages only once the earlier ones
+    are gone, so a sweep sees the first 10 of each collection's dead letters; with the index event
+    source capped (no throttling), only timed-out or crashed batches (at most 10 messages) get there.
     """
     report = SweepReport(stage)
     while report.seen < max_messages:
