@@ -466,6 +466,13 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return dlq(args.rest)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """The deploy check (stratus.doctor parses the arguments)."""
+    from stratus.doctor import main as doctor
+
+    return doctor(args.rest)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     """API keys in the keys table (stratus.keys parses the arguments)."""
     from stratus.keys import main as keys
@@ -590,6 +597,10 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("rest", nargs=argparse.REMAINDER, help="redrive|list and options")
     dlq.set_defaults(func=cmd_dlq)
 
+    doctor = sub.add_parser("doctor", help="check a deployed stack: configuration, grants, a probe (--help)")
+    doctor.add_argument("rest", nargs=argparse.REMAINDER, help="--stack NAME and options")
+    doctor.set_defaults(func=cmd_doctor)
+
     keys = sub.add_parser("keys", help="create, list or revoke API keys (takes --help)")
     keys.add_argument("rest", nargs=argparse.REMAINDER, help="create|list|revoke and options")
     keys.set_defaults(func=cmd_keys)
@@ -600,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `stratus` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    if argv and argv[0] in {"eval", "dlq", "bench", "keys"}:
+    if argv and argv[0] in {"eval", "dlq", "bench", "keys", "doctor"}:
         # These hand everything after their name (and the benchmark's) to their own parser, --help too.
         head = 2 if argv[0] == "bench" else 1
         args = parser.parse_args(argv[:head])

@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from stratus.stores.queues import send_batches
+from stratus.stores.queues import is_fifo, send_batches
 
 STAGES = ("fetch", "embed", "index")
 # Fields of a received message attribute that send_message accepts.
@@ -107,6 +107,7 @@ def redrive(
             VisibilityTimeout=visibility_timeout_s,
             WaitTimeSeconds=1,
             MessageAttributeNames=["All"],
+            AttributeNames=["MessageGroupId"],
         )
         messages = response.get("Messages", [])
         if not messages:
@@ -121,6 +122,10 @@ def redrive(
             attributes = _send_attributes(message)
             if attributes:
                 entry["MessageAttributes"] = attributes
+            if is_fifo(queue_url):
+                # Same group as before; a fresh deduplication id, or SQS drops a redrive within 5 minutes.
+                entry["MessageGroupId"] = message.get("Attributes", {}).get("MessageGroupId", "redrive")
+                entry["MessageDeduplicationId"] = f"redrive-{message['MessageId']}"
             entries.append(entry)
         sent: set[str] = set()
         for batch in send_batches(entries):

@@ -108,7 +108,13 @@ def chunk_store() -> ChunkStore:
         # One folder per store (bucket, prefix and endpoint): replicas of different stores never mix.
         key = hashlib.sha256(f"{settings.aws_endpoint_url}|{uri}".encode()).hexdigest()[:16]
         root = settings.search_replica_dir / key
-        replica = TableReplica(aws.client("s3"), uri, root, settings.read_consistency_s)
+        replica = TableReplica(
+            aws.client("s3"),
+            uri,
+            root,
+            settings.read_consistency_s,
+            max_bytes=settings.search_replica_max_bytes,
+        )
     return ChunkStore(
         uri,
         storage_options_for(

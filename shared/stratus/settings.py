@@ -155,6 +155,12 @@ class Settings(BaseSettings):
         description="Local read replica of S3-backed tables (copied when the table version moves); "
         "empty: query S3 directly.",
     )
+    search_replica_max_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Most bytes the local read replica holds, every table together: a table that would "
+        "pass it is queried on S3 directly (Lambda's /tmp is bounded, and a first query copies the table).",
+    )
 
     @field_validator("filter_fields", mode="before")
     @classmethod
@@ -292,6 +298,12 @@ class Settings(BaseSettings):
     )
     health_timeout_s: float = Field(
         1.0, gt=0, description="Longest wait for one dependency check of /health/ready."
+    )
+    health_cold_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for a /health/ready check that has not passed yet on this instance "
+        "(a cold start opens the store and its first connections).",
     )
     health_cache_s: float = Field(
         5.0, ge=0, description="How long /health/ready reuses a healthy result (0: check on every call)."

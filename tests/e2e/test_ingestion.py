@@ -209,13 +209,18 @@ def test_the_same_embed_and_index_message_twice_leaves_no_duplicate(
             "key": staging_key("staging/", COLLECTION, doc_id, record.content_sha256, "embeddings.parquet")
         }
     )
-    for message, queue in (
-        (embed, "EmbedQueue"),
-        (embed, "EmbedQueue"),
-        (index, "IndexQueue"),
-        (index, "IndexQueue"),
+    for copy, (message, queue) in enumerate(
+        ((embed, "EmbedQueue"), (embed, "EmbedQueue"), (index, "IndexQueue"), (index, "IndexQueue"))
     ):
-        sqs.send_message(QueueUrl=stack.queue_urls[queue], MessageBody=message.model_dump_json())
+        url = stack.queue_urls[queue]
+        # The FIFO index queue: the collection's group, and distinct deduplication ids so that both
+        # copies are delivered (as after SQS's 5-minute deduplication window)
+        fifo = (
+            {"MessageGroupId": message.collection, "MessageDeduplicationId": f"copy-{copy}-{time.time()}"}
+            if url.endswith(".fifo")
+            else {}
+        )
+        sqs.send_message(QueueUrl=url, MessageBody=message.model_dump_json(), **fifo)
     assert drained(stack, "EmbedQueue", "IndexQueue")
     time.sleep(1.0)  # the last index batch's delete and status write
     assert drained(stack, "EmbedQueue", "IndexQueue")

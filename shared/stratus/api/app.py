@@ -33,6 +33,38 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     return ".".join(parts) or "body"
 
 
+def gateway_prefix(event: Any) -> str:
+    """The path prefix API Gateway strips before the function sees the path: `/<stage>` or a base path.
+
+    `requestContext.path` is the path the client asked for, `path` the one after the stage (or a custom
+    domain's base path mapping) was taken off; "" when they do not differ or the event is not a REST event.
+    """
+    if not isinstance(event, dict):
+        return ""
+    path = event.get("path")
+    full = (event.get("requestContext") or {}).get("path")
+    if not isinstance(path, str) or not isinstance(full, str) or not full.endswith(path) or full == path:
+        return ""
+    prefix = full[: len(full) - len(path)].rstrip("/")
+    return prefix if prefix.startswith("/") else ""
+
+
+class GatewayRootPath:
+    """Sets the ASGI root_path from the API Gateway event Mangum passes, so /docs loads /<stage>/openapi.json.
+
+    The path gets the prefix too, as the ASGI spec wants (path includes root_path): routing strips it again.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        prefix = gateway_prefix(scope.get("aws.event")) if scope.get("type") == "http" else ""
+        if prefix:
+            scope = {**scope, "root_path": prefix, "path": prefix + scope["path"]}
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI application."""
     settings = settings or get_settings()
@@ -86,6 +118,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_documents.router)
     app.include_router(routes_chat.router)
     app.include_router(routes_keys.router)
+    # Outermost: the stage prefix is in place before any middleware or route sees the request.
+    app.add_middleware(GatewayRootPath)
     return app
 
 

@@ -391,7 +391,12 @@ class LocalStack:
                         "maxReceiveCount": str(plan.max_receive_count),
                     }
                 )
-            url = sqs.create_queue(QueueName=f"stratus-{plan.logical_id}", Attributes=attributes)["QueueUrl"]
+            name = f"stratus-{plan.logical_id}"
+            if plan.fifo:
+                # FIFO (issue 20): message groups as on AWS; moto holds a group back while one is in flight.
+                name += ".fifo"
+                attributes.update({"FifoQueue": "true", "ContentBasedDeduplication": "false"})
+            url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
             self.queue_urls[plan.logical_id] = url
             self.queue_arns[plan.logical_id] = sqs.get_queue_attributes(
                 QueueUrl=url, AttributeNames=["QueueArn"]

@@ -427,8 +427,12 @@ class ChunkStore:
     def search_table(self, collection: str) -> Any | None:
         """The table queries read: the local replica of an S3 table when one is configured."""
         if self.replica is not None:
+            from stratus.stores.replica import ReplicaTooLarge
+
             try:
                 return self.replica.table(self.table_name(collection))
+            except ReplicaTooLarge:
+                pass  # too large to copy into /tmp: read S3 directly
             except Exception as error:
                 # Whatever failed (S3 refused or unreachable, a local read), it is not "no such table".
                 raise StoreUnavailableError(f"could not read the replica of {collection}: {error}") from error
