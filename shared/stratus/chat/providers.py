@@ -6,10 +6,14 @@ message from which the API key has been removed.
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from stratus.chat.errors import FailureKind, ProviderError, classify_status, looks_like_context_length, redact
@@ -19,6 +23,7 @@ from stratus.chat.prompts import render, template
 if TYPE_CHECKING:
     import httpx
 
+    from stratus.chat.deadline import Deadline
     from stratus.chat.prompts import LLMRequest
     from stratus.chat.tokens import TokenCounter
 
@@ -50,12 +55,12 @@ class Provider(Protocol):
     role: ProviderRole
     context_tokens: int
 
-    def generate(self, request: LLMRequest) -> Delta:
-        """The whole answer in one call."""
+    def generate(self, request: LLMRequest, deadline: Deadline | None = None) -> Delta:
+        """The whole answer in one call, within the deadline."""
         ...
 
-    def stream(self, request: LLMRequest) -> Iterator[Delta]:
-        """The answer in pieces, as the provider produces them."""
+    def stream(self, request: LLMRequest, deadline: Deadline | None = None) -> Iterator[Delta]:
+        """The answer in pieces, as the provider produces them, within the deadline."""
         ...
 
 
@@ -74,7 +79,7 @@ class ExtractiveProvider:
         self.max_sentences = max_sentences
         self.context_tokens = context_tokens
 
-    def generate(self, request: LLMRequest) -> Delta:
+    def generate(self, request: LLMRequest, deadline: Deadline | None = None) -> Delta:
         """The stitched answer, or the no-context message when no sentence matches the question."""
         answer = extractive_answer(
             request.question,
@@ -88,8 +93,8 @@ class ExtractiveProvider:
             return Delta(render("no_context", collection=request.collection), refused=True)
         return Delta(answer)
 
-    def stream(self, request: LLMRequest) -> Iterator[Delta]:
-        """The same answer, a few words per delta."""
+    def stream(self, request: LLMRequest, deadline: Deadline | None = None) -> Iterator[Delta]:
+        """The same answer, a few words per delta (offline and quick: the deadline does not apply)."""
         whole = self.generate(request)
         words = whole.text.split(" ")
         for i in range(0, len(words), 4):
@@ -100,8 +105,38 @@ class ExtractiveProvider:
 # --- OpenAI-compatible -----------------------------------------------------------------------------
 
 
+ANSWER_BASE_BYTES = 64 * 1024
+ANSWER_BYTES_PER_TOKEN = 1024  # an SSE chunk per token is ~200-300 bytes of JSON; 4x headroom
+
+
+def answer_byte_budget(max_tokens: int) -> int:
+    """The most bytes read from a provider's answer to a request for `max_tokens` tokens."""
+    return ANSWER_BASE_BYTES + ANSWER_BYTES_PER_TOKEN * max(max_tokens, 1)
+
+
+def parse_usage(provider: str, usage: Any) -> TokenUsage | None:
+    """The token counts of an OpenAI `usage` object; ProviderError when it is present but malformed."""
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        raise ProviderError(provider, FailureKind.SERVER, "malformed usage in the answer")
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name, 0)
+        if value is None:
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+            raise ProviderError(provider, FailureKind.SERVER, f"malformed usage in the answer ({name})")
+        counts.append(value)
+    return TokenUsage(counts[0], counts[1])
+
+
 class OpenAICompatibleProvider:
-    """Chat completions of any OpenAI-compatible server (OpenAI, Groq, OpenRouter, vLLM, Ollama /v1)."""
+    """Chat completions of any OpenAI-compatible server (OpenAI, Groq, OpenRouter, vLLM, Ollama /v1).
+
+    Every call reads the answer through `_call`: at most `answer_byte_budget(max_tokens)` bytes,
+    within the request's deadline (the socket is shut when it passes or the request is cancelled).
+    """
 
     def __init__(
         self,
@@ -124,6 +159,13 @@ class OpenAICompatibleProvider:
         self._timeout_s = timeout_s
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
+        self._open = 0
+
+    @property
+    def open_calls(self) -> int:
+        """Provider responses being read now (each holds one pooled connection)."""
+        with self._lock:
+            return self._open
 
     def _http(self) -> httpx.Client:
         with self._lock:
@@ -146,7 +188,8 @@ class OpenAICompatibleProvider:
             ) from None
 
     def _headers(self, key: str | None) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+        # identity: a compressed answer could expand past the byte budget inside one read
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers
@@ -160,10 +203,14 @@ class OpenAICompatibleProvider:
             "stream": stream,
         }
 
-    def _error(self, error: Exception, key: str | None) -> ProviderError:
+    def _error(self, error: Exception, key: str | None, deadline: Deadline | None) -> ProviderError:
         import httpx
 
         secrets = [key] if key else []
+        if deadline is not None and deadline.cancelled:
+            return ProviderError(self.name, FailureKind.CONNECTION, f"request cancelled ({deadline.reason})")
+        if deadline is not None and deadline.expired():
+            return ProviderError(self.name, FailureKind.TIMEOUT, "the request's deadline passed")
         if isinstance(error, httpx.TimeoutException):
             return ProviderError(
                 self.name, FailureKind.TIMEOUT, f"{type(error).__name__} after {self._timeout_s}s"
@@ -209,60 +256,75 @@ class OpenAICompatibleProvider:
             return False
         return response.status_code == 200
 
-    def generate(self, request: LLMRequest) -> Delta:
-        """POST /chat/completions without streaming."""
-        key = self._key()
-        try:
-            response = self._http().post(
-                f"{self.base_url}/chat/completions",
-                json=self._body(request, False),
-                headers=self._headers(key),
-            )
-        except Exception as error:
-            raise self._error(error, key) from None
-        if response.status_code != 200:
-            raise self._status_error(response, response.text, key)
-        try:
-            data = response.json()
-            text = data["choices"][0]["message"].get("content") or ""
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise ProviderError(self.name, FailureKind.SERVER, "malformed completion response") from None
-        usage = data.get("usage") or {}
-        reported = (
-            TokenUsage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
-            if usage
-            else None
-        )
-        return Delta(str(text), usage=reported)
+    @contextmanager
+    def _call(
+        self, request: LLMRequest, stream: bool, key: str | None, deadline: Deadline | None
+    ) -> Iterator[Iterator[bytes]]:
+        """POST /chat/completions; yields the answer's bytes, bounded by the budget and the deadline."""
+        import httpx
 
-    def stream(self, request: LLMRequest) -> Iterator[Delta]:
-        """POST /chat/completions with stream: true; parses the server's SSE chunks."""
-        key = self._key()
-        client = self._http()
+        if deadline is not None and deadline.done:
+            raise self._error(TimeoutError(), key, deadline)
+        remaining = deadline.remaining() if deadline is not None else self._timeout_s
+        timeout = httpx.Timeout(
+            min(self._timeout_s, remaining), connect=min(self._connect_timeout_s, remaining)
+        )
+        budget = answer_byte_budget(request.max_tokens)
+        with self._lock:
+            self._open += 1
         try:
-            with client.stream(
+            with self._http().stream(
                 "POST",
                 f"{self.base_url}/chat/completions",
-                json=self._body(request, True),
+                json=self._body(request, stream),
                 headers=self._headers(key),
+                timeout=timeout,
             ) as response:
-                if response.status_code != 200:
-                    body = response.read().decode("utf-8", "replace")
-                    raise self._status_error(response, body, key)
-                done = False
-                for data in _sse_data(response.iter_lines()):
-                    if data == "[DONE]":
-                        done = True
-                        break
-                    delta = self._chunk_delta(data, key)
-                    if delta is not None:
-                        yield delta
-                if not done:
-                    raise ProviderError(self.name, FailureKind.CONNECTION, "stream ended before [DONE]")
+                abort = partial(_shut, response)
+                with deadline.guard(abort) if deadline is not None else nullcontext():
+                    if response.status_code != 200:
+                        body = b"".join(_bounded(response.iter_raw(), 64 * 1024, None))
+                        raise self._status_error(response, body.decode("utf-8", "replace"), key)
+                    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                    if encoding not in ("", "identity"):
+                        raise ProviderError(
+                            self.name, FailureKind.SERVER, f"answer sent with content-encoding {encoding}"
+                        )
+                    yield _bounded(response.iter_raw(), budget, self.name)
         except ProviderError:
             raise
         except Exception as error:
-            raise self._error(error, key) from None
+            raise self._error(error, key, deadline) from None
+        finally:
+            with self._lock:
+                self._open -= 1
+
+    def generate(self, request: LLMRequest, deadline: Deadline | None = None) -> Delta:
+        """POST /chat/completions without streaming."""
+        key = self._key()
+        with self._call(request, False, key, deadline) as body:
+            raw = b"".join(body)
+        try:
+            data = json.loads(raw)
+            text = data["choices"][0]["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise ProviderError(self.name, FailureKind.SERVER, "malformed completion response") from None
+        return Delta(str(text), usage=parse_usage(self.name, data.get("usage") or None))
+
+    def stream(self, request: LLMRequest, deadline: Deadline | None = None) -> Iterator[Delta]:
+        """POST /chat/completions with stream: true; parses the server's SSE chunks."""
+        key = self._key()
+        with self._call(request, True, key, deadline) as body:
+            done = False
+            for data in _sse_data(_lines(body)):
+                if data == "[DONE]":
+                    done = True
+                    break
+                delta = self._chunk_delta(data, key)
+                if delta is not None:
+                    yield delta
+            if not done:
+                raise ProviderError(self.name, FailureKind.CONNECTION, "stream ended before [DONE]")
 
     def _chunk_delta(self, data: str, key: str | None) -> Delta | None:
         try:
@@ -276,18 +338,72 @@ class OpenAICompatibleProvider:
             message = str(err.get("message", err) if isinstance(err, dict) else err)
             kind = FailureKind.CONTEXT_LENGTH if looks_like_context_length(message) else FailureKind.SERVER
             raise ProviderError(self.name, kind, redact(message[:300], [key] if key else []))
-        usage = chunk.get("usage")
-        reported = (
-            TokenUsage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
-            if isinstance(usage, dict)
-            else None
-        )
+        reported = parse_usage(self.name, chunk.get("usage"))
         text = ""
-        for choice in chunk.get("choices") or []:
-            text += str((choice.get("delta") or {}).get("content") or "")
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise ProviderError(self.name, FailureKind.SERVER, "malformed stream chunk (choices)")
+        for choice in choices:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            content = delta.get("content") if isinstance(delta, dict) else None
+            text += str(content or "")
         if not text and reported is None:
             return None
         return Delta(text, usage=reported)
+
+
+def _shut(response: httpx.Response) -> None:
+    """Shut the response's socket: a thread blocked reading it wakes with an error and closes it."""
+    import socket
+
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    if sock is not None:
+        with suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+    else:  # no socket to shut (another transport): closing is the next best thing
+        response.close()
+
+
+def _bounded(chunks: Iterable[bytes], budget: int, provider: str | None) -> Iterator[bytes]:
+    """The chunks while their total stays within `budget`; past it, ProviderError (or a stop, unnamed)."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > budget:
+            if provider is None:
+                yield chunk[: budget - (total - len(chunk))]
+                return
+            raise ProviderError(provider, FailureKind.SERVER, f"answer larger than {budget} bytes")
+        yield chunk
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Lines of a byte stream (\\n, \\r\\n or \\r), decoded as UTF-8; linear in the stream's length."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    parts: list[str] = []  # the unfinished line, in pieces (a trickle must not make this quadratic)
+    held_cr = False
+    for chunk in chunks:
+        text = decoder.decode(chunk)
+        if held_cr:
+            text = "\r" + text
+            held_cr = False
+        if text.endswith("\r"):  # maybe the first half of \r\n: wait for the next chunk
+            text, held_cr = text[:-1], True
+        pieces = _NEWLINE.split(text)
+        if len(pieces) == 1:
+            parts.append(text)
+            continue
+        parts.append(pieces[0])
+        yield "".join(parts)
+        yield from pieces[1:-1]
+        parts = [pieces[-1]]
+    tail = "".join(parts) + decoder.decode(b"", final=True)
+    if held_cr or tail:
+        yield tail
+
+
+_NEWLINE = re.compile(r"\r\n|\n|\r")
 
 
 def _sse_data(lines: Iterable[str]) -> Iterator[str]:
@@ -366,11 +482,14 @@ def parse_converse_stream(provider: str, events: Iterable[dict[str, Any]]) -> It
             if text:
                 yield Delta(str(text))
         elif "metadata" in event:
-            usage = event["metadata"].get("usage") or {}
-            if usage:
-                yield Delta(
-                    "", usage=TokenUsage(int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0)))
-                )
+            usage = event["metadata"].get("usage") or None
+            if isinstance(usage, dict):
+                usage = {
+                    "prompt_tokens": usage.get("inputTokens", 0),
+                    "completion_tokens": usage.get("outputTokens", 0),
+                }
+            if usage is not None:
+                yield Delta("", usage=parse_usage(provider, usage))
 
 
 class BedrockProvider:
@@ -414,27 +533,37 @@ class BedrockProvider:
             return ProviderError(self.name, FailureKind.CONNECTION, type(error).__name__)
         return ProviderError(self.name, FailureKind.SERVER, redact(f"{type(error).__name__}: {error}")[:300])
 
-    def generate(self, request: LLMRequest) -> Delta:
-        """One Converse call."""
+    def generate(self, request: LLMRequest, deadline: Deadline | None = None) -> Delta:
+        """One Converse call (boto3's read timeout bounds it; the deadline is checked before)."""
+        if deadline is not None and deadline.done:
+            raise ProviderError(self.name, FailureKind.TIMEOUT, "the request's deadline passed")
         try:
             response = self._client().converse(**self._params(request))
         except Exception as error:
             raise self._error(error) from None
         blocks = response.get("output", {}).get("message", {}).get("content", [])
         text = "".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict))
-        usage = response.get("usage") or {}
-        return Delta(
-            text,
-            usage=TokenUsage(int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0)))
-            if usage
-            else None,
-        )
+        usage = response.get("usage") or None
+        if isinstance(usage, dict):
+            usage = {
+                "prompt_tokens": usage.get("inputTokens", 0),
+                "completion_tokens": usage.get("outputTokens", 0),
+            }
+        return Delta(text, usage=parse_usage(self.name, usage))
 
-    def stream(self, request: LLMRequest) -> Iterator[Delta]:
-        """One ConverseStream call, parsed by `parse_converse_stream`."""
+    def stream(self, request: LLMRequest, deadline: Deadline | None = None) -> Iterator[Delta]:
+        """One ConverseStream call, parsed by `parse_converse_stream`; closed at the deadline or a cancel."""
+        if deadline is not None and deadline.done:
+            raise ProviderError(self.name, FailureKind.TIMEOUT, "the request's deadline passed")
         try:
             response = self._client().converse_stream(**self._params(request))
-            yield from parse_converse_stream(self.name, response["stream"])
+            events = response["stream"]
+            close = getattr(events, "close", None)
+            with deadline.guard(close) if deadline is not None and callable(close) else nullcontext():
+                for delta in parse_converse_stream(self.name, events):
+                    if deadline is not None and deadline.done:
+                        raise ProviderError(self.name, FailureKind.TIMEOUT, "the request's deadline passed")
+                    yield delta
         except ProviderError:
             raise
         except Exception as error:
