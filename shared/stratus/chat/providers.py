@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
-from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from stratus.chat.errors import FailureKind, ProviderError, classify_status, looks_like_context_length, redact
@@ -172,9 +171,12 @@ class OpenAICompatibleProvider:
             if self._client is None:
                 import httpx
 
+                # No keep-alive: each call opens its own connection, whose socket `_Connection` can
+                # shut when the client goes away or the deadline passes (a handshake per call is small
+                # next to an LLM's answer).
                 self._client = httpx.Client(
                     timeout=httpx.Timeout(self._timeout_s, connect=self._connect_timeout_s),
-                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=0),
                     follow_redirects=False,
                 )
             return self._client
@@ -203,14 +205,21 @@ class OpenAICompatibleProvider:
             "stream": stream,
         }
 
-    def _error(self, error: Exception, key: str | None, deadline: Deadline | None) -> ProviderError:
-        import httpx
-
-        secrets = [key] if key else []
+    def _cut(self, deadline: Deadline | None) -> ProviderError | None:
+        """The error of a call that the request itself ended (cancelled, or its deadline passed)."""
         if deadline is not None and deadline.cancelled:
             return ProviderError(self.name, FailureKind.CONNECTION, f"request cancelled ({deadline.reason})")
         if deadline is not None and deadline.expired():
             return ProviderError(self.name, FailureKind.TIMEOUT, "the request's deadline passed")
+        return None
+
+    def _error(self, error: Exception, key: str | None, deadline: Deadline | None) -> ProviderError:
+        import httpx
+
+        secrets = [key] if key else []
+        cut = self._cut(deadline)
+        if cut is not None:
+            return cut
         if isinstance(error, httpx.TimeoutException):
             return ProviderError(
                 self.name, FailureKind.TIMEOUT, f"{type(error).__name__} after {self._timeout_s}s"
@@ -270,27 +279,30 @@ class OpenAICompatibleProvider:
             min(self._timeout_s, remaining), connect=min(self._connect_timeout_s, remaining)
         )
         budget = answer_byte_budget(request.max_tokens)
+        connection = _Connection()
         with self._lock:
             self._open += 1
         try:
-            with self._http().stream(
-                "POST",
-                f"{self.base_url}/chat/completions",
-                json=self._body(request, stream),
-                headers=self._headers(key),
-                timeout=timeout,
-            ) as response:
-                abort = partial(_shut, response)
-                with deadline.guard(abort) if deadline is not None else nullcontext():
-                    if response.status_code != 200:
-                        body = b"".join(_bounded(response.iter_raw(), 64 * 1024, None))
-                        raise self._status_error(response, body.decode("utf-8", "replace"), key)
-                    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-                    if encoding not in ("", "identity"):
-                        raise ProviderError(
-                            self.name, FailureKind.SERVER, f"answer sent with content-encoding {encoding}"
-                        )
-                    yield _bounded(response.iter_raw(), budget, self.name)
+            with (
+                deadline.guard(connection.shut) if deadline is not None else nullcontext(),
+                self._http().stream(
+                    "POST",
+                    f"{self.base_url}/chat/completions",
+                    json=self._body(request, stream),
+                    headers=self._headers(key),
+                    timeout=timeout,
+                    extensions={"trace": connection.trace},
+                ) as response,
+            ):
+                if response.status_code != 200:
+                    body = b"".join(_bounded(response.iter_raw(), 64 * 1024, None))
+                    raise self._status_error(response, body.decode("utf-8", "replace"), key)
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise ProviderError(
+                        self.name, FailureKind.SERVER, f"answer sent with content-encoding {encoding}"
+                    )
+                yield _bounded(response.iter_raw(), budget, self.name)
         except ProviderError:
             raise
         except Exception as error:
@@ -308,7 +320,10 @@ class OpenAICompatibleProvider:
             data = json.loads(raw)
             text = data["choices"][0]["message"].get("content") or ""
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise ProviderError(self.name, FailureKind.SERVER, "malformed completion response") from None
+            cut = self._cut(deadline)  # a body cut short by the deadline is not malformed
+            raise cut or ProviderError(
+                self.name, FailureKind.SERVER, "malformed completion response"
+            ) from None
         return Delta(str(text), usage=parse_usage(self.name, data.get("usage") or None))
 
     def stream(self, request: LLMRequest, deadline: Deadline | None = None) -> Iterator[Delta]:
@@ -320,11 +335,15 @@ class OpenAICompatibleProvider:
                 if data == "[DONE]":
                     done = True
                     break
-                delta = self._chunk_delta(data, key)
+                try:
+                    delta = self._chunk_delta(data, key)
+                except ProviderError as error:  # a chunk cut short by the deadline is not malformed
+                    raise self._cut(deadline) or error from None
                 if delta is not None:
                     yield delta
             if not done:
-                raise ProviderError(self.name, FailureKind.CONNECTION, "stream ended before [DONE]")
+                cut = self._cut(deadline)
+                raise cut or ProviderError(self.name, FailureKind.CONNECTION, "stream ended before [DONE]")
 
     def _chunk_delta(self, data: str, key: str | None) -> Delta | None:
         try:
@@ -352,17 +371,45 @@ class OpenAICompatibleProvider:
         return Delta(text, usage=reported)
 
 
-def _shut(response: httpx.Response) -> None:
-    """Shut the response's socket: a thread blocked reading it wakes with an error and closes it."""
-    import socket
+class _Connection:
+    """The socket of one provider call, learnt from httpcore's trace; `shut` may come from any thread.
 
-    stream = response.extensions.get("network_stream")
-    sock = stream.get_extra_info("socket") if stream is not None else None
-    if sock is not None:
-        with suppress(OSError):
-            sock.shutdown(socket.SHUT_RDWR)
-    else:  # no socket to shut (another transport): closing is the next best thing
-        response.close()
+    Shutting the socket wakes the thread blocked reading it (connecting, waiting for headers, or
+    reading a trickle) with an error, and that thread then closes the response. Each call has its own
+    connection (no keep-alive, see `_http`), so shutting it never touches another request's.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socket: Any = None
+        self._shut = False
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: keep the network stream of the connection this call opened."""
+        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        with self._lock:
+            self._socket = sock
+            shut = self._shut
+        if shut:
+            self._shutdown(sock)
+
+    def shut(self) -> None:
+        """Shut the socket now (or as soon as it is connected)."""
+        with self._lock:
+            self._shut = True
+            sock = self._socket
+        self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: Any) -> None:
+        import socket
+
+        if sock is not None:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
 
 
 def _bounded(chunks: Iterable[bytes], budget: int, provider: str | None) -> Iterator[bytes]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -313,7 +313,7 @@ class ChatService:
         answer, citations = clean_answer(text, outcome.request.chunks)
         return self._finish(prepared, outcome, answer, citations)
 
-    def events(self, prepared: Prepared) -> Iterator[tuple[str, dict[str, Any]]]:
+    def events(self, prepared: Prepared) -> Generator[tuple[str, dict[str, Any]], None, None]:
         """Server-sent events: retrieval, delta…, citations, done — or error (no fallback after a token)."""
         yield "retrieval", self._retrieval_event(prepared)
         if prepared.refuse and self.settings.chat_refuse_without_context:
