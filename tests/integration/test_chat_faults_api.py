@@ -317,6 +317,11 @@ def test_a_key_may_hold_only_its_share_of_concurrent_streams(
 
         # when the key asks for one more, and another key asks for one
         refused = client.post(url, json=body, headers=headers)
+        compatible = client.post(
+            f"{api}/v1/chat/completions",
+            json={"model": f"stratus/{COLLECTION}", "messages": body["messages"], "stream": True},
+            headers=headers,
+        )
         other = client.post(url, json=question("What causes the tides?"), headers=new_key())
 
         for response in held:
@@ -326,6 +331,8 @@ def test_a_key_may_hold_only_its_share_of_concurrent_streams(
     assert refused.status_code == 429, refused.text
     assert refused.headers["retry-after"] == "1"
     assert refused.json()["code"] == "too_many_streams"
+    assert compatible.status_code == 429
+    assert compatible.json()["error"]["code"] == "too_many_streams"
     assert other.status_code == 200
     # and once its streams end, the key may stream again
     assert settle(fake) == {**idle(), "fake_open_connections": 0}
@@ -484,3 +491,53 @@ def test_soak_of_200_mixed_requests_leaves_no_500_and_nothing_in_flight(api: str
     print(
         f"soak: 200 requests in {soak_s:.1f} s; statuses {sorted({c: codes.count(c) for c in codes}.items())}"
     )
+
+
+# --- the deadline on Lambda (issue 20, finding 8) ---------------------------------------------------
+
+
+def test_through_mangum_the_deadline_is_the_invocations_remaining_time(
+    api: str, fake: FakeOpenAI, headers: dict[str, str]
+) -> None:
+    import json
+
+    from mangum import Mangum
+
+    from stratus.api.app import create_app
+
+    heal(api, fake, headers)
+
+    # given an invocation with 2.5 s left (1 s once the 1.5 s margin is kept back, shorter than the
+    # 1.5 s settings bound), and a provider trickling a streamed answer one word per 300 ms
+    class Context:
+        aws_request_id = "req-1"
+
+        def get_remaining_time_in_millis(self) -> int:
+            return 2500
+
+    fake.script(Step("trickle", text=" ".join(["word"] * 40), trickle_s=0.3))
+    event = json.loads((Path(__file__).resolve().parents[2] / "events" / "api.json").read_text())
+    body = json.dumps(question("What causes the tides?", stream=True))
+    event.update(path=f"/v1/collections/{COLLECTION}/chat", body=body, multiValueHeaders={})
+    event["headers"] = {
+        **event["headers"],
+        "x-api-key": headers["x-api-key"],
+        "Content-Length": str(len(body)),
+    }
+    event["requestContext"] = {**event["requestContext"], "path": f"/v1/collections/{COLLECTION}/chat"}
+
+    # when the API function's Mangum handler serves it
+    started = time.monotonic()
+    response = Mangum(create_app(), lifespan="off")(event, Context())  # type: ignore[arg-type]
+    elapsed = time.monotonic() - started
+
+    # then the buffered SSE body ends with a timeout error event about 1 s after the request came
+    assert response["statusCode"] == 200, response
+    text = response["body"]
+    assert text.startswith("event: retrieval")
+    assert "event: delta" in text
+    last = text.strip().split("\n\n")[-1]
+    assert last.startswith("event: error")
+    assert '"kind":"timeout"' in last
+    assert 0.8 < elapsed < 1.4
+    assert settle(fake) == {**idle(), "fake_open_connections": 0}

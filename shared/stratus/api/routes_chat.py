@@ -161,20 +161,20 @@ class ChatStream(Response):
 
 
 def _stream(
-    service: ChatService, principal: Principal, deadline: Deadline, events: Iterator[str]
+    service: ChatService,
+    principal: Principal,
+    deadline: Deadline,
+    events: Iterator[str],
+    openai_shape: bool = False,
 ) -> Response:
     """The SSE response, or 429 when the key already holds its share of concurrent streams."""
     if not service.streams.acquire(principal.key_id):
         _close(events)
-        limit = service.streams.per_key
-        return JSONResponse(
-            {
-                "detail": f"key {principal.key_id} already has {limit} chat streams open",
-                "code": "too_many_streams",
-            },
-            status_code=429,
-            headers={"Retry-After": "1"},
-        )
+        message = f"key {principal.key_id} already has {service.streams.per_key} chat streams open"
+        headers = {"Retry-After": "1"}
+        if openai_shape:
+            return _openai_error(429, message, "too_many_streams", headers)
+        return JSONResponse({"detail": message, "code": "too_many_streams"}, status_code=429, headers=headers)
     return ChatStream(events, deadline, lambda: service.streams.release(principal.key_id))
 
 
@@ -295,6 +295,11 @@ def collection_of(model: str, settings: Settings) -> str:
             "model": OpenAIError | ErrorBody,
         },
         403: openai_error_response("the key may not read the model's collection (OpenAI error shape)"),
+        429: {
+            "description": "the key's rate limit (detail), or its concurrent chat streams (OpenAI error "
+            "shape), exceeded; Retry-After",
+            "model": OpenAIError | ErrorBody,
+        },
         404: openai_error_response("unknown collection (model stratus/<collection>)"),
         502: openai_error_response("the provider refused the request (credentials, validation)"),
         503: openai_error_response("no provider could answer (Retry-After when known)"),
@@ -339,7 +344,7 @@ def chat_completions(
         prepared = service.prepare(request, collection, deadline)
         if body.stream:
             chunks = _openai_chunks(service.events(prepared), completion_id, created, body.model)
-            return _stream(service, principal, deadline, chunks)
+            return _stream(service, principal, deadline, chunks, openai_shape=True)
         answer = service.respond(prepared)
     except Exception as error:
         failure = _http_error(error, collection)
