@@ -332,3 +332,41 @@ def test_a_streamed_answer_larger_than_its_byte_budget_ends_the_stream(local: Fa
     assert streamed < 200_000
     assert events[-1][0] == "error"
     assert "larger than" in events[-1][1]["error"]["message"]
+
+
+def test_our_own_connection_pool_running_out_is_no_verdict_on_the_provider(local: FakeOpenAI) -> None:
+    from stratus.chat.deadline import Deadline
+    from stratus.chat.prompts import LLMRequest
+    from stratus.chat.providers import OpenAICompatibleProvider
+    from stratus.chat.router import RouteOutcome, Router
+
+    # given a provider allowed one connection, held by a stream that hangs after its first token,
+    # and a circuit that opens on the first failure
+    local.script(Step("hang_after_first", text="The moon [1].", hang_s=20))
+    settings = Settings(
+        chat_router_mode="local-only",
+        chat_extractive_fallback=False,
+        chat_breaker_failures=1,
+        local_llm_base_url=local.base_url,
+    )
+    provider = OpenAICompatibleProvider(
+        "local", "local", local.base_url, "llama-local", 8000, lambda: None, 1.0, 0.5, max_connections=1
+    )
+    router = Router(settings, [provider])
+
+    def build(_: Any) -> LLMRequest:
+        return LLMRequest(system="", messages=[("user", "q")], question="q", max_tokens=16)
+
+    held = router.run(build, RouteOutcome(), stream=True, deadline=Deadline(30.0))
+    assert next(held).text == "The"
+
+    # when a second request finds no free connection
+    outcome = RouteOutcome()
+    with pytest.raises(NoProviderError):
+        list(router.run(build, outcome, stream=False, deadline=Deadline(30.0)))
+
+    # then it failed over, saying why, but the provider's circuit stays closed for everyone
+    assert "no free connection" in outcome.fallbacks[0].reason
+    assert router.breakers["local"].state == "closed"
+    held.close()
+    assert router.counters()["calls_in_flight"] == 0

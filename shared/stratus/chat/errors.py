@@ -40,6 +40,7 @@ class ProviderError(Exception):
         message: str,
         status: int | None = None,
         retry_after_s: float | None = None,
+        blames_provider: bool = True,
     ) -> None:
         super().__init__(f"{provider}: {kind.value}: {message}")
         self.provider = provider
@@ -47,6 +48,9 @@ class ProviderError(Exception):
         self.message = message
         self.status = status
         self.retry_after_s = retry_after_s
+        # False when the call failed for a reason on Stratus' side (its own connection pool, the
+        # request's deadline, a cancel): a fallback, but no verdict on the provider's health.
+        self.blames_provider = blames_provider
 
     @property
     def retryable(self) -> bool:

@@ -147,10 +147,12 @@ class OpenAICompatibleProvider:
         api_key: Callable[[], str | None],
         connect_timeout_s: float,
         timeout_s: float,
+        max_connections: int = 32,
     ) -> None:
         self.name = name
         self.role = role
         self.base_url = base_url.rstrip("/")
+        self.max_connections = max_connections
         self.model = model
         self.context_tokens = context_tokens
         self._api_key = api_key
@@ -176,7 +178,7 @@ class OpenAICompatibleProvider:
                 # next to an LLM's answer).
                 self._client = httpx.Client(
                     timeout=httpx.Timeout(self._timeout_s, connect=self._connect_timeout_s),
-                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=0),
+                    limits=httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=0),
                     follow_redirects=False,
                 )
             return self._client
@@ -208,9 +210,16 @@ class OpenAICompatibleProvider:
     def _cut(self, deadline: Deadline | None) -> ProviderError | None:
         """The error of a call that the request itself ended (cancelled, or its deadline passed)."""
         if deadline is not None and deadline.cancelled:
-            return ProviderError(self.name, FailureKind.CONNECTION, f"request cancelled ({deadline.reason})")
+            return ProviderError(
+                self.name,
+                FailureKind.CONNECTION,
+                f"request cancelled ({deadline.reason})",
+                blames_provider=False,
+            )
         if deadline is not None and deadline.expired():
-            return ProviderError(self.name, FailureKind.TIMEOUT, "the request's deadline passed")
+            return ProviderError(
+                self.name, FailureKind.TIMEOUT, "the request's deadline passed", blames_provider=False
+            )
         return None
 
     def _error(self, error: Exception, key: str | None, deadline: Deadline | None) -> ProviderError:
@@ -220,6 +229,10 @@ class OpenAICompatibleProvider:
         cut = self._cut(deadline)
         if cut is not None:
             return cut
+        if isinstance(error, httpx.PoolTimeout):  # every connection of ours is busy: not the provider's fault
+            return ProviderError(
+                self.name, FailureKind.TIMEOUT, "no free connection to the provider", blames_provider=False
+            )
         if isinstance(error, httpx.TimeoutException):
             return ProviderError(
                 self.name, FailureKind.TIMEOUT, f"{type(error).__name__} after {self._timeout_s}s"

@@ -297,7 +297,7 @@ class _Call:
             extra={"provider": self.provider.name, "kind": error.kind.value, "status": error.status},
         )
         ours = self.deadline is not None and (self.deadline.cancelled or self.deadline.expired())
-        if error.retryable and not ours:
+        if error.retryable and error.blames_provider and not ours:
             self._settle("failure", error)
         else:
             self._settle("release")
