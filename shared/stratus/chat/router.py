@@ -291,16 +291,19 @@ class _Call:
 
     def _judge(self, error: ProviderError) -> None:
         """Failure when the provider failed; no verdict when the request itself ended the call."""
-        emit_metric(MetricName.PROVIDER_FAILURES, 1)
-        logger.warning(
-            "provider failed",
-            extra={"provider": self.provider.name, "kind": error.kind.value, "status": error.status},
-        )
         ours = self.deadline is not None and (self.deadline.cancelled or self.deadline.expired())
+        extra = {"provider": self.provider.name, "kind": error.kind.value, "status": error.status}
         if error.retryable and error.blames_provider and not ours:
+            emit_metric(MetricName.PROVIDER_FAILURES, 1)
+            logger.warning("provider failed", extra=extra)
             self._settle("failure", error)
+            return
+        if ours or not error.blames_provider:
+            logger.info("provider call ended on Stratus' side", extra={**extra, "reason": error.message})
         else:
-            self._settle("release")
+            emit_metric(MetricName.PROVIDER_FAILURES, 1)
+            logger.warning("provider failed", extra=extra)
+        self._settle("release")
 
     def _as_provider_error(self, error: Exception) -> ProviderError:
         # A bug or an unforeseen answer shape in a provider is that provider's failure, never a 500.
