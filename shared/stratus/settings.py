@@ -364,6 +364,18 @@ class Settings(BaseSettings):
     chat_timeout_s: float = Field(
         25.0, gt=0, description="Longest wait for a provider's response or its next streamed chunk."
     )
+    chat_deadline_s: float = Field(
+        26.0,
+        gt=0,
+        description="Whole-request bound of a chat answer (rewrite, every provider tried, the stream); on "
+        "Lambda the invocation's remaining time less chat_deadline_margin_s when that is shorter.",
+    )
+    chat_deadline_margin_s: float = Field(
+        1.5, ge=0, description="Time kept back from a Lambda invocation's remaining time to send the answer."
+    )
+    chat_streams_per_key: int = Field(
+        4, ge=1, description="Concurrent streamed chat answers one API key may hold (429 beyond)."
+    )
     chat_breaker_failures: int = Field(
         3, ge=1, description="Consecutive retryable failures that open a provider's circuit."
     )
