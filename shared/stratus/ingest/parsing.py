@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+from array import array
 import logging
 import math
 import re
@@ -346,7 +347,8 @@ def _strip_emphasis(text: str) -> str:
     """
     if not any(c in text for c in _EMPHASIS_CHARS):
         return text
-    runs: list[tuple[int, int, str]] = []  # (start, end, char)
+    # Runs as flat arrays: a heading of 500,000 markers must not cost a tuple per marker.
+    starts, ends = array("l"), array("l")
     i, n = 0, len(text)
     while i < n:
         c = text[i]
@@ -354,26 +356,31 @@ def _strip_emphasis(text: str) -> str:
             j = i + 1
             while j < n and text[j] == c:
                 j += 1
-            runs.append((i, j, c))
+            starts.append(i)
+            ends.append(j)
             i = j
         else:
             i += 1
     # Closers of each kind (char, length): runs that follow a non-space character.
-    closers: dict[tuple[str, int], list[int]] = {}
-    for index, (start, end, c) in enumerate(runs):
+    closers: dict[tuple[str, int], array[int]] = {}
+    for index in range(len(starts)):
+        start = starts[index]
         if start > 0 and not text[start - 1].isspace():
-            closers.setdefault((c, end - start), []).append(index)
+            closers.setdefault((text[start], ends[index] - start), array("l")).append(index)
     cursors: dict[tuple[str, int], int] = {}
     out: list[str] = []
     copied = 0
     index = 0
-    while index < len(runs):
-        start, end, c = runs[index]
-        kind = (c, end - start)
-        if start < copied or (c == "~" and end - start != 2) or end >= n or text[end].isspace():
+    while index < len(starts):
+        start, end = starts[index], ends[index]
+        kind = (text[start], end - start)
+        if (kind[0] == "~" and kind[1] != 2) or end >= n or text[end].isspace():
             index += 1
             continue
-        candidates = closers.get(kind, [])
+        candidates = closers.get(kind)
+        if candidates is None:
+            index += 1
+            continue
         cursor = cursors.get(kind, 0)
         while cursor < len(candidates) and candidates[cursor] <= index:
             cursor += 1
@@ -383,8 +390,8 @@ def _strip_emphasis(text: str) -> str:
             continue
         closer = candidates[cursor]
         out.append(text[copied:start])
-        out.append(text[end : runs[closer][0]])
-        copied = runs[closer][1]
+        out.append(text[end : starts[closer]])
+        copied = ends[closer]
         index = closer + 1
     out.append(text[copied:])
     return "".join(out)
@@ -520,6 +527,7 @@ _BLOCK_TAGS = {
     "table", "tbody", "tfoot", "thead", "tr", "ul",
 }  # fmt: skip
 _CELL_TAGS = {"td", "th"}
+MAX_HTML_TAGS = 200_000
 _WS_RE = re.compile(r"\s+")
 
 
@@ -532,6 +540,11 @@ def _parse_html(data: bytes, filename: str) -> ParsedDocument:
     from bs4 import BeautifulSoup, Comment, Declaration, Doctype, NavigableString, ProcessingInstruction
     from bs4 import Tag as BsTag
 
+    # The tree costs about 500 bytes a tag: count them before building it (1 MB of "<b>x</b>"
+    # would take 140 MB), so a page of markup alone cannot exhaust the function's memory.
+    tags = data.count(b"<")
+    if tags > MAX_HTML_TAGS:
+        raise PermanentError(f"HTML has {tags} tags; at most {MAX_HTML_TAGS} are parsed")
     # Let bs4 honour a <meta charset>, but decode plain bytes our way first when they are valid UTF-8.
     markup: str | bytes
     try:
@@ -548,17 +561,20 @@ def _parse_html(data: bytes, filename: str) -> ParsedDocument:
         if isinstance(h1, BsTag):
             title = _html_text(h1)
 
+    # One walk finds the outermost element of each boilerplate or hidden subtree; extracting only
+    # those keeps removal linear (nested hidden elements each extracted cost their whole subtree).
     # extract() rather than decompose(): decompose clears the nested tags a later step may still visit.
-    for tag in soup.find_all(_DROP_TAGS):
-        tag.extract()
-    hidden = [
-        tag
-        for tag in soup.find_all(True)
-        if "hidden" in tag.attrs
-        or str(tag.attrs.get("aria-hidden", "")).lower() == "true"
-        or str(tag.attrs.get("role", "")).lower() in _DROP_ROLES
-    ]
-    for tag in hidden:
+    doomed: list[BsTag] = []
+    stack: list[Any] = [soup]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, BsTag):
+            continue
+        if node is not soup and (node.name in _DROP_TAGS or _is_hidden(node)):
+            doomed.append(node)
+            continue
+        stack.extend(node.contents)
+    for tag in doomed:
         tag.extract()
 
     roots: list[BsTag] = []
@@ -632,6 +648,14 @@ def _parse_html(data: bytes, filename: str) -> ParsedDocument:
 
 _END_BLOCK = object()
 _CELL_GAP = object()
+
+
+def _is_hidden(tag: Tag) -> bool:
+    return (
+        "hidden" in tag.attrs
+        or str(tag.attrs.get("aria-hidden", "")).lower() == "true"
+        or str(tag.attrs.get("role", "")).lower() in _DROP_ROLES
+    )
 
 
 # ---------------------------------------------------------------------------------------

@@ -592,10 +592,10 @@ def run_fetch_message(
 def handle_fetch_batch(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
     """The fetch function's batch: each record gets a time budget from the invocation's remaining time.
 
-    A record's budget is STRATUS_FETCH_RECORD_BUDGET_S or what is left before the function's
-    timeout less STRATUS_FETCH_TIME_RESERVE_S, whichever is shorter; when less than MIN_RECORD_S
-    is left, the records not started are reported as batch item failures (SQS delivers them again)
-    instead of being started and cut off by the timeout with the whole batch.
+    A record's budget is STRATUS_FETCH_RECORD_BUDGET_S or an equal share, among the records not
+    yet started, of what is left before the function's timeout less STRATUS_FETCH_TIME_RESERVE_S,
+    whichever is shorter. When less than MIN_RECORD_S is left, the records not started are reported
+    as batch item failures (SQS delivers them again) instead of being cut off with the whole batch.
     """
     from stratus.pipeline.sqs import RecordBudget, batch_response, receive_count
     from stratus.settings import get_settings
@@ -605,9 +605,10 @@ def handle_fetch_batch(event: dict[str, Any], context: Any) -> dict[str, list[di
         context, settings.fetch_record_budget_s, settings.fetch_time_reserve_s, MIN_RECORD_S
     )
     failed: list[str] = []
-    for record in event.get("Records", []):
+    records = list(event.get("Records", []))
+    for number, record in enumerate(records):
         message_id = record.get("messageId", "")
-        deadline = budget.next_deadline()
+        deadline = budget.next_deadline(len(records) - number)
         if deadline is None:
             failed.append(message_id)
             continue
