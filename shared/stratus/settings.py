@@ -262,6 +262,11 @@ class Settings(BaseSettings):
     )
     url_max_redirects: int = Field(5, ge=0, le=20, description="Redirect hops followed, each re-checked.")
     url_max_per_manifest: int = Field(1000, ge=1, description="URLs accepted from one *.urls manifest.")
+    url_refetch_after_s: float = Field(
+        900.0,
+        ge=0,
+        description="A manifest's URL fetched this recently is not fetched again when a manifest is re-sent (0: always).",
+    )
     url_max_bytes_in_flight: int = Field(
         128 * 1024 * 1024,
         ge=1,

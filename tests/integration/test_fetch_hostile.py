@@ -30,8 +30,10 @@ class _Site(BaseHTTPRequestHandler):
     """/tarpit trickles one byte every 0.2 s for ever; /page answers at once."""
 
     stop = threading.Event()
+    hits: dict[str, int] = {}
 
     def do_GET(self) -> None:
+        self.hits[self.path] = self.hits.get(self.path, 0) + 1
         if self.path.startswith("/tarpit"):
             self.send_response(200)
             self.send_header("Content-Type", "text/html")
@@ -311,3 +313,18 @@ def test_a_document_over_the_chunk_cap_is_failed_with_the_setting_named(idle_sta
     failed = record("caps", "long.txt")
     assert failed.status == DocumentStatus.FAILED
     assert "STRATUS_MAX_CHUNKS_PER_DOCUMENT" in (failed.error or "")
+
+
+@pytest.mark.usefixtures("settings_for")
+def test_a_manifest_sent_again_does_not_fetch_recent_urls_again(idle_stack: LocalStack, site: str) -> None:
+    # given a manifest whose URL fetch has just fetched
+    put(idle_stack, "inbox/replay/list.urls", f"{site}/page?replay=1\n".encode())
+    event = fetch_event(["inbox/replay/list.urls"], "0A")
+    idle_stack.handler("FetchFunction")(event, idle_stack.context("FetchFunction"))
+    assert _Site.hits["/page?replay=1"] == 1
+    # when the same manifest arrives again (a replayed upload: a newer S3 event)
+    again = fetch_event(["inbox/replay/list.urls"], "0B")
+    idle_stack.handler("FetchFunction")(again, idle_stack.context("FetchFunction"))
+    # then the URL is not requested again, and the manifest's record says so
+    assert _Site.hits["/page?replay=1"] == 1
+    assert "fetched recently, skipped 1" in (record("replay", "list.urls").detail or "")

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import io
 import json
-from array import array
 import logging
 import math
 import re
 import unicodedata
+from array import array
 from collections.abc import Callable
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal

@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from stratus.stores.queues import MessageQueue
 
 MANIFEST_SUFFIX = ".urls"
+# A URL document in one of these states, written within STRATUS_URL_REFETCH_AFTER_S, is not fetched again.
+RECENT_STATES = {DocumentStatus.FETCHED, DocumentStatus.EMBEDDED, DocumentStatus.INDEXED}
 # Below this much time left for a record, fetch stops taking records and reports the rest for retry.
 MIN_RECORD_S = 1.0
 # An unchanged upload is skipped once embed holds it: a FETCHED version is handed over again, because
@@ -84,6 +86,7 @@ class FetchConfig:
     max_title_chars: int = 300
     max_section_chars: int = 500
     max_chunks_per_document: int = 20_000
+    url_refetch_after_s: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FetchConfig:
@@ -100,6 +103,7 @@ class FetchConfig:
             max_title_chars=settings.max_title_chars,
             max_section_chars=settings.max_section_chars,
             max_chunks_per_document=settings.max_chunks_per_document,
+            url_refetch_after_s=settings.url_refetch_after_s,
         )
 
 
@@ -316,7 +320,10 @@ class FetchStage:
         assert self._fetch_urls is not None  # _ingest_manifest returns early without one
         unavailable: list[tuple[str, str]] = []
         outcome: Counter[str] = Counter()
-        for result in self._fetch_urls(manifest.urls, self._deadline):
+        urls = self._not_fetched_recently(collection, manifest.urls)
+        if len(urls) < len(manifest.urls):
+            outcome["fetched recently, skipped"] = len(manifest.urls) - len(urls)
+        for result in self._fetch_urls(urls, self._deadline):
             doc_id = make_doc_id(collection, result.url)
             if not result.ok:
                 if result.out_of_time:
@@ -339,6 +346,22 @@ class FetchStage:
         if unavailable:
             # The others are ingested; the retry finds them unchanged and fetches these again.
             raise UrlsUnavailable(collection, unavailable)
+
+    def _not_fetched_recently(self, collection: str, urls: list[str]) -> list[str]:
+        """The URLs not fetched within STRATUS_URL_REFETCH_AFTER_S: a re-sent manifest is cheap."""
+        window = self._config.url_refetch_after_s
+        if window <= 0 or not urls:
+            return urls
+        ids = {url: make_doc_id(collection, url) for url in urls}
+        records = self._documents.get_many(collection, list(ids.values()), ("status", "updated_at"))
+        cutoff = time.time() - window
+        return [
+            url
+            for url in urls
+            if (record := records.get(ids[url])) is None
+            or record.status not in RECENT_STATES
+            or record.updated_at < cutoff
+        ]
 
     def _record_manifest(
         self, collection: str, source: str, version: str, manifest: Any, outcome: Counter[str]
