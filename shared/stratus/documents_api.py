@@ -94,7 +94,8 @@ class SubmitResponse(BaseModel):
     accepted: list[AcceptedDocument]
     manifest: str | None = Field(None, description="Inbox path of the URL manifest written, if any.")
     manifest_status_url: str | None = Field(
-        None, description="Status of the manifest: per-line counts and the first refusals, once fetch read it."
+        None,
+        description="Status of the manifest: per-line counts and the first refusals, once fetch read it.",
     )
 
 

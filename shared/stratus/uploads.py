@@ -82,7 +82,9 @@ def plan_uploads(paths: Iterable[Path], base: Path | None = None) -> UploadPlan:
                     if child.is_symlink():
                         target = child.resolve()
                         where = "outside" if not target.is_relative_to(walked) else "inside"
-                        plan.skipped.append(Skipped(child, f"symlink to a folder {where} {path}: not followed"))
+                        plan.skipped.append(
+                            Skipped(child, f"symlink to a folder {where} {path}: not followed")
+                        )
                 dirs[:] = sorted(d for d in dirs if not (here / d).is_symlink() and not d.startswith("."))
                 candidates.extend(here / name for name in sorted(files))
         else:

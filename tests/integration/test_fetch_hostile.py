@@ -10,7 +10,7 @@ import time
 import unicodedata
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from fakes.env import restore_environment
@@ -30,7 +30,7 @@ class _Site(BaseHTTPRequestHandler):
     """/tarpit trickles one byte every 0.2 s for ever; /page answers at once."""
 
     stop = threading.Event()
-    hits: dict[str, int] = {}
+    hits: ClassVar[dict[str, int]] = {}
 
     def do_GET(self) -> None:
         self.hits[self.path] = self.hits.get(self.path, 0) + 1
