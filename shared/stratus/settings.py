@@ -265,7 +265,7 @@ class Settings(BaseSettings):
     url_refetch_after_s: float = Field(
         900.0,
         ge=0,
-        description="A manifest URL fetched this recently is skipped when the manifest is re-sent (0: never).",
+        description="Seconds within which a re-sent manifest skips a URL already fetched (0: never skip).",
     )
     url_max_bytes_in_flight: int = Field(
         128 * 1024 * 1024,
