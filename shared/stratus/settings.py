@@ -282,7 +282,10 @@ class Settings(BaseSettings):
 
     # --- Ingestion API (documents_api.py) ----------------------------------------------
     upload_url_expiry_s: int = Field(
-        900, ge=1, le=604800, description="Lifetime of a presigned upload URL (POST .../uploads)."
+        300,
+        ge=1,
+        le=3600,
+        description="Lifetime of a presigned upload URL (POST .../uploads); one key, type, size.",
     )
     upload_max_bytes: int = Field(
         50 * 1024 * 1024, ge=1, description="Largest file a presigned upload may declare."
