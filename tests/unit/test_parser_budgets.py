@@ -4,10 +4,10 @@ Every parser registered with `stratus.ingest.parsing.register_parser` is fed eve
 hostile input below (a parser added later is covered by registering it), plus the inputs of its
 own format. The bounds, stated in the test names:
 
-- time (CPU time of the parsing thread): at most 5 s per MB of input, 10 s per MB for HTML and PDF (BeautifulSoup alone builds its
-  tree at ~4 s per MB of tags on this shared machine; pypdf costs ~1.5 ms a page), and 1.5 s for
-  any input under 300 KB; the
-  quadratic scans these tests caught measured 40+ s per MB here, so the bound separates linear from not;
+- time (CPU time of the parsing thread): at most 5 s per MB of input, 10 s per MB for HTML and
+  PDF (BeautifulSoup alone builds its tree at ~4 s per MB of tags on this shared machine; pypdf
+  costs ~1.5 ms a page), and 1.5 s for any input under 300 KB; the quadratic scans these tests
+  caught measured 40+ s per MB here, so the bound separates linear from not;
 - memory: tracemalloc's peak growth at most 40 times the input, plus 16 MB; for HTML 150 times
   (BeautifulSoup's tree costs ~500 bytes a tag; the parser refuses more than MAX_HTML_TAGS tags,
   which bounds it at ~110 MB whatever the input).
