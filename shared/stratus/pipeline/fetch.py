@@ -637,6 +637,13 @@ def handle_fetch_batch(event: dict[str, Any], context: Any) -> dict[str, list[di
             continue
         try:
             run_fetch_message(record["body"], message_id, receive_count(record), deadline=deadline)
+        except TransientError as error:
+            # Expected (a URL's 503, S3 throttling): one line, not a traceback per redelivery.
+            logger.warning(
+                "fetch record failed transiently; SQS delivers it again",
+                extra={"message_id": message_id, "error": str(error)[:500]},
+            )
+            failed.append(message_id)
         except Exception:
             logger.exception("fetch record failed; SQS delivers it again", extra={"message_id": message_id})
             failed.append(message_id)
