@@ -152,21 +152,38 @@ def _summary_table(console: Any, records: list[Any], collection: str, list_all: 
     console.print(summary_totals(records))
 
 
+def _print_skipped(console: Any, skipped: list[Any]) -> None:
+    """Every file `stratus ingest` leaves out, with why: nothing is dropped silently."""
+    from rich.markup import escape
+
+    if not skipped:
+        return
+    console.print(f"[yellow]skipped {len(skipped)} file(s) or folder(s):[/]")
+    for item in skipped[:SUMMARY_MAX_ROWS]:
+        console.print(f"  [yellow]skipped[/] {escape(str(item.path))}: {escape(item.reason)}")
+    if len(skipped) > SUMMARY_MAX_ROWS:
+        console.print(f"  … and {len(skipped) - SUMMARY_MAX_ROWS} more")
+
+
 def _ingest(
     collection: str, paths: list[Path], base: Path | None, timeout_s: float, console: Any
 ) -> list[Any]:
     from stratus import services
     from stratus.settings import get_settings
     from stratus.stores import aws
-    from stratus.uploads import collect_uploads, upload_files, wait_for_documents
+    from stratus.uploads import manifest_doc_ids, plan_uploads, upload_files, wait_for_documents
 
     settings = get_settings()
-    uploads = collect_uploads(paths, base)
+    plan = plan_uploads(paths, base)
+    _print_skipped(console, plan.skipped)
+    uploads = plan.uploads
     if not uploads:
         console.print(f"[yellow]nothing to ingest under {', '.join(map(str, paths))}[/]")
         return []
     started = time.time()
     doc_ids = upload_files(aws.client("s3"), settings.bucket, settings.inbox_prefix, collection, uploads)
+    # A manifest's own record (its per-line counts and refusals) and its URLs are reported too.
+    doc_ids = list(dict.fromkeys(doc_ids + manifest_doc_ids(collection, uploads)))
     console.print(
         f"uploaded {len(uploads)} file(s) to s3://{settings.bucket}/{settings.inbox_prefix}{collection}/"
     )

@@ -13,6 +13,7 @@ import json
 import mimetypes
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 MAX_SOURCE_CHARS = 512
 TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm")
 UPLOAD_SUFFIXES = (*TEXT_SUFFIXES, ".pdf", ".urls", ".metadata.json")
+SPECIAL_SUFFIXES = (".metadata.json", ".urls")
 RESERVED_PREFIX = "_api/"
 MANIFEST_PREFIX = "_api/urls/"
 URL_SCHEMES = ("http://", "https://")
@@ -91,6 +93,10 @@ class SubmitResponse(BaseModel):
     collection: str
     accepted: list[AcceptedDocument]
     manifest: str | None = Field(None, description="Inbox path of the URL manifest written, if any.")
+    manifest_status_url: str | None = Field(
+        None,
+        description="Status of the manifest: per-line counts and the first refusals, once fetch read it.",
+    )
 
 
 class UploadRequest(BaseModel):
@@ -126,6 +132,15 @@ class DeleteResponse(BaseModel):
     detail: str
 
 
+def normalise_source(source: str) -> str:
+    """NFC, with a `.metadata.json` or `.urls` suffix in lower case (how the pipeline names them)."""
+    source = unicodedata.normalize("NFC", source)
+    for suffix in SPECIAL_SUFFIXES:
+        if source.lower().endswith(suffix) and not source.endswith(suffix):
+            return source[: -len(suffix)] + suffix
+    return source
+
+
 @dataclass(frozen=True)
 class DocumentsApi:
     """The documents API over the stores; the routes only translate HTTP."""
@@ -143,7 +158,12 @@ class DocumentsApi:
         return f"{self.settings.inbox_prefix}{collection}/{source}"
 
     def check_source(self, source: str, field: str, suffixes: tuple[str, ...], collection: str) -> str:
-        """A safe source path inside the collection, or FieldError naming `field`."""
+        """A safe source path inside the collection (NFC, special suffixes lower-cased), or FieldError.
+
+        `café.md` in NFC and NFD is one name, and `a.md.METADATA.JSON` or `LIST.URLS` name the
+        sidecar and the manifest that the pipeline reads under their lower-case suffixes.
+        """
+        source = normalise_source(source)
         if source != source.strip():
             raise FieldError(field, "must not start or end with whitespace")
         if _CONTROL.search(source) or "\\" in source:
@@ -240,7 +260,12 @@ class DocumentsApi:
                 self.inbox_key(collection, manifest), body, "text/plain; charset=utf-8", tags
             )
             accepted.extend(self._queued(collection, url, "url") for url in urls)
-        return SubmitResponse(collection=collection, accepted=accepted, manifest=manifest)
+        manifest_status = (
+            self.status_path(collection, make_doc_id(collection, manifest)) if manifest is not None else None
+        )
+        return SubmitResponse(
+            collection=collection, accepted=accepted, manifest=manifest, manifest_status_url=manifest_status
+        )
 
     def _queued(self, collection: str, source: str, kind: str) -> AcceptedDocument:
         """Record QUEUED for a document that has no record yet, so its status URL answers at once."""
@@ -274,7 +299,7 @@ class DocumentsApi:
             },
             ExpiresIn=expires,
         )
-        is_document = not source.endswith((".urls", ".metadata.json"))
+        is_document = not source.lower().endswith(SPECIAL_SUFFIXES)
         doc_id = make_doc_id(collection, source)
         if is_document:
             self._queued(collection, source, "upload")

@@ -113,6 +113,23 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(200, ge=16, le=512, description="Target chunk size in encoder tokens.")
     chunk_overlap_tokens: int = Field(32, ge=0, le=256, description="Tokens shared by neighbouring chunks.")
     max_document_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest document accepted.")
+    max_title_chars: int = Field(
+        300, ge=16, description="A document title longer than this is cut (every chunk repeats it)."
+    )
+    max_section_chars: int = Field(
+        500, ge=16, description="A chunk's heading path longer than this is cut; the rest stays in its text."
+    )
+    max_chunks_per_document: int = Field(
+        20_000, ge=1, description="A document that makes more chunks ends FAILED with the reason."
+    )
+    fetch_record_budget_s: float = Field(
+        60.0, gt=0, description="Longest time one fetch record may take; unfinished URLs end FAILED."
+    )
+    fetch_time_reserve_s: float = Field(
+        10.0,
+        ge=0,
+        description="Fetch time kept before the function's timeout; records not started then are retried.",
+    )
 
     # --- Search ------------------------------------------------------------------------
     search_default_top_k: int = Field(5, ge=1, le=100, description="top_k when a request names none.")
@@ -259,6 +276,16 @@ class Settings(BaseSettings):
     )
     url_max_redirects: int = Field(5, ge=0, le=20, description="Redirect hops followed, each re-checked.")
     url_max_per_manifest: int = Field(1000, ge=1, description="URLs accepted from one *.urls manifest.")
+    url_refetch_after_s: float = Field(
+        900.0,
+        ge=0,
+        description="Seconds within which a re-sent manifest skips a URL already fetched (0: never skip).",
+    )
+    url_max_bytes_in_flight: int = Field(
+        128 * 1024 * 1024,
+        ge=1,
+        description="Bodies a manifest's fetch holds at once, in bytes (slots of STRATUS_URL_MAX_BYTES).",
+    )
     url_user_agent: str = Field(
         "Stratus/0.1 (+https://github.com/stratus-rag)", description="User-Agent of URL fetches."
     )
@@ -269,7 +296,10 @@ class Settings(BaseSettings):
 
     # --- Ingestion API (documents_api.py) ----------------------------------------------
     upload_url_expiry_s: int = Field(
-        900, ge=1, le=604800, description="Lifetime of a presigned upload URL (POST .../uploads)."
+        300,
+        ge=1,
+        le=3600,
+        description="Lifetime of a presigned upload URL (POST .../uploads); one key, type, size.",
     )
     upload_max_bytes: int = Field(
         50 * 1024 * 1024, ge=1, description="Largest file a presigned upload may declare."
