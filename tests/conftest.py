@@ -15,7 +15,7 @@ from stratus.local.stack import LocalStack
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Fails the session when a test secret or a Stratus API key shows up in any log line or output.
-pytest_plugins = ["plugins.secrets_scan"]
+pytest_plugins = ["plugins.secrets_scan", "plugins.iam_report"]
 
 
 # --- embedding model (owner: encoder) ---------------------------------------------------------
