@@ -285,11 +285,12 @@ def _s3_grants(props: dict[str, Any], name: str = "") -> set[tuple[str, str]]:
             assert all(action.startswith("s3:") for action in actions), statement
             resource = statement["Resource"]
             if "Fn::Sub" not in resource:
-                # Bucket-level: only listing, and only under named prefixes; fetch's is unconditional: S3
-                # answers a GET of a missing key (an absent .metadata.json sidecar) with 404 only to a
-                # caller whose ListBucket has no s3:prefix condition, else 403 (issue 20, finding 1)
+                # Bucket-level: only listing, and only under named prefixes; fetch's and embed's are
+                # unconditional: S3 answers a GET of a missing key (an absent .metadata.json sidecar, a
+                # staged object not there) with 404 only to a caller whose ListBucket has no s3:prefix
+                # condition, else 403 (issue 20, finding 1)
                 assert actions == ["s3:ListBucket"], statement
-                if name != "FetchFunction":
+                if name not in ("FetchFunction", "EmbedFunction"):
                     assert statement["Condition"]["StringLike"]["s3:prefix"], statement
                 continue
             match = re.fullmatch(r"\$\{DocumentBucket\.Arn\}/([a-z]+/)\*", resource["Fn::Sub"])

@@ -169,9 +169,10 @@ def _check_signature(request: Any, original: Any) -> None:
 
 def _init_request(request: Any, original: Any, *args: Any, **kwargs: Any) -> None:
     """moto's request, with a presigned URL's query credentials read as the header form it expects."""
-    headers = kwargs.get("headers") if "headers" in kwargs else args[5]
+    headers: Any = kwargs["headers"] if "headers" in kwargs else args[5]
     if "Authorization" not in headers:
-        query = parse_qs(urlparse(kwargs.get("path") if "path" in kwargs else args[2]).query)
+        path: str = kwargs["path"] if "path" in kwargs else args[2]
+        query = parse_qs(urlparse(path).query)
         if "X-Amz-Credential" in query:
             headers = dict(headers)
             headers["Authorization"] = (
