@@ -151,3 +151,22 @@ def test_every_call_of_the_pipeline_is_within_its_functions_grants(running_stack
     assert {"s3:GetObject", "sqs:SendMessage"} <= by_function["FetchFunction"]
     assert "s3:PutObject" in by_function["IndexFunction"]  # (LanceDB's commit, signed with the session)
     assert "sqs:ReceiveMessage" in by_function["EmbedFunction"]
+
+
+def test_a_multi_object_delete_is_authorised_key_by_key(running_stack: LocalStack) -> None:
+    # given objects under lancedb/ and inbox/, and maintenance's role (it may delete lancedb/* only)
+    admin = running_stack.client("s3")
+    for key in ("lancedb/old.lance/a", "inbox/docs/keep.md"):
+        admin.put_object(Bucket=running_stack.plan.bucket, Key=key, Body=b"x")
+    s3 = running_stack.client("s3", "MaintenanceFunction")
+
+    # when it deletes a lancedb/ object with DeleteObjects (what LanceDB's cleanup sends)
+    s3.delete_objects(Bucket=running_stack.plan.bucket, Delete={"Objects": [{"Key": "lancedb/old.lance/a"}]})
+
+    # then that is allowed (moto alone checks the bucket, which no key-scoped grant matches), and an
+    # inbox/ object in the same kind of request is refused, as S3 does, in the answer's Errors
+    bucket = running_stack.plan.bucket
+    assert "Contents" not in admin.list_objects_v2(Bucket=bucket, Prefix="lancedb/old.lance/")
+    answer = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": "inbox/docs/keep.md"}]})
+    assert [(e["Key"], e["Code"]) for e in answer["Errors"]] == [("inbox/docs/keep.md", "AccessDenied")]
+    assert admin.get_object(Bucket=bucket, Key="inbox/docs/keep.md")["Body"].read() == b"x"

@@ -82,7 +82,27 @@ def _condition_context(request: Any) -> dict[str, str]:
     return context
 
 
+def _deleted_keys(request: Any) -> list[str]:
+    """The keys a DeleteObjects (POST ?delete) names: AWS authorises s3:DeleteObject on each."""
+    import html
+    import re
+
+    body = request._body.decode() if isinstance(request._body, bytes) else str(request._body or "")
+    return [html.unescape(key) for key in re.findall(r"<Key>([^<]*)</Key>", body)]
+
+
 def _authorise(request: Any, original: Any, resource: str) -> None:
+    if request._action == "s3:DeleteObject" and "/" not in resource.removeprefix("arn:aws:s3:::"):
+        # moto checks a multi-object delete against the bucket, which no key-scoped grant matches.
+        keys = _deleted_keys(request)
+        if keys:
+            for key in keys:
+                _authorise_one(request, original, f"{resource}/{key}")
+            return
+    _authorise_one(request, original, resource)
+
+
+def _authorise_one(request: Any, original: Any, resource: str) -> None:
     from stratus.local.iam import evaluate
 
     access_key = request._access_key
