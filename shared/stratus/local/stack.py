@@ -28,7 +28,7 @@ log = logging.getLogger("stratus.local")
 
 Handler = Callable[[dict[str, Any], Any], Any]
 REGION = "us-east-1"
-# The emulator accepts any credentials; these are not secrets.
+# Keys for the emulator before IAM is enforced (moto accepts any then); not secrets.
 EMULATOR_KEY = "testing"
 ACCOUNT = "123456789012"
 # "thread": moto in this process (simple, shares the GIL); "process": a child process with its own.
