@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.lock shared/pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.lock requirements/nodeps.lock shared/pyproject.toml | cksum | cut -d' ' -f1)
 
 SAM_VENV  := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed-aws-sam-cli-1.170.0
@@ -30,6 +30,7 @@ $(STAMP):
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements/dev.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements/nodeps.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e shared
 	rm -f $(VENV)/.installed-* && touch $@
 

@@ -3,6 +3,7 @@ cross-encoder reranking and MMR diversification. The API and `stratus eval` both
 
 from __future__ import annotations
 
+import contextvars
 import json
 import re
 import time
@@ -364,7 +365,7 @@ def search(
 
     pending: Future[pa.Table] | None = None
     if request.mode in ("hybrid", "keyword"):
-        pending = _POOL.submit(keyword) if request.mode == "hybrid" else None
+        pending = _POOL.submit(contextvars.copy_context().run, keyword) if request.mode == "hybrid" else None
     if request.mode in ("hybrid", "vector") or request.mmr:
         t0 = time.perf_counter()
         try:

@@ -294,7 +294,7 @@ def test_every_function_has_a_log_group_with_retention(resources: dict[str, Any]
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
 
 
-def _s3_grants(props: dict[str, Any]) -> set[tuple[str, str]]:
+def _s3_grants(props: dict[str, Any], name: str = "") -> set[tuple[str, str]]:
     """(action, key prefix) pairs of a function's object-level S3 statements."""
     grants = set()
     for policy in props["Policies"]:
@@ -354,7 +354,7 @@ def test_policies_are_least_privilege(resources: dict[str, Any]) -> None:
     for name in FUNCTIONS:
         props = resources[name]["Properties"]
         # Then S3 object access is exactly the stage's prefixes, and sends go to the next queues only
-        assert _s3_grants(props) == expected_s3[name], name
+        assert _s3_grants(props, name) == expected_s3[name], name
         assert _queues_sent_to(props) == expected_sends.get(name, set()), name
     # And the embed function may poll its queue itself (its mapping is not a SAM event)
     embed_policies = resources["EmbedFunction"]["Properties"]["Policies"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -90,7 +91,7 @@ class Readiness:
                 return self._cached[1]
             for name, check in self.checks.items():
                 if name not in self._running or self._running[name].done():
-                    self._running[name] = _POOL.submit(check)
+                    self._running[name] = _POOL.submit(contextvars.copy_context().run, check)
             futures = dict(self._running)
             cold = any(name not in self._passed for name in futures)
             timeout_s = self.cold_timeout_s if cold else self.timeout_s
