@@ -15,11 +15,21 @@ cd "$(dirname "$0")/.."
 
 SAM=${SAM:-sam}
 BUILD_DIR=${BUILD_DIR:-.aws-sam/build}
-PY=${PY:-$(command -v python3.12 || true)}
+# The first python3.12 that runs: on PATH (a pyenv shim may name a version that is not selected), else a
+# pyenv-installed 3.12, else the system's.
+find_python312() {
+  local candidate
+  for candidate in "$(command -v python3.12 || true)" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 \
+    /usr/local/bin/python3.12 /usr/bin/python3.12; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' \
+      2>/dev/null && { echo "$candidate"; return; }
+  done
+}
+PY=${PY:-$(find_python312)}
 RUNTIME_SITE=${RUNTIME_SITE:-$(.venv/bin/python -c 'import boto3, pathlib; print(pathlib.Path(boto3.__file__).parents[1])' 2>/dev/null || true)}
 LIMIT_MB=250
 
-[ -n "$PY" ] || { echo "python3.12 is not on PATH (sam build needs it for runtime python3.12)" >&2; exit 1; }
+[ -n "$PY" ] || { echo "no python3.12 found (PATH, pyenv, /usr): sam build needs it for runtime python3.12; set PY=/path/to/python3.12" >&2; exit 1; }
 export PATH="$(dirname "$PY"):$PATH" SAM_CLI_TELEMETRY=0
 
 start=$(date +%s)

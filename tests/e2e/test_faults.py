@@ -235,8 +235,8 @@ def test_s3_errors_on_lancedb_objects_are_retried(faults: Faults, tmp_path: Path
     # given S3 failing the first writes and reads of the chunk table's own objects (LanceDB's client)
     reset_log(faults)
     faults.proxy.inject(
-        Fault("PUT", f"^/{BUCKET}/lancedb/chunks_s3lance", status=503, first=3),
-        Fault("GET", f"^/{BUCKET}/lancedb/chunks_s3lance", status=500, first=3),
+        Fault("PUT", f"^/{BUCKET}/lancedb/chunks-s3lance", status=503, first=3),
+        Fault("GET", f"^/{BUCKET}/lancedb/chunks-s3lance", status=500, first=3),
     )
 
     # when documents are uploaded

@@ -18,13 +18,15 @@ from stratus.stores.queues import MessageQueue
 pytestmark = pytest.mark.integration
 
 
-def _s3(endpoint: str) -> object:
+def _s3(endpoint: str, stack: LocalStack) -> object:
+    """An S3 client of the stack's admin (the emulator enforces IAM) at `endpoint`."""
+    assert stack.admin is not None
     return boto3.client(
         "s3",
         endpoint_url=endpoint,
         region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
+        aws_access_key_id=stack.admin.access_key_id,
+        aws_secret_access_key=stack.admin.secret_access_key,
     )
 
 
@@ -41,7 +43,7 @@ def test_a_403_from_s3_is_an_access_error_with_a_reason_never_a_missing_object(
             Fault("GET", r"\.metadata\.json$", status=403, first=10),
             Fault("HEAD", r"/staging/gone$", status=403, first=10),
         )
-        blobs = BlobStore(_s3(proxy.url), bucket)
+        blobs = BlobStore(_s3(proxy.url, idle_stack), bucket)
         # When the store reads the optional sidecar and HEADs a staged object
         # Then neither reads as "missing" (None): each is an access error naming the grants to check
         with pytest.raises(AccessDeniedError) as error:
@@ -51,7 +53,7 @@ def test_a_403_from_s3_is_an_access_error_with_a_reason_never_a_missing_object(
         with pytest.raises(AccessDeniedError):
             blobs.head("staging/gone")
     # And a real 404 (ListBucket granted) is still "missing"
-    direct = BlobStore(_s3(idle_stack.endpoint_url), bucket)
+    direct = BlobStore(_s3(idle_stack.endpoint_url, idle_stack), bucket)
     assert direct.get_bytes("inbox/docs/none.md.metadata.json") is None
     assert direct.head("staging/none") is None
 

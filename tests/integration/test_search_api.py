@@ -16,6 +16,7 @@ from fakes.chunks import single_chunk_batch
 from stratus import services
 from stratus.local.stack import LocalStack
 from stratus.pipeline.embed import chunk_rows
+from stratus.stores import aws
 from stratus.stores.replica import TableReplica
 
 pytestmark = pytest.mark.integration
@@ -390,7 +391,8 @@ def test_an_unreachable_store_is_a_503_not_an_empty_collection(
     import boto3
     from botocore.config import Config
 
-    store = services.chunk_store()
+    with aws.use_credentials(stack.credentials["ApiFunction"]):  # the API's own store (its role's)
+        store = services.chunk_store()
     assert store.replica is not None
     dead = boto3.client(
         "s3",

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from stratus.local.iam import FunctionRole, LocalNames, evaluate, function_roles, matches
+from stratus.local.plan import read_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUCKET_ARN = "arn:aws:s3:::stratus-local"
@@ -19,12 +20,14 @@ def local_names() -> LocalNames:
     """The names a local stack would give the template's resources."""
     refs = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws"}
     refs.update({"AWS::StackName": "stratus", "DocumentBucket": "stratus-local"})
-    refs.update({"DocumentsTable": "stratus-DocumentsTable", "ApiKeysTable": "stratus-ApiKeysTable"})
+    tables = read_plan(REPO_ROOT / "template.yaml", "stratus-local").tables  # every table the stack makes
+    refs.update({table: f"stratus-{table}" for table in tables})
+    refs["StratusApiUsagePlan"] = "*"
     attributes = {("DocumentBucket", "Arn"): BUCKET_ARN}
     for queue in QUEUES:
         attributes[(queue, "Arn")] = f"arn:aws:sqs:us-east-1:123456789012:stratus-{queue}"
         attributes[(queue, "QueueName")] = f"stratus-{queue}"
-    for table in ("DocumentsTable", "ApiKeysTable"):
+    for table in tables:
         attributes[(table, "Arn")] = f"arn:aws:dynamodb:us-east-1:123456789012:table/stratus-{table}"
     return LocalNames(refs, attributes, {})
 

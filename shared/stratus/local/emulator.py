@@ -54,6 +54,10 @@ _CALLS_LOCK = threading.Lock()
 ROLES: dict[str, Any] = {}
 CALLS_PATH = "/_stratus/iam/calls"
 JSON_SERVICES = frozenset({"dynamodb", "sqs"})
+# REST services whose signatures moto recomputes over its own parsed form of the path, never matching
+# botocore's (API Gateway's resource paths, Lambda's /2015-03-31/functions/...): the key must exist
+# and the caller's policies must allow the call, but the signature is not checked.
+SIGNATURE_UNCHECKED = frozenset({"apigateway", "lambda"})
 SQS_BATCH_ACTIONS = {
     "sqs:SendMessageBatch": "sqs:SendMessage",
     "sqs:DeleteMessageBatch": "sqs:DeleteMessage",
@@ -198,10 +202,9 @@ def _missing_without_list(request: Any, role: Any, resource: str) -> bool:
 
 
 def _check_signature(request: Any, original: Any) -> None:
-    # moto recomputes API Gateway's signatures over its parsed form of the request and never
-    # matches botocore's, and it cannot check a presigned URL's: for those the key must exist (it was
-    # looked up) and the caller's policies must allow the call, but the signature is not checked.
-    if request._service != "apigateway" and not getattr(request, "_stratus_presigned", False):
+    # moto cannot check a presigned URL's signature, nor those of SIGNATURE_UNCHECKED: for those the
+    # key must exist (it was looked up) and the caller's policies must allow the call.
+    if request._service not in SIGNATURE_UNCHECKED and not getattr(request, "_stratus_presigned", False):
         original(request)
 
 

@@ -191,6 +191,15 @@ def function_roles(template_path: Path, names: LocalNames) -> dict[str, Function
         for policy in resolve(props.get("Policies", []), names, role.unresolved):
             role.policies[policy["PolicyName"]] = policy["PolicyDocument"]
         role.managed_policy_arns = [str(a) for a in resolve(props.get("ManagedPolicyArns", []), names, [])]
+        for policy_id, policy in resources.items():
+            # A policy of its own attached to the role (e.g. one that must name a resource created
+            # after the function): on AWS it is part of the role's permissions like an inline one.
+            attached = policy["Type"] == "AWS::IAM::Policy" and {"Ref": role_id} in policy["Properties"].get(
+                "Roles", []
+            )
+            if attached:
+                document = resolve(policy["Properties"]["PolicyDocument"], names, role.unresolved)
+                role.policies[str(policy["Properties"].get("PolicyName", policy_id))] = document
         roles[logical_id] = role
     return roles
 

@@ -467,6 +467,8 @@ class LocalStack:
         refs.update(self.queue_urls)
         refs.update(self.table_names)
         refs["DocumentBucket"] = self.plan.bucket
+        # No API Gateway stage runs locally: its usage plan is whichever one a test or the CLI makes.
+        refs["StratusApiUsagePlan"] = "*"
         attributes: dict[tuple[str, str], str] = {}
         for logical_id, arn in self.queue_arns.items():
             attributes[(logical_id, "Arn")] = arn
