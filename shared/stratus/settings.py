@@ -397,6 +397,28 @@ class Settings(BaseSettings):
     bedrock_region: str | None = Field(None, description="Region of Bedrock calls (unset: STRATUS_REGION).")
     bedrock_context_tokens: int = Field(200000, ge=256, description="Context window of the Bedrock model.")
 
+    # --- console, feedback and conversations -------------------------------------------
+    feedback_table: str = Field(
+        "stratus-feedback", description="DynamoDB table of answer and hit feedback (thumbs, comments)."
+    )
+    conversations_table: str = Field(
+        "stratus-conversations", description="DynamoDB table of server-side chat conversations."
+    )
+    conversation_ttl_s: int = Field(
+        7 * 86400, ge=60, description="A conversation's turns expire this long after its last turn (TTL)."
+    )
+    conversation_max_messages: int = Field(
+        40, ge=2, le=100, description="Latest messages of a conversation kept and sent back as history."
+    )
+    console_stream_url: str | None = Field(
+        None,
+        description="Base URL of the streaming Function URL (on AWS); the console sends chat there. "
+        "Unset: chat goes to the API's own origin.",
+    )
+    console_metrics_samples: int = Field(
+        2000, ge=10, description="Latest values per metric the Operations screen keeps in-process."
+    )
+
     @property
     def resolved_lancedb_uri(self) -> str:
         """Where the LanceDB database lives."""

@@ -15,12 +15,14 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ValidationError
 
+from stratus import services
 from stratus.api.deps import (
     AUTH_RESPONSES,
     READ_ACCESS,
     AnyKey,
     CollectionName,
     ErrorBody,
+    ReadKey,
     error_response,
     settings_dep,
 )
@@ -116,17 +118,47 @@ def chat(
     collection: CollectionName,
     body: ChatRequest,
     settings: Annotated[Settings, Depends(settings_dep)],
+    principal: ReadKey,
 ) -> Response:
     """Answer the conversation's last question from the collection, with numbered citations."""
     from stratus.chat.service import get_chat_service
+    from stratus.console import conversations
 
     service = get_chat_service()
     try:
+        if body.conversation_id is not None:
+            body, _ = conversations.with_history(
+                services.conversation_table(), body, collection, principal.key_id
+            )
         prepared = service.prepare(body, collection)
         if body.stream:
-            events = (_sse(name, data) for name, data in service.events(prepared))
+            named = service.events(prepared)
+            if body.conversation_id is not None:
+                named = conversations.remembering(named, body, collection, principal.key_id, settings)
+            events = (_sse(name, data) for name, data in named)
             return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-        return JSONResponse(service.respond(prepared).model_dump())
+        answer = service.respond(prepared).model_dump()
+        if body.conversation_id is not None:
+            conversations.remember(
+                services.conversation_table(),
+                body,
+                collection,
+                principal.key_id,
+                answer["answer"],
+                settings.conversation_ttl_s,
+                settings.conversation_max_messages,
+            )
+            answer["conversation_id"] = body.conversation_id
+        return JSONResponse(answer)
+    except conversations.ConversationNotFoundError:
+        return JSONResponse(
+            {
+                "detail": f"conversation_id: no conversation {body.conversation_id!r} "
+                f"of this key in {collection!r}",
+                "code": "conversation_not_found",
+            },
+            status_code=404,
+        )
     except Exception as error:
         failure = _http_error(error, collection)
         return JSONResponse(
