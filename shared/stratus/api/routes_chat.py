@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from stratus import services
@@ -26,6 +26,7 @@ from stratus.api.deps import (
     error_response,
     settings_dep,
 )
+from stratus.api.streaming import ClosingEventStream, sse_events
 from stratus.auth import ForbiddenError, Role, authorize
 from stratus.chat.errors import FailureKind, NoProviderError, ProviderError
 from stratus.chat.models import ChatMessage, ChatRequest, ChatResponse, OpenAIChatRequest
@@ -135,8 +136,7 @@ def chat(
             named = service.events(prepared)
             if body.conversation_id is not None:
                 named = conversations.remembering(named, body, collection, principal.key_id, settings)
-            events = (_sse(name, data) for name, data in named)
-            return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
+            return ClosingEventStream(sse_events(named, _sse), headers=SSE_HEADERS)
         answer = service.respond(prepared).model_dump()
         if body.conversation_id is not None:
             conversations.remember(
@@ -260,7 +260,7 @@ def chat_completions(
         prepared = service.prepare(request, collection)
         if body.stream:
             chunks = _openai_chunks(service.events(prepared), completion_id, created, body.model)
-            return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+            return ClosingEventStream(chunks, headers=SSE_HEADERS)
         answer = service.respond(prepared)
     except Exception as error:
         failure = _http_error(error, collection)

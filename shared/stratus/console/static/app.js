@@ -290,8 +290,8 @@ function thumbs(payload, label) {
       replace(box, el("span", { class: "hint", "data-feedback": "sent" }, rating > 0 ? "Thanks: marked helpful." : "Thanks: marked not helpful."));
     } catch (error) { toast(String(error), "error"); }
   };
-  return append(box, [el("button", { type: "button", class: "small", "aria-label": `Helpful: ${label}`, onclick: send(1) }, "👍"),
-    el("button", { type: "button", class: "small", "aria-label": `Not helpful: ${label}`, onclick: send(-1) }, "👎"), comment]);
+  return append(box, [el("button", { type: "button", class: "small", "aria-label": `Helpful: ${label}`, onclick: send(1) }, "Helpful"),
+    el("button", { type: "button", class: "small", "aria-label": `Not helpful: ${label}`, onclick: send(-1) }, "Not helpful"), comment]);
 }
 
 // --- chat ------------------------------------------------------------------------------------------
