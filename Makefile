@@ -9,12 +9,12 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.lock shared/pyproject.
 SAM_VENV  := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed-aws-sam-cli-1.170.0
 
-.PHONY: up test setup model lint typecheck sam-validate unit integration e2e bench-embed clean
+.PHONY: up test setup model lint typecheck sam-validate unit integration e2e browser chromium bench-embed clean
 
 up: setup
 	$(BIN)/stratus up
 
-test: setup lint typecheck sam-validate
+test: setup chromium lint typecheck sam-validate
 	$(BIN)/pytest -q
 
 setup: $(STAMP) model
@@ -26,6 +26,14 @@ $(STAMP):
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements/dev.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e shared
 	rm -f $(VENV)/.installed-* && touch $@
+
+# The console's browser tests (tests/browser) drive Debian's chromium with Playwright (pinned in dev.lock;
+# Playwright's own browser download is never used). Installed here when missing (CI runs as root).
+chromium:
+	@test -x /usr/bin/chromium || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 # Idempotent: checks the manifest's hashes and returns at once when the model is already built.
 model: $(STAMP)
@@ -57,6 +65,9 @@ integration: setup
 
 e2e: setup
 	$(BIN)/pytest -q tests/e2e
+
+browser: setup chromium
+	$(BIN)/pytest -q tests/browser
 
 bench-embed: setup
 	$(BIN)/stratus bench embed

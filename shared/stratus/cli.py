@@ -246,6 +246,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"-H 'x-api-key: {api_key}' -H 'Content-Type: application/json' -d '{body}'\n",
             flush=True,
         )
+        # The key travels in the fragment, which the browser never sends to a server.
+        print(f"  Console: {api_url}/ui/#key={api_key}\n", flush=True)
         console.print("Press Ctrl-C to stop.")
         if args.exit_when_ready:
             return 0

@@ -42,7 +42,7 @@ class ClosingEventStream(StreamingResponse):
     async def _iterate(self) -> AsyncIterator[str]:
         while True:
             item = await anyio.to_thread.run_sync(next, self._events, _DONE)
-            if item is _DONE:
+            if not isinstance(item, str):
                 return
             yield item
 

@@ -30,7 +30,7 @@ def with_history(
         return request, []
     if stored.key_id != key_id or stored.collection != collection:
         raise ConversationNotFoundError(request.conversation_id)
-    earlier = [ChatMessage(role=m["role"], content=m["content"]) for m in stored.messages]  # type: ignore[arg-type]
+    earlier = [ChatMessage(role=m["role"], content=m["content"]) for m in stored.messages]
     messages = (earlier + list(request.messages))[-100:]
     return request.model_copy(update={"messages": messages}), stored.messages
 
