@@ -339,3 +339,29 @@ def test_first_load_weight_and_time_to_first_usable_screen(console: Console, bro
         assert "key=" not in tab.url
     finally:
         tab.close()
+
+
+def test_the_console_works_from_the_keyboard(console: Console, page: Any) -> None:
+    # given an indexed document and the sign-in screen, its key field focused
+    wait_indexed(console, submit_text(console, "keys.md", "# Keys\n\nThe moon has no keyboard."))
+    page.goto(f"{console.url}/ui/")
+    page.wait_for_selector("#key:focus")
+    # when the key is typed and Enter pressed, then Tab moves to the screens' links
+    page.keyboard.type(console.read_key)
+    page.keyboard.press("Enter")
+    page.wait_for_selector("main[data-ready=collections]")
+    page.focus("#nav a[data-screen=collections]")
+    for _ in range(3):
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.dataset.screen") == "search":
+            break
+    assert page.evaluate("document.activeElement.dataset.screen") == "search"
+    page.keyboard.press("Enter")
+    # then Search opens with its heading focused, and a query runs with Enter
+    page.wait_for_selector("main[data-ready=search]")
+    assert page.evaluate("document.activeElement.id") == "screen-title"
+    page.focus("#q")
+    page.keyboard.type("moon")
+    page.keyboard.press("Enter")
+    page.wait_for_selector("#hits .hit")
+    assert not page.errors

@@ -297,3 +297,71 @@ def test_ui_serves_nothing_outside_its_static_files(api: str, path: str) -> None
     response = httpx.get(f"{api}{path}", timeout=30)
     assert response.status_code == 404
     assert "get_settings" not in response.text
+
+
+# --- who, stats, operations, dead letters ------------------------------------------------------------
+
+
+def test_whoami_names_the_keys_roles_and_collections(api: str) -> None:
+    me = httpx.get(f"{api}/v1/whoami", headers=key(["write"]), timeout=30).json()
+    assert (me["roles"], me["collections"]) == (["write"], [COLLECTION])
+    assert "key" not in me
+
+
+def test_stats_count_the_collections_chunks(api: str) -> None:
+    stats = httpx.get(f"{api}/v1/collections/{COLLECTION}/stats", headers=key(["read"]), timeout=30).json()
+    assert stats["chunks"] == len(DOCS)
+    assert (
+        httpx.get(f"{api}/v1/collections/nothing/stats", headers=key(["read"], ["*"]), timeout=30).status_code
+        == 404
+    )
+
+
+def test_a_chunk_opens_with_its_text_and_unknown_ids_are_404(api: str) -> None:
+    headers = key(["read"])
+    found = httpx.post(
+        f"{api}/v1/collections/{COLLECTION}/search", json={"query": "tides moon"}, headers=headers, timeout=30
+    ).json()["hits"][0]
+    chunk = httpx.get(
+        f"{api}/v1/collections/{COLLECTION}/chunks/{found['chunk_id']}", headers=headers, timeout=30
+    )
+    assert chunk.json()["text"] == found["text"]
+    assert (
+        httpx.get(f"{api}/v1/collections/{COLLECTION}/chunks/nope", headers=headers, timeout=30).status_code
+        == 404
+    )
+    quote = httpx.get(f"{api}/v1/collections/{COLLECTION}/chunks/a'b", headers=headers, timeout=30)
+    assert quote.status_code == 422
+
+
+def test_operations_report_queues_and_latency_under_the_dashboards_names(api: str) -> None:
+    admin = key(["admin"], ["*"])
+    httpx.post(
+        f"{api}/v1/collections/{COLLECTION}/search", json={"query": "bread"}, headers=admin, timeout=30
+    )
+    ops = httpx.get(f"{api}/v1/operations", headers=admin, timeout=30).json()
+    assert [q["stage"] for q in ops["queues"]] == ["fetch", "embed", "index"]
+    assert all(q["dlq_depth"] is not None for q in ops["queues"])
+    assert ops["metrics"]["latency_ms"]["SearchLatencyMs"]["samples"] >= 1
+    assert ops["metrics"]["totals"]["SearchRequests"] >= 1
+    assert httpx.get(f"{api}/v1/operations", headers=key(["read"]), timeout=30).status_code == 403
+
+
+def test_dead_letters_are_listed_and_redriven_by_an_admin_of_every_collection(
+    api: str, idle_stack: LocalStack
+) -> None:
+    from stratus.dlq import dead_letter_queue_url
+
+    sqs = idle_stack.client("sqs")
+    fetch_url = idle_stack.queue_urls["FetchQueue"]
+    dlq_url = dead_letter_queue_url(sqs, fetch_url)
+    sqs.send_message(QueueUrl=dlq_url, MessageBody='{"Records": []}')
+    admin = key(["admin"], ["*"])
+    listed = httpx.get(f"{api}/v1/dlq", headers=admin, timeout=30).json()["queues"]
+    assert next(q for q in listed if q["stage"] == "fetch")["dlq_depth"] >= 1
+    # a collection's admin may not touch the shared queues
+    assert httpx.post(f"{api}/v1/dlq/fetch/redrive", headers=key(["admin"]), timeout=30).status_code == 403
+    moved = httpx.post(f"{api}/v1/dlq/fetch/redrive", headers=admin, timeout=60).json()
+    assert moved["moved"] >= 1
+    assert moved["failed"] == 0
+    sqs.purge_queue(QueueUrl=fetch_url)
