@@ -205,34 +205,51 @@ async function dlqPanel() {
   return box;
 }
 
-// --- sources (issue 14 item 7: /v1/collections/{c}/sources; hidden when the API answers 404) ----------
+// --- sources (issue 14 item 7's interface; the screen shows only when the API has those routes) ------
+
+const items = (data, name) => (Array.isArray(data) ? data : (data && data[name]) || []);
 
 async function sourcesScreen() {
   append(main, [collectionPicker(route)]);
   if (!state.collection) return;
+  const base = `/v1/collections/${state.collection}/sources`;
   const list = el("div", { id: "sources" });
   if (canWrite()) {
     const kind = el("select", { id: "source-kind", name: "kind" }, el("option", { value: "web" }, "web"), el("option", { value: "s3" }, "s3"));
-    const url = el("input", { id: "source-url", name: "url", required: true, placeholder: "https://example.com/docs/ or s3://bucket/prefix/" });
-    append(main, [el("form", { class: "card", onsubmit: async (e) => {
+    const target = el("input", { id: "source-target", name: "target", required: true, autocomplete: "off",
+      placeholder: "https://example.com/docs/ (web) or a bucket prefix (s3)" });
+    const maxPages = el("input", { id: "source-max-pages", name: "max_pages", type: "number", min: 1, value: 1000 });
+    append(main, [el("form", { class: "card grid", onsubmit: async (e) => {
       e.preventDefault();
-      const body = kind.value === "web" ? { kind: "web", url: url.value } : { kind: "s3", uri: url.value };
-      try { await api("POST", `/v1/collections/${state.collection}/sources`, body); toast("source added"); route(); }
+      const body = kind.value === "web"
+        ? { kind: "web", urls: [target.value.trim()], max_pages: Number(maxPages.value) }
+        : { kind: "s3", prefix: target.value.trim() };
+      try { await api("POST", base, body); toast("source added"); route(); }
       catch (error) { toast(String(error), "error"); }
-    } }, el("label", { for: "source-kind" }, "Kind"), kind, el("label", { for: "source-url" }, "URL"), url,
-    el("button", { type: "submit" }, "Add source"))]);
+    } }, el("label", { for: "source-kind" }, "Kind"), kind, el("label", { for: "source-target" }, "Start URL or prefix"), target,
+    el("label", { for: "source-max-pages" }, "Max pages (web)"), maxPages, el("button", { type: "submit" }, "Add source"))]);
   }
   append(main, [list]);
-  const data = await api("GET", `/v1/collections/${state.collection}/sources`);
-  for (const s of data.sources || []) {
-    const link = safeUrl(s.url || "");
-    append(list, [el("section", { class: "card" }, el("h2", {}, s.name || s.url || s.source_id),
-      link ? el("a", { href: link, rel: "noopener noreferrer" }, link) : null,
+  for (const source of items(await api("GET", base), "sources")) {
+    const id = source.source_id;
+    const names = source.kind === "s3" ? [source.prefix || ""] : (source.urls || []);
+    const box = el("section", { class: "card", "aria-labelledby": `src-${id}` },
+      el("h2", { id: `src-${id}` }, `${source.kind} source ${id}`),
+      el("ul", {}, names.map((u) => el("li", {}, safeUrl(u) && /^https?:/i.test(u) ? el("a", { href: u, rel: "noopener noreferrer" }, u) : u))),
       canWrite() ? el("button", { type: "button", class: "small", onclick: async () => {
-        await api("POST", `/v1/collections/${state.collection}/sources/${s.source_id}/sync`); toast("sync started");
-      } }, "Sync now") : null,
-      el("ul", {}, (s.syncs || s.last_syncs || []).map((y) => el("li", {}, `${when(y.started_at)} ${y.status || ""} `
-        + `added ${y.added ?? 0}, updated ${y.updated ?? 0}, deleted ${y.deleted ?? 0}, failed ${y.failed ?? 0}`))))]);
+        try { const r = await api("POST", `${base}/${id}/syncs`); toast(`sync ${r.sync_id} started`); route(); }
+        catch (error) { toast(String(error), "error"); }
+      } }, "Sync now") : null);
+    const syncs = el("div");
+    append(box, [syncs]);
+    append(list, [box]);
+    try {
+      const recent = items(await api("GET", `${base}/${id}/syncs`), "syncs").slice(0, 5);
+      append(syncs, [recent.length ? el("ul", { class: "syncs" }, recent.map((y) => el("li", {},
+        `${when(y.started_at)} ${y.state}: ` + Object.entries(y.counts || {}).map(([k, v]) => `${k} ${v}`).join(", "),
+        (y.failures || []).length ? el("ul", {}, y.failures.slice(0, 10).map((f) => el("li", { class: "wrap" }, `${f.url}: ${f.reason}`))) : null)))
+        : el("p", { class: "hint" }, "No syncs yet.")]);
+    } catch (error) { append(syncs, [problem(error)]); }
   }
 }
 
