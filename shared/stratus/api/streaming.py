@@ -9,7 +9,7 @@ the chat service and the provider's `with httpx.stream(...)`, closing the connec
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 
 import anyio
@@ -21,7 +21,7 @@ _DONE = object()
 
 def sse_events(
     named: Iterator[tuple[str, dict[str, Any]]], render: Callable[[str, dict[str, Any]], str]
-) -> Iterator[str]:
+) -> Generator[str, None, None]:
     """The rendered events of `named`, closing it when this generator is closed."""
     try:
         for name, data in named:
