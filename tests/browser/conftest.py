@@ -6,6 +6,9 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
+import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +16,9 @@ from typing import Any
 
 import pytest
 from fakes.slow_llm import SlowLLM
+from fastapi import APIRouter
 
+from stratus.api.deps import READ_ACCESS, WRITE_ACCESS, CollectionName
 from stratus.local.stack import LocalStack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -107,3 +112,80 @@ def page(browser_context: Any) -> Iterator[Any]:
     tab.errors = errors
     yield tab
     tab.close()
+
+
+# An in-memory stand-in of issue 14 item 7's sources routes (another engineer builds the real ones): it
+# speaks their fixed interface so the console's Sources screen, shown only when the app has those
+# routes, is exercised in a browser.
+_SOURCES: dict[str, dict[str, Any]] = {}
+_SYNCS: dict[str, list[dict[str, Any]]] = {}
+sources_router = APIRouter()
+
+
+@sources_router.post("/v1/collections/{collection}/sources", status_code=201, dependencies=[WRITE_ACCESS])
+def _add_source(collection: CollectionName, body: dict[str, Any]) -> dict[str, Any]:
+    source = {"source_id": uuid.uuid4().hex[:12], "collection": collection, **body}
+    _SOURCES[source["source_id"]] = source
+    return source
+
+
+@sources_router.get("/v1/collections/{collection}/sources", dependencies=[READ_ACCESS])
+def _list_sources(collection: CollectionName) -> dict[str, Any]:
+    return {"sources": [s for s in _SOURCES.values() if s["collection"] == collection]}
+
+
+@sources_router.post(
+    "/v1/collections/{collection}/sources/{source_id}/syncs", status_code=202, dependencies=[WRITE_ACCESS]
+)
+def _sync(collection: CollectionName, source_id: str) -> dict[str, Any]:
+    counts = {
+        "discovered": 3,
+        "added": 2,
+        "updated": 0,
+        "unchanged": 0,
+        "deleted": 0,
+        "failed": 1,
+        "skipped": 0,
+    }
+    run = {
+        "sync_id": uuid.uuid4().hex[:12],
+        "state": "SUCCEEDED",
+        "started_at": time.time(),
+        "finished_at": time.time(),
+        "counts": counts,
+        "failures": [
+            {"url": "https://docs.example/<img src=x onerror=window.__pwned=1>", "reason": "HTTP 500"}
+        ],
+    }
+    _SYNCS.setdefault(source_id, []).insert(0, run)
+    return {"sync_id": run["sync_id"]}
+
+
+@sources_router.get("/v1/collections/{collection}/sources/{source_id}/syncs", dependencies=[READ_ACCESS])
+def _recent_syncs(collection: CollectionName, source_id: str) -> dict[str, Any]:
+    return {"syncs": _SYNCS.get(source_id, [])}
+
+
+@pytest.fixture(scope="module")
+def sources_api(console: Console) -> Iterator[str]:
+    """The same app plus the sources stand-in, on its own port (same stack, same keys)."""
+    import uvicorn
+
+    from stratus.api.app import create_app
+    from stratus.local.stack import free_port
+
+    app = create_app()
+    app.include_router(sources_router)
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)

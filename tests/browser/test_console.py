@@ -365,3 +365,40 @@ def test_the_console_works_from_the_keyboard(console: Console, page: Any) -> Non
     page.keyboard.press("Enter")
     page.wait_for_selector("#hits .hit")
     assert not page.errors
+
+
+def test_sources_screen_adds_a_source_and_shows_its_syncs(
+    console: Console, sources_api: str, page: Any
+) -> None:
+    axe = AXE.read_text(encoding="utf-8")
+    # given an API that has the sources routes (a stand-in of issue 14 item 7's interface)
+    page.goto(f"{sources_api}/ui/")
+    page.fill("#key", console.admin_key)
+    page.click("button[type=submit]")
+    page.wait_for_selector("main[data-ready]")
+    assert page.locator("#nav a[data-screen=sources]").count() == 1
+    show(page, "sources")
+    use_collection(page)
+    # when a web source is added, with a javascript: URL among the names, and synced
+    page.fill("#source-target", "javascript:window.__pwned=1")
+    page.click("form button[type=submit]")
+    page.wait_for_selector("#sources section")
+    page.click("#sources button:has-text('Sync now')")
+    page.wait_for_selector("#sources .syncs li")
+    # then the sync's state and counts are shown, its failures as text, and nothing ran
+    text = page.inner_text("#sources")
+    assert "SUCCEEDED" in text
+    assert "added 2" in text
+    assert "HTTP 500" in text
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#sources a").count() == 0
+    page.evaluate(axe)
+    result = page.evaluate("axe.run(document, {resultTypes: ['violations']})")
+    assert not [v["id"] for v in result["violations"] if v["impact"] in ("critical", "serious")]
+    screenshot(page, "sources")
+    assert not page.errors
+
+
+def test_without_the_sources_routes_the_sources_screen_is_hidden(console: Console, page: Any) -> None:
+    sign_in(page, console, console.admin_key)
+    assert page.locator("#nav a[data-screen=sources]").count() == 0

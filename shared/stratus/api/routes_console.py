@@ -65,8 +65,11 @@ def ui_config(request: Request, settings: Annotated[Settings, Depends(settings_d
 
     stream = settings.console_stream_url.rstrip("/") if settings.console_stream_url else None
     # The Sources screen shows only when this API has the sources routes (issue 14 item 7).
-    paths = {getattr(route, "path", "") for route in request.app.routes}
-    features = {"sources": SOURCES_ROUTE in paths}
+    # (from the OpenAPI document, built once and cached by FastAPI: included routers nest their routes)
+    try:
+        features = {"sources": SOURCES_ROUTE in request.app.openapi().get("paths", {})}
+    except Exception:  # an app whose OpenAPI document cannot be built still serves the console
+        features = {"sources": False}
     return JSONResponse(
         {"stream_url": stream, "version": __version__, "features": features}, headers=_ui_headers(settings)
     )
