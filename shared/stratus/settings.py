@@ -114,6 +114,26 @@ class Settings(BaseSettings):
     chunk_overlap_tokens: int = Field(32, ge=0, le=256, description="Tokens shared by neighbouring chunks.")
     max_document_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest document accepted.")
 
+    # --- Formats (Office, spreadsheets, e-mail, e-books, OCR) ----------------------------
+    format_zip_max_members: int = Field(
+        5000, ge=1, description="Most members of an Office/EPUB zip container; more fails the document."
+    )
+    format_zip_max_unzipped_bytes: int = Field(
+        256 * 1024 * 1024, ge=1, description="Most bytes an Office/EPUB container may unpack to (zip bombs)."
+    )
+    format_zip_max_ratio: float = Field(
+        200.0, ge=1, description="Highest unpacked/packed size ratio of a container over 1 MB (zip bombs)."
+    )
+    format_max_rows: int = Field(
+        50_000, ge=1, description="Most data rows of one spreadsheet or CSV document; more fails it."
+    )
+    format_max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest image (width x height, from its header) decoded for OCR."
+    )
+    ocr_enabled: bool = Field(True, description="Read images and PDF pages without a text layer by OCR.")
+    ocr_max_pages: int = Field(20, ge=1, description="Most pages (or image frames) one document may OCR.")
+    ocr_max_seconds: float = Field(120.0, gt=0, description="OCR time budget of one document.")
+
     # --- Search ------------------------------------------------------------------------
     search_default_top_k: int = Field(5, ge=1, le=100, description="top_k when a request names none.")
     search_candidates: int = Field(50, ge=1, le=1000, description="Candidates per retriever before fusion.")

@@ -23,6 +23,7 @@ from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
 from stratus.errors import PermanentError
+from stratus.ingest import formats
 from stratus.models import ParsedDocument, Section
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Format = Literal["markdown", "text", "html", "pdf"]
+Format = Literal["markdown", "text", "html", "pdf"] | formats.ExtraFormat
 
 _EXTENSIONS: dict[str, Format] = {
     ".md": "markdown",
@@ -41,8 +42,10 @@ _EXTENSIONS: dict[str, Format] = {
     ".htm": "html",
     ".xhtml": "html",
     ".pdf": "pdf",
+    **formats.EXTENSIONS,
 }
 _CONTENT_TYPES: dict[str, Format] = {
+    **formats.CONTENT_TYPES,
     "text/markdown": "markdown",
     "text/x-markdown": "markdown",
     "text/plain": "text",
@@ -154,6 +157,9 @@ def _binary_kind(data: bytes) -> str | None:
 def detect_format(data: bytes, filename: str, content_type: str | None = None) -> Format:
     """Pick the parser: extension first, then content type, then sniffing the bytes."""
     suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+    by_content = formats.sniff(data)
+    if by_content is not None:
+        return by_content
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]
     binary = _binary_kind(data)
@@ -199,12 +205,13 @@ def parse_document(data: bytes, filename: str, content_type: str | None = None) 
         "text": _parse_text,
         "html": _parse_html,
         "pdf": _parse_pdf,
+        **formats.PARSERS,
     }
     parsed = parsers[fmt](data, filename)
     sections = [s for s in parsed.sections if s.text.strip()]
     if not sections:
         raise PermanentError("document has no extractable text")
-    return ParsedDocument(title=parsed.title or _stem(filename), sections=sections)
+    return ParsedDocument(title=parsed.title or _stem(filename), sections=sections, metadata=parsed.metadata)
 
 
 # ---------------------------------------------------------------------------------------
@@ -489,6 +496,7 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
 
     sections: list[Section] = []
     failures: list[str] = []
+    untexted: list[tuple[int, Any]] = []
     for number, page in enumerate(pages, start=1):
         try:
             raw = page.extract_text() or ""
@@ -498,6 +506,13 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
         text = normalize_text(raw)
         if text:
             sections.append(Section(text=text, page=number))
+        else:
+            untexted.append((number, page))
+    from stratus.ingest.formats.images import ocr_pdf_pages
+    from stratus.ingest.formats.safety import current_limits
+
+    scanned, ocr_meta = ocr_pdf_pages(untexted, current_limits())
+    sections = sorted(sections + scanned, key=lambda s: s.page or 0)
     if failures:
         logger.warning("PDF %s: %d page(s) could not be read: %s", filename, len(failures), failures[:3])
     if not sections and failures and len(failures) == len(pages):
@@ -512,7 +527,7 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
             title = normalize_text(str(meta.title)).replace("\n", " ")
     except Exception:  # broken metadata is not worth failing a readable document
         logger.debug("PDF %s: unreadable metadata", filename)
-    return ParsedDocument(title=title or _stem(filename), sections=sections)
+    return ParsedDocument(title=title or _stem(filename), sections=sections, metadata=ocr_meta)
 
 
 # ---------------------------------------------------------------------------------------
