@@ -86,6 +86,9 @@ class SearchHit(BaseModel):
     title: str = ""
     section: str = ""
     page: int | None = None
+    sheet: str | None = Field(None, description="Spreadsheet sheet (or CSV file) the chunk came from.")
+    row_start: int | None = Field(None, description="First spreadsheet/CSV row of the chunk (1-based).")
+    row_end: int | None = Field(None, description="Last spreadsheet/CSV row of the chunk.")
     text: str
     score: float
     vector_rank: int | None = None
@@ -266,6 +269,9 @@ def _hit(
         title=row.get("title") or "",
         section=row.get("section") or "",
         page=row.get("page"),
+        sheet=row.get("sheet"),
+        row_start=row.get("row_start"),
+        row_end=row.get("row_end"),
         text=row.get("text") or "",
         score=round(float(score), 6),
         vector_rank=vector_rank,

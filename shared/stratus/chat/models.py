@@ -58,6 +58,9 @@ class Citation(BaseModel):
     title: str = ""
     section: str = ""
     page: int | None = None
+    sheet: str | None = None
+    row_start: int | None = None
+    row_end: int | None = None
 
 
 class Fallback(BaseModel):

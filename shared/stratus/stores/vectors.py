@@ -25,6 +25,9 @@ SCALAR_COLUMNS = [
     "title",
     "section",
     "page",
+    "sheet",
+    "row_start",
+    "row_end",
     "position",
     "token_count",
     "text",
@@ -55,6 +58,9 @@ def chunk_schema(dimension: int, filter_fields: Mapping[str, str] | None = None)
             pa.field("title", pa.string()),
             pa.field("section", pa.string()),
             pa.field("page", pa.int32()),
+            pa.field("sheet", pa.string()),
+            pa.field("row_start", pa.int32()),
+            pa.field("row_end", pa.int32()),
             pa.field("position", pa.int32()),
             pa.field("token_count", pa.int32()),
             pa.field("text", pa.string()),
@@ -94,7 +100,10 @@ def storage_options_for(
     return options
 
 
-HIT_COLUMNS = ["chunk_id", "doc_id", "source", "title", "section", "page", "text", "metadata_json"]
+HIT_COLUMNS = [
+    "chunk_id", "doc_id", "source", "title", "section", "page", "sheet", "row_start", "row_end", "text",
+    "metadata_json",
+]  # fmt: skip
 
 
 class TableSnapshot:

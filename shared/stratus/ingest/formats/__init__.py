@@ -13,6 +13,7 @@ import zipfile
 from collections.abc import Callable
 from typing import Literal
 
+from stratus.errors import PermanentError
 from stratus.models import ParsedDocument
 
 ExtraFormat = Literal["docx", "pptx", "xlsx", "csv", "epub", "eml", "image"]
@@ -79,7 +80,12 @@ def _bind(name: str) -> Callable[[bytes, str], ParsedDocument]:
 
         module, function = name.rsplit(".", 1)
         parser = getattr(import_module(f"stratus.ingest.formats.{module}"), function)
-        result: ParsedDocument = parser(data, filename, current_limits())
+        try:
+            result: ParsedDocument = parser(data, filename, current_limits())
+        except PermanentError:
+            raise
+        except Exception as exc:  # any library failure on a hostile or corrupt file fails that file only
+            raise PermanentError(f"{function.removeprefix('parse_')} file could not be parsed: {exc}") from exc
         return result
 
     parse.__name__ = f"parse_{name.rsplit('_', 1)[-1]}"

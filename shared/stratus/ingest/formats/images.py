@@ -80,7 +80,11 @@ def open_bounded(data: bytes, limits: FormatLimits) -> Image:
 
     try:
         image = PILImage.open(io.BytesIO(data))
-    except (UnidentifiedImageError, OSError, ValueError, PILImage.DecompressionBombError) as exc:
+    except PILImage.DecompressionBombError as exc:  # Pillow's own check, past twice its MAX_IMAGE_PIXELS
+        raise PermanentError(
+            f"image refused by its header: {exc} (STRATUS_FORMAT_MAX_IMAGE_PIXELS is {limits.max_image_pixels})"
+        ) from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise PermanentError(f"image could not be read: {exc}") from exc
     width, height = image.size
     if width * height > limits.max_image_pixels:
