@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stratus.models import DocumentStatus, make_doc_id
+from stratus.ingest.formats import EXTENSIONS
 
 if TYPE_CHECKING:
     from stratus.stores.documents import DocumentRecord, DocumentTable
@@ -18,7 +19,7 @@ TERMINAL = {DocumentStatus.INDEXED, DocumentStatus.FAILED, DocumentStatus.DELETE
 # What progress reports read of each pending document while waiting.
 PROGRESS_FIELDS = ("updated_at", "chunk_count", "error")
 POLL_S_PER_PENDING = 0.001
-SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".urls", ".json"}
+SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".urls", ".json", *EXTENSIONS}
 
 
 @dataclass(frozen=True)
