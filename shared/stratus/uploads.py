@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from stratus.models import DocumentStatus, make_doc_id
 from stratus.ingest.formats import EXTENSIONS
+from stratus.models import DocumentStatus, make_doc_id
 
 if TYPE_CHECKING:
     from stratus.stores.documents import DocumentRecord, DocumentTable

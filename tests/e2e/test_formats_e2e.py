@@ -14,7 +14,16 @@ from typing import Any
 import httpx
 import pytest
 from fakes.env import restore_environment
-from fakes.formats import make_csv, make_docx, make_eml, make_epub, make_png, make_pptx, make_scanned_pdf, make_xlsx
+from fakes.formats import (
+    make_csv,
+    make_docx,
+    make_eml,
+    make_epub,
+    make_png,
+    make_pptx,
+    make_scanned_pdf,
+    make_xlsx,
+)
 
 from stratus import services
 from stratus.local.stack import LocalStack
@@ -22,7 +31,7 @@ from stratus.models import DocumentStatus
 from stratus.uploads import collect_uploads, upload_files, wait_for_documents
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
-from test_format_hostile import LAUGHS, png_header, replace_member, zip_bomb  # noqa: E402
+from test_format_hostile import LAUGHS, png_header, replace_member, zip_bomb
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +64,9 @@ def top_hit(stack: LocalStack, headers: dict[str, str], query: str, expected: st
     deadline = time.monotonic() + 10
     while True:
         response = httpx.post(
-            f"{stack.api_url}/v1/collections/{COLLECTION}/search", json={"query": query, "top_k": 5}, headers=headers
+            f"{stack.api_url}/v1/collections/{COLLECTION}/search",
+            json={"query": query, "top_k": 5},
+            headers=headers,
         )
         assert response.status_code == 200, response.text
         hits = response.json()["hits"]
@@ -73,7 +84,10 @@ def test_every_new_format_is_found_by_its_sentence_with_page_sheet_and_row_and_h
     files: dict[str, bytes] = {
         "tides.docx": make_docx("Tide tables", "The walrus keeps a careful ledger of tide pools."),
         "deck.pptx": make_pptx(
-            [("Opening", "Welcome everyone", ""), ("Herons", "The grey heron audits the lighthouse keys.", "")]
+            [
+                ("Opening", "Welcome everyone", ""),
+                ("Herons", "The grey heron audits the lighthouse keys.", ""),
+            ]
         ),
         "stock.xlsx": make_xlsx(
             {
@@ -89,7 +103,9 @@ def test_every_new_format_is_found_by_its_sentence_with_page_sheet_and_row_and_h
             + [["31", "The velvet umbrella shipped to Reykjavik."]],
             delimiter=";",
         ),
-        "book.epub": make_epub("Sea Book", [("Calm", "Nothing happens."), ("Storm", "The otter files weather reports.")]),
+        "book.epub": make_epub(
+            "Sea Book", [("Calm", "Nothing happens."), ("Storm", "The otter files weather reports.")]
+        ),
         "memo.eml": make_eml("Lighthouse memo", "The seagull choir rehearses at dawn on Tuesdays."),
         "photo.png": make_png(["The badger inspects copper kettles"]),
         "scan.pdf": make_scanned_pdf([["Cover page"], ["The lynx repairs paper lanterns"]]),
@@ -112,12 +128,24 @@ def test_every_new_format_is_found_by_its_sentence_with_page_sheet_and_row_and_h
         for r in wait_for_documents(services.document_table(), COLLECTION, ids, 300, since=since)
     }
     elapsed = time.perf_counter() - started
-    print(f"\n{len(files)} files through the local stack in {elapsed:.1f} s ({len(files) / elapsed * 60:.1f} docs/min)")
+    print(
+        f"\n{len(files)} files through the local stack in {elapsed:.1f} s "
+        f"({len(files) / elapsed * 60:.1f} docs/min)"
+    )
 
     # then every good file is INDEXED and every hostile one FAILED with its reason
     assert len(records) == len(files), sorted(records)
     reasons = {n: (r.status, r.error) for n, r in records.items()}
-    for name in ("tides.docx", "deck.pptx", "stock.xlsx", "orders.csv", "book.epub", "memo.eml", "photo.png", "scan.pdf"):
+    for name in (
+        "tides.docx",
+        "deck.pptx",
+        "stock.xlsx",
+        "orders.csv",
+        "book.epub",
+        "memo.eml",
+        "photo.png",
+        "scan.pdf",
+    ):
         assert records[name].status == DocumentStatus.INDEXED, reasons[name]
     expected_failures = {
         "bomb.docx": "zip bomb",

@@ -14,7 +14,9 @@ from email.message import EmailMessage
 from PIL import Image, ImageDraw, ImageFont
 
 
-def make_docx(heading: str, sentence: str, *, deleted: str = "", comment: str = "", table: list[list[str]] | None = None) -> bytes:
+def make_docx(
+    heading: str, sentence: str, *, deleted: str = "", comment: str = "", table: list[list[str]] | None = None
+) -> bytes:
     """A Word file: a title, a heading over the sentence, an optional table, tracked deletion and comment."""
     import docx
     from docx.oxml.ns import qn
@@ -95,17 +97,20 @@ def make_epub(title: str, chapters: list[tuple[str, str]]) -> bytes:
         archive.writestr(zipfile.ZipInfo("mimetype"), "application/epub+zip")
         archive.writestr(
             "META-INF/container.xml",
-            '<?xml version="1.0"?><container version="1.0" xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
+            '<?xml version="1.0"?><container version="1.0" '
+            'xmlns="urn:oasis:names:tc:opendocument:xmlns:container">'
             '<rootfiles><rootfile full-path="OEBPS/content.opf" media-type="application/oebps-package+xml"/>'
             "</rootfiles></container>",
         )
         items = "".join(
-            f'<item id="c{i}" href="c{i}.xhtml" media-type="application/xhtml+xml"/>' for i in range(len(chapters))
+            f'<item id="c{i}" href="c{i}.xhtml" media-type="application/xhtml+xml"/>'
+            for i in range(len(chapters))
         )
         spine = "".join(f'<itemref idref="c{i}"/>' for i in range(len(chapters)))
         archive.writestr(
             "OEBPS/content.opf",
-            '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" unique-identifier="id">'
+            '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0" '
+            'unique-identifier="id">'
             f'<metadata xmlns:dc="http://purl.org/dc/elements/1.1/"><dc:title>{title}</dc:title>'
             '<dc:identifier id="id">urn:test</dc:identifier></metadata>'
             f"<manifest>{items}</manifest><spine>{spine}</spine></package>",

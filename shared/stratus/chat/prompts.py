@@ -47,8 +47,10 @@ class ContextChunk:
         parts = " > ".join(p for p in (self.hit.title, self.hit.section) if p)
         page = f", page {self.hit.page}" if self.hit.page is not None else ""
         if self.hit.sheet is not None and self.hit.row_start is not None:
-            rows = f"row {self.hit.row_start}" if self.hit.row_start == self.hit.row_end else (
-                f"rows {self.hit.row_start}-{self.hit.row_end}"
+            rows = (
+                f"row {self.hit.row_start}"
+                if self.hit.row_start == self.hit.row_end
+                else (f"rows {self.hit.row_start}-{self.hit.row_end}")
             )
             page += f", sheet {self.hit.sheet}, {rows}"
         return f"{parts} ({self.hit.source}{page})" if parts else f"({self.hit.source}{page})"

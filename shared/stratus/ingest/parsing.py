@@ -200,7 +200,7 @@ def _stem(filename: str) -> str:
 def parse_document(data: bytes, filename: str, content_type: str | None = None) -> ParsedDocument:
     """Parse document bytes into a title and text sections; PermanentError when it cannot be used."""
     fmt = detect_format(data, filename, content_type)
-    parsers: dict[Format, Callable[[bytes, str], ParsedDocument]] = {
+    parsers: dict[str, Callable[[bytes, str], ParsedDocument]] = {
         "markdown": _parse_markdown,
         "text": _parse_text,
         "html": _parse_html,

@@ -8,8 +8,6 @@ numbers name images. Every library import is lazy (inside the parser), so import
 
 from __future__ import annotations
 
-import io
-import zipfile
 from collections.abc import Callable
 from typing import Literal
 
@@ -63,13 +61,11 @@ def sniff(data: bytes) -> ExtraFormat | None:
         return None
     if data[30:58] == b"mimetypeapplication/epub+zip":
         return "epub"
-    try:
-        names = set(zipfile.ZipFile(io.BytesIO(data)).namelist())
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError):
-        return None
-    if "META-INF/container.xml" in names and "mimetype" in names:
+    # Member names are stored in the clear (local headers and the central directory): a byte
+    # search finds them without parsing the directory twice (the parser's safety check reads it).
+    if b"META-INF/container.xml" in data and b"mimetype" in data:
         return "epub"
-    return next((fmt for marker, fmt in _ZIP_MARKERS if marker in names), None)
+    return next((fmt for marker, fmt in _ZIP_MARKERS if marker.encode() in data), None)
 
 
 def _bind(name: str) -> Callable[[bytes, str], ParsedDocument]:
@@ -85,7 +81,9 @@ def _bind(name: str) -> Callable[[bytes, str], ParsedDocument]:
         except PermanentError:
             raise
         except Exception as exc:  # any library failure on a hostile or corrupt file fails that file only
-            raise PermanentError(f"{function.removeprefix('parse_')} file could not be parsed: {exc}") from exc
+            raise PermanentError(
+                f"{function.removeprefix('parse_')} file could not be parsed: {exc}"
+            ) from exc
         return result
 
     parse.__name__ = f"parse_{name.rsplit('_', 1)[-1]}"
@@ -93,7 +91,7 @@ def _bind(name: str) -> Callable[[bytes, str], ParsedDocument]:
     return parse
 
 
-PARSERS: dict[ExtraFormat, Callable[[bytes, str], ParsedDocument]] = {
+PARSERS: dict[str, Callable[[bytes, str], ParsedDocument]] = {
     "docx": _bind("office.parse_docx"),
     "pptx": _bind("office.parse_pptx"),
     "xlsx": _bind("office.parse_xlsx"),

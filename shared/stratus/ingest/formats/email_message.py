@@ -49,7 +49,9 @@ def parse_eml(data: bytes, filename: str, limits: FormatLimits, depth: int = 0) 
             raise PermanentError(f"e-mail body could not be decoded: {exc}") from exc
         if body.get_content_type() == "text/html":
             raw = content.encode("utf-8") if isinstance(content, str) else bytes(content)
-            sections += [Section(heading_path=["Message"], text=s.text) for s in _parse_html(raw, "body.html").sections]
+            sections += [
+                Section(heading_path=["Message"], text=s.text) for s in _parse_html(raw, "body.html").sections
+            ]
         elif isinstance(content, str):
             sections.append(Section(heading_path=["Message"], text=normalize_text(content, keep_indent=True)))
 
@@ -57,22 +59,24 @@ def parse_eml(data: bytes, filename: str, limits: FormatLimits, depth: int = 0) 
         name = part.get_filename() or f"attachment-{index + 1}"
         label = f"Attachment: {name}"
         if index >= limits.eml_max_attachments:
-            sections.append(Section(heading_path=[label], text=f"{label} not indexed: more than {limits.eml_max_attachments} attachments"))
+            sections.append(
+                Section(
+                    heading_path=[label],
+                    text=f"{label} not indexed: more than {limits.eml_max_attachments} attachments",
+                )
+            )
             continue
         try:
             if part.get_content_type() == "message/rfc822":
                 inner = parse_eml(part.get_content().as_bytes(), name, limits, depth + 1)
-                payload = b""
             else:
                 payload = part.get_payload(decode=True)
-            if payload is None or not isinstance(payload, bytes):
-                raise PermanentError("attachment has no content")
-            if part.get_content_type() == "message/rfc822":
-                pass
-            elif name.lower().endswith(".eml"):
-                inner = parse_eml(payload, name, limits, depth + 1)
-            else:
-                inner = parse_document(payload, name, part.get_content_type())
+                if not isinstance(payload, bytes):
+                    raise PermanentError("attachment has no content")
+                if name.lower().endswith(".eml"):
+                    inner = parse_eml(payload, name, limits, depth + 1)
+                else:
+                    inner = parse_document(payload, name, part.get_content_type())
         except PermanentError as exc:
             sections.append(Section(heading_path=[label], text=f"{label} not indexed: {exc}"))
             continue

@@ -42,7 +42,9 @@ def _ocr_engine() -> Any:
             try:
                 from rapidocr_onnxruntime import RapidOCR
             except ImportError as exc:  # a deployment without the OCR packages
-                raise PermanentError("OCR is not installed in this deployment (rapidocr-onnxruntime)") from exc
+                raise PermanentError(
+                    "OCR is not installed in this deployment (rapidocr-onnxruntime)"
+                ) from exc
             _engine = RapidOCR()
         return _engine
 
@@ -59,7 +61,9 @@ def ocr_image(image: Image) -> OcrPage:
     for box, text, score in result or []:
         if float(score) >= _MIN_CONFIDENCE:
             ys = [p[1] for p in box]
-            boxes.append(((min(ys) + max(ys)) / 2, max(ys) - min(ys), min(p[0] for p in box), text, float(score)))
+            boxes.append(
+                ((min(ys) + max(ys)) / 2, max(ys) - min(ys), min(p[0] for p in box), text, float(score))
+            )
     # Reading order: boxes whose centres lie within half a box height share a line, read left to right.
     boxes.sort()
     rows: list[list[tuple[float, float, float, str, float]]] = []
@@ -82,7 +86,8 @@ def open_bounded(data: bytes, limits: FormatLimits) -> Image:
         image = PILImage.open(io.BytesIO(data))
     except PILImage.DecompressionBombError as exc:  # Pillow's own check, past twice its MAX_IMAGE_PIXELS
         raise PermanentError(
-            f"image refused by its header: {exc} (STRATUS_FORMAT_MAX_IMAGE_PIXELS is {limits.max_image_pixels})"
+            f"image refused by its header: {exc} "
+            f"(STRATUS_FORMAT_MAX_IMAGE_PIXELS is {limits.max_image_pixels})"
         ) from exc
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise PermanentError(f"image could not be read: {exc}") from exc
@@ -100,10 +105,14 @@ def _ocr_frames(image: Image, limits: FormatLimits) -> list[tuple[int, OcrPage]]
     pages: list[tuple[int, OcrPage]] = []
     frames = int(getattr(image, "n_frames", 1) or 1)
     if frames > limits.ocr_max_pages:
-        raise PermanentError(f"image has {frames} frames; OCR reads at most {limits.ocr_max_pages} (STRATUS_OCR_MAX_PAGES)")
+        raise PermanentError(
+            f"image has {frames} frames; OCR reads at most {limits.ocr_max_pages} (STRATUS_OCR_MAX_PAGES)"
+        )
     for index in range(frames):
         if deadline.expired():
-            raise PermanentError(f"OCR ran past {limits.ocr_max_seconds:.0f} s (STRATUS_OCR_MAX_SECONDS) at frame {index + 1}")
+            raise PermanentError(
+                f"OCR ran past {limits.ocr_max_seconds:.0f} s (STRATUS_OCR_MAX_SECONDS) at frame {index + 1}"
+            )
         try:
             image.seek(index)
             image.load()
@@ -157,7 +166,9 @@ def ocr_pdf_pages(pages: list[tuple[int, Any]], limits: FormatLimits) -> tuple[l
     read: list[tuple[int, OcrPage]] = []
     for number, page in pages:
         if deadline.expired():
-            raise PermanentError(f"OCR ran past {limits.ocr_max_seconds:.0f} s (STRATUS_OCR_MAX_SECONDS) at page {number}")
+            raise PermanentError(
+                f"OCR ran past {limits.ocr_max_seconds:.0f} s (STRATUS_OCR_MAX_SECONDS) at page {number}"
+            )
         try:
             images = list(page.images)
         except Exception as exc:  # pypdf raises many kinds of errors on broken image streams

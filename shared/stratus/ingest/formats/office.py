@@ -79,7 +79,8 @@ def parse_docx(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocume
         if element.tag == f"{_W}p":
             text = _paragraph_text(element)
             try:
-                style = Paragraph(element, document).style.name or ""
+                paragraph_style = Paragraph(element, document).style
+                style = (paragraph_style.name or "") if paragraph_style is not None else ""
             except (KeyError, ValueError, AttributeError):
                 style = ""
             match = _HEADING_STYLE_RE.match(style.strip())
@@ -147,7 +148,9 @@ def parse_pptx(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocume
                     body.append("Speaker notes: " + notes)
             text = _clean("\n\n".join(body)) or slide_title
             if text:
-                sections.append(Section(heading_path=[slide_title or f"Slide {number}"], text=text, page=number))
+                sections.append(
+                    Section(heading_path=[slide_title or f"Slide {number}"], text=text, page=number)
+                )
         title = _clean(deck.core_properties.title or "")
     except PermanentError:
         raise

@@ -57,11 +57,14 @@ def open_zip(data: bytes, what: str, limits: FormatLimits) -> zipfile.ZipFile:
     except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as exc:
         raise PermanentError(f"{what} is not a readable zip archive (corrupt or truncated): {exc}") from exc
     if len(members) > limits.zip_max_members:
-        raise PermanentError(f"{what} has {len(members)} archive members; at most {limits.zip_max_members} allowed")
+        raise PermanentError(
+            f"{what} has {len(members)} archive members; at most {limits.zip_max_members} allowed"
+        )
     total = sum(m.file_size for m in members)
     if total > limits.zip_max_unzipped_bytes:
         raise PermanentError(
-            f"{what} would unpack to {total} bytes; at most {limits.zip_max_unzipped_bytes} allowed (zip bomb?)"
+            f"{what} would unpack to {total} bytes; "
+            f"at most {limits.zip_max_unzipped_bytes} allowed (zip bomb?)"
         )
     packed = sum(m.compress_size for m in members)
     if total > 1024 * 1024 and total > limits.zip_max_ratio * max(packed, 1):

@@ -51,7 +51,9 @@ class RowSections:
             return
         self.rows += 1
         if self.rows > self.max_rows:
-            raise PermanentError(f"table has more than {self.max_rows} rows (STRATUS_FORMAT_MAX_ROWS); refused")
+            raise PermanentError(
+                f"table has more than {self.max_rows} rows (STRATUS_FORMAT_MAX_ROWS); refused"
+            )
         names = self.header + [f"Column {i + 1}" for i in range(len(self.header), len(cells))]
         line = "; ".join(f"{names[i]}: {c}" for i, c in enumerate(cells) if c)
         if self._lines and self._chars + len(line) > ROW_GROUP_CHARS:
@@ -84,7 +86,12 @@ class RowSections:
 
 
 def table_sections(
-    sheet: str, rows: Iterable[tuple[int, Sequence[Any]]], *, max_rows: int, max_columns: int, max_cell_chars: int
+    sheet: str,
+    rows: Iterable[tuple[int, Sequence[Any]]],
+    *,
+    max_rows: int,
+    max_columns: int,
+    max_cell_chars: int,
 ) -> tuple[list[Section], int]:
     """Sections of one table and its count of data rows."""
     builder = RowSections(sheet, max_rows=max_rows, max_columns=max_columns, max_cell_chars=max_cell_chars)
