@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 from fakes.formats import (
     make_csv,
@@ -16,7 +18,8 @@ from fakes.formats import (
 
 from stratus.chat.prompts import ContextChunk
 from stratus.errors import PermanentError
-from stratus.ingest.formats.images import parse_image
+from stratus.ingest.formats import images
+from stratus.ingest.formats.images import OcrUnavailable, parse_image
 from stratus.ingest.formats.safety import FormatLimits
 from stratus.ingest.parsing import detect_format, parse_document
 from stratus.search import SearchHit
@@ -199,3 +202,29 @@ def test_ocr_turned_off_refuses_images_with_the_setting_named() -> None:
     # then an image is refused with a reason naming the setting
     with pytest.raises(PermanentError, match="STRATUS_OCR_ENABLED"):
         parse_image(make_png(["words"]), "a.png", FormatLimits(ocr_enabled=False))
+
+
+def test_without_the_ocr_packages_images_fail_with_the_reason_and_pdfs_index_their_text_pages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a deployment without the OCR packages (the zip fetch function)
+    def unavailable() -> None:
+        raise OcrUnavailable("OCR is not installed in this deployment (rapidocr-onnxruntime)")
+
+    monkeypatch.setattr(images, "_ocr_engine", unavailable)
+    # then an image fails with the reason
+    with pytest.raises(PermanentError, match="OCR is not installed"):
+        parse_document(make_png(["words"]), "a.png")
+    # and a PDF with one text page and one scanned page indexes the text, counting the unread page
+    from fakes.pdf import make_pdf
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter()
+    for part in (make_pdf(["A page with a text layer."]), make_scanned_pdf([["scanned words"]])):
+        for page in PdfReader(io.BytesIO(part)).pages:
+            writer.add_page(page)
+    out = io.BytesIO()
+    writer.write(out)
+    doc = parse_document(out.getvalue(), "mixed.pdf")
+    assert [(s.page, s.text) for s in doc.sections] == [(1, "A page with a text layer.")]
+    assert doc.metadata == {"ocr_skipped_pages": 1}

@@ -27,6 +27,10 @@ _engine: Any = None
 _engine_lock = threading.Lock()
 
 
+class OcrUnavailable(PermanentError):
+    """The OCR packages are not installed where this runs."""
+
+
 @dataclass
 class OcrPage:
     """Text read from one image, with the mean confidence of its lines."""
@@ -40,9 +44,10 @@ def _ocr_engine() -> Any:
     with _engine_lock:
         if _engine is None:
             try:
+                import numpy  # noqa: F401
                 from rapidocr_onnxruntime import RapidOCR
-            except ImportError as exc:  # a deployment without the OCR packages
-                raise PermanentError(
+            except ImportError as exc:  # a deployment without the OCR packages (the zip fetch function)
+                raise OcrUnavailable(
                     "OCR is not installed in this deployment (rapidocr-onnxruntime)"
                 ) from exc
             _engine = RapidOCR()
@@ -51,12 +56,13 @@ def _ocr_engine() -> Any:
 
 def ocr_image(image: Image) -> OcrPage:
     """Text lines of one decoded image, top to bottom, with their mean confidence."""
+    engine = _ocr_engine()
     import numpy as np
 
     rgb = image.convert("RGB")
     if max(rgb.size) > _MAX_SIDE:
         rgb.thumbnail((_MAX_SIDE, _MAX_SIDE))
-    result, _ = _ocr_engine()(np.asarray(rgb))
+    result, _ = engine(np.asarray(rgb))
     boxes = []
     for box, text, score in result or []:
         if float(score) >= _MIN_CONFIDENCE:
@@ -147,7 +153,7 @@ def parse_image(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocum
 
 def ocr_pdf_pages(pages: list[tuple[int, Any]], limits: FormatLimits) -> tuple[list[Section], dict[str, Any]]:
     """OCR the embedded images of PDF pages that have no text layer (scans); (sections, metadata)."""
-    if not pages or not limits.ocr_enabled:
+    if not pages:
         return [], {}
     try:
         # Blank pages (no text, no image) are not scans; listing a page's images decodes nothing.
@@ -156,6 +162,12 @@ def ocr_pdf_pages(pages: list[tuple[int, Any]], limits: FormatLimits) -> tuple[l
         raise PermanentError(f"PDF page images could not be listed: {exc}") from exc
     if not pages:
         return [], {}
+    if not limits.ocr_enabled:
+        return [], {"ocr_skipped_pages": len(pages)}  # the hit's metadata says pages went unread
+    try:
+        _ocr_engine()
+    except OcrUnavailable:
+        return [], {"ocr_skipped_pages": len(pages)}
     if len(pages) > limits.ocr_max_pages:
         raise PermanentError(
             f"PDF has {len(pages)} pages without a text layer; OCR reads at most {limits.ocr_max_pages} "
@@ -169,16 +181,16 @@ def ocr_pdf_pages(pages: list[tuple[int, Any]], limits: FormatLimits) -> tuple[l
             raise PermanentError(
                 f"OCR ran past {limits.ocr_max_seconds:.0f} s (STRATUS_OCR_MAX_SECONDS) at page {number}"
             )
-        try:
-            images = list(page.images)
-        except Exception as exc:  # pypdf raises many kinds of errors on broken image streams
-            raise PermanentError(f"PDF page {number}: images could not be read: {exc}") from exc
         texts = []
-        for embedded in images[:8]:
-            image = open_bounded(embedded.data, limits)
-            ocr = ocr_image(image)
-            if ocr.text:
-                texts.append(ocr)
+        try:
+            for embedded in list(page.images)[:8]:
+                ocr = ocr_image(open_bounded(embedded.data, limits))
+                if ocr.text:
+                    texts.append(ocr)
+        except PermanentError:
+            raise
+        except Exception as exc:  # pypdf/Pillow raise many kinds of errors on broken image streams
+            raise PermanentError(f"PDF page {number}: its images could not be read: {exc}") from exc
         if texts:
             text = "\n\n".join(t.text for t in texts)
             confidence = sum(t.confidence for t in texts) / len(texts)
