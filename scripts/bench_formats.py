@@ -41,7 +41,7 @@ def files() -> dict[str, tuple[bytes, int, str]]:
         "xlsx": (make_xlsx({"Data": rows}, write_only=True), 5_000, "row"),
         "csv": (make_csv([[str(c) for c in r] for r in rows]), 5_000, "row"),
         "epub": (make_epub("Book", [(f"Chapter {i}", SENTENCE * 40) for i in range(30)]), 30, "chapter"),
-        "eml": (make_eml("Subject", SENTENCE * 200, [("a.csv", "text/csv", make_csv(rows[:200]))]), 1, "mail"),
+        "eml": (make_eml("Subject", SENTENCE * 200, [("a.csv", "text/csv", make_csv(rows[:200]))]), 1, "msg"),
         "png": (make_png([SENTENCE[:40], SENTENCE[40:]]), 1, "image"),
         "pdf-scan": (make_scanned_pdf([[SENTENCE[:40]], [SENTENCE[40:]]]), 2, "page"),
     }

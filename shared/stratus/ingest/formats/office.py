@@ -55,11 +55,11 @@ def _paragraph_text(p: Any) -> str:
 
 def parse_docx(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocument:
     """Headings become the heading path, tables Markdown tables; comments and deletions are left out."""
+    stream = _checked(data, "Word document", limits)  # before the library's import: refusals stay cheap
     import docx
     from docx.table import Table
     from docx.text.paragraph import Paragraph
 
-    stream = _checked(data, "Word document", limits)
     try:
         document = docx.Document(stream)
     except Exception as exc:  # python-docx raises KeyError, ValueError, lxml errors on broken parts
@@ -132,9 +132,9 @@ def _shape_texts(shapes: Any, skip: Any, depth: int = 0) -> Iterator[str]:
 
 def parse_pptx(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocument:
     """One section per slide under its title, speaker notes included; the slide number is `page`."""
+    stream = _checked(data, "PowerPoint presentation", limits)
     import pptx
 
-    stream = _checked(data, "PowerPoint presentation", limits)
     try:
         deck = pptx.Presentation(stream)
         sections: list[Section] = []
@@ -168,9 +168,9 @@ def parse_pptx(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocume
 
 def parse_xlsx(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocument:
     """Every sheet, rows streamed (read-only mode) and rendered with their header names."""
+    stream = _checked(data, "Excel workbook", limits)
     import openpyxl
 
-    stream = _checked(data, "Excel workbook", limits)
     sections: list[Section] = []
     rows_left = limits.max_rows
     try:
