@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stratus.filters import CompiledFilter, compile_filter
 from stratus.observability import MetricName, emit_metric, logger
-from stratus.stores.vectors import HIT_COLUMNS
+from stratus.stores.vectors import HIT_COLUMNS, present
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -212,7 +212,7 @@ class _Rows:
         for table, index in self._tables:
             i = index.get(chunk_id)
             if i is not None:
-                return {name: table.column(name)[i].as_py() for name in HIT_COLUMNS}
+                return {name: table.column(name)[i].as_py() for name in present(table, HIT_COLUMNS)}
         return self._fetched.get(chunk_id)
 
     def fetch_missing(self, store_table: Any, chunk_ids: list[str]) -> None:
@@ -224,7 +224,7 @@ class _Rows:
         found = (
             store_table.search()
             .where(f"chunk_id IN ({listed})")
-            .select([*HIT_COLUMNS, "vector"])
+            .select(present(store_table, [*HIT_COLUMNS, "vector"]))
             .limit(len(missing))
             .to_arrow()
         )
@@ -314,7 +314,11 @@ def search(
     depth = max(fusion.candidates, limit, fusion.rerank_candidates if request.rerank else 0)
     snapshot = store.snapshot(table)
     # With a snapshot, the retrievers return ids only and hits are read from memory.
-    columns = ["chunk_id"] if snapshot is not None else HIT_COLUMNS + (["vector"] if request.mmr else [])
+    columns = (
+        ["chunk_id"]
+        if snapshot is not None
+        else present(table, HIT_COLUMNS) + (["vector"] if request.mmr else [])
+    )
     degraded: list[str] = []
     rows = _Rows(snapshot)
     vector_ids: list[str] = []

@@ -106,6 +106,18 @@ HIT_COLUMNS = [
 ]  # fmt: skip
 
 
+# Columns added after tables were first created (issue 15): a table made before lacks them, so reads
+# select only the columns a table has and its hits show None there; the index stage adds them.
+LATER_COLUMNS = ("sheet", "row_start", "row_end")
+
+
+def present(table: Any, columns: Sequence[str]) -> list[str]:
+    """`columns` less the later-added ones that this table (or Arrow schema) does not have."""
+    schema = getattr(table, "schema", table)
+    names = set(schema.names)
+    return [c for c in columns if c in names or c not in LATER_COLUMNS]
+
+
 class TableSnapshot:
     """One table version held in memory: unit vectors and the columns a hit shows, by chunk_id.
 
@@ -121,7 +133,8 @@ class TableSnapshot:
         matrix = np.ascontiguousarray(flat.reshape(len(self.ids), -1), dtype=np.float32)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         self.vectors = matrix / np.maximum(norms, 1e-12)
-        self.rows = rows.select(HIT_COLUMNS).combine_chunks()
+        self.columns = present(rows, HIT_COLUMNS)
+        self.rows = rows.select(self.columns).combine_chunks()
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -145,7 +158,7 @@ class TableSnapshot:
         i = self.position.get(chunk_id)
         if i is None:
             return None
-        return {name: self.rows.column(name)[i].as_py() for name in HIT_COLUMNS}
+        return {name: self.rows.column(name)[i].as_py() for name in self.columns}
 
     def vector(self, chunk_id: str) -> np.ndarray | None:
         """The unit vector of one chunk."""
@@ -363,7 +376,7 @@ class ChunkStore:
                 self._snapshots.pop(key, None)
                 self._snapshot_misses[key] = version
                 return None
-            data = table.search().select([*HIT_COLUMNS, "vector"]).limit(None).to_arrow()
+            data = table.search().select(present(table, [*HIT_COLUMNS, "vector"])).limit(None).to_arrow()
             snapshot = TableSnapshot(version, data)
             self._snapshots[key] = snapshot
             return snapshot
@@ -403,7 +416,7 @@ class ChunkStore:
         if table is None:
             return []
         rows: list[dict[str, Any]] = self.vector_query(
-            table, vector, limit, SCALAR_COLUMNS, where
+            table, vector, limit, present(table, SCALAR_COLUMNS), where
         ).to_pylist()
         return rows
 
@@ -414,7 +427,9 @@ class ChunkStore:
         table = self.search_table(collection)
         if table is None:
             return []
-        rows: list[dict[str, Any]] = self.keyword_query(table, text, limit, SCALAR_COLUMNS, where).to_pylist()
+        rows: list[dict[str, Any]] = self.keyword_query(
+            table, text, limit, present(table, SCALAR_COLUMNS), where
+        ).to_pylist()
         return rows
 
     def _conform(self, table: Any, rows: pa.Table) -> pa.Table:
@@ -425,6 +440,10 @@ class ChunkStore:
         from stratus.filters import COLUMN_PREFIX
 
         names = set(table.schema.names)
+        later = [f for f in rows.schema if f.name not in names and f.name in LATER_COLUMNS]
+        if later:
+            table.add_columns(later)  # nullable, nothing to back-fill: older chunks have no sheet/rows
+            names = set(table.schema.names)
         new = [f for f in rows.schema if f.name not in names and f.name.startswith(COLUMN_PREFIX)]
         if new:
             self._add_metadata_columns(table, new)
