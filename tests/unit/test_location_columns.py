@@ -54,6 +54,7 @@ def test_a_table_without_the_location_columns_is_searched_and_gains_them_on_writ
     # when a spreadsheet chunk is written, then the table gains the columns and keeps both rows
     store.write("c", rows_for("new", "a new chunk", sheet="Sales"), {}, [], DIM)
     table = store.open("c")
+    assert table is not None
     assert set(LATER_COLUMNS) <= set(table.schema.names)
     found = {h["chunk_id"]: h for h in store.vector_search("c", np.ones(DIM, dtype=np.float32), 5)}
     assert (found["new-0"]["sheet"], found["new-0"]["row_start"], found["new-0"]["row_end"]) == (
