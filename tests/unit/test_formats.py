@@ -228,3 +228,19 @@ def test_without_the_ocr_packages_images_fail_with_the_reason_and_pdfs_index_the
     doc = parse_document(out.getvalue(), "mixed.pdf")
     assert [(s.page, s.text) for s in doc.sections] == [(1, "A page with a text layer.")]
     assert doc.metadata == {"ocr_skipped_pages": 1}
+
+
+def test_chat_citations_carry_the_sheet_and_rows_of_the_cited_chunk() -> None:
+    # given a cited spreadsheet chunk and a cited slide
+    from stratus.chat.citations import citations_for
+
+    sheet_hit = SearchHit(
+        chunk_id="a", doc_id="d", source="b.xlsx", text="t", score=1.0, sheet="Sales", row_start=2, row_end=9
+    )
+    slide_hit = SearchHit(chunk_id="b", doc_id="e", source="deck.pptx", text="t", score=0.5, page=3)
+    chunks = [ContextChunk(n=1, hit=sheet_hit, text="t"), ContextChunk(n=2, hit=slide_hit, text="t")]
+    # when both are cited
+    cited = citations_for([1, 2], chunks)
+    # then the citations say where inside each file the passage is
+    assert (cited[0].sheet, cited[0].row_start, cited[0].row_end, cited[0].page) == ("Sales", 2, 9, None)
+    assert (cited[1].sheet, cited[1].page) == (None, 3)
