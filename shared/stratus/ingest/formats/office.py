@@ -121,7 +121,11 @@ def _shape_texts(shapes: Any, skip: Any, depth: int = 0) -> Iterator[str]:
     for shape in shapes:
         if skip is not None and shape.shape_id == skip.shape_id:
             continue
-        if shape.shape_type is not None and int(shape.shape_type) == 6:  # MSO_SHAPE_TYPE.GROUP
+        try:
+            kind = shape.shape_type
+        except NotImplementedError:  # python-pptx cannot name some graphic frames: read their text anyway
+            kind = None
+        if kind is not None and int(kind) == 6:  # MSO_SHAPE_TYPE.GROUP
             yield from _shape_texts(shape.shapes, None, depth + 1)
         elif getattr(shape, "has_table", False) and shape.has_table:
             rows = [[cell.text for cell in row.cells] for row in shape.table.rows]
