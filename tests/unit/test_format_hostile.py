@@ -207,3 +207,37 @@ def test_csv_of_100000_one_cell_lines_is_refused_by_the_row_cap_within_2s_and_64
     data = b"```\n" * 100_000
     # then the dialect is sniffed from a small sample and the row cap refuses it quickly
     assert "STRATUS_FORMAT_MAX_ROWS" in bounded(lambda: parse_document(data, "fences.csv"), 2, 64)
+
+
+def tiff_of(frames: int) -> bytes:
+    """A multi-page TIFF of `frames` small text images."""
+    from fakes.formats import text_image
+
+    pages = [text_image([f"page {i}"]) for i in range(frames)]
+    out = io.BytesIO()
+    pages[0].save(out, "TIFF", save_all=True, append_images=pages[1:])
+    return out.getvalue()
+
+
+def test_ocr_page_cap_refuses_a_tiff_of_more_frames_within_2s_and_64mb() -> None:
+    # given a 3-page TIFF and a cap of 2 OCR pages per document
+    from stratus.ingest.formats.images import parse_image
+
+    data = tiff_of(3)
+    # then it is refused by its frame count before any OCR
+    reason = bounded(lambda: parse_image(data, "scan.tiff", FormatLimits(ocr_max_pages=2)), 2, 64)
+    assert "STRATUS_OCR_MAX_PAGES" in reason
+
+
+def test_ocr_time_budget_fails_the_document_at_the_page_past_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # given OCR that takes 0.3 s a page and a budget of 0.2 s per document
+    from stratus.ingest.formats import images
+
+    def slow(image: object) -> images.OcrPage:
+        time.sleep(0.3)
+        return images.OcrPage(text="words", confidence=0.9)
+
+    monkeypatch.setattr(images, "ocr_image", slow)
+    # when a 2-page TIFF is read, then the second page is not started and the reason names the setting
+    with pytest.raises(PermanentError, match=r"STRATUS_OCR_MAX_SECONDS\) at frame 2"):
+        images.parse_image(tiff_of(2), "scan.tiff", FormatLimits(ocr_max_seconds=0.2))
