@@ -11,6 +11,7 @@ OUTPUT_SETTINGS = {
     "BucketName": "STRATUS_BUCKET",
     "DocumentsTableName": "STRATUS_DOCUMENTS_TABLE",
     "ApiKeysTableName": "STRATUS_API_KEYS_TABLE",
+    "AuditTableName": "STRATUS_AUDIT_TABLE",
     "ApiUsagePlanId": "STRATUS_API_USAGE_PLAN_ID",
     "FetchQueueUrl": "STRATUS_FETCH_QUEUE_URL",
     "EmbedQueueUrl": "STRATUS_EMBED_QUEUE_URL",

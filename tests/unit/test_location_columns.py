@@ -50,7 +50,7 @@ def test_a_table_without_the_location_columns_is_searched_and_gains_them_on_writ
     assert [h["chunk_id"] for h in hits] == ["old-0"]
     assert "sheet" not in hits[0]
     assert snapshot is not None
-    assert snapshot.row("old-0") is not None
+    assert snapshot.row("old-0", "c") is not None
     # when a spreadsheet chunk is written, then the table gains the columns and keeps both rows
     store.write("c", rows_for("new", "a new chunk", sheet="Sales"), {}, [], DIM)
     table = store.open("c")

@@ -45,6 +45,13 @@ class ChatRequest(BaseModel):
     def _ends_with_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
         if messages[-1].role != "user" or not messages[-1].content.strip():
             raise ValueError("the last message must be a non-empty user message")
+        if not any(m.role == "user" for m in messages[:-1]):
+            # A question with no earlier turn to lean on is searched as it is: the search route's check.
+            from stratus.search import query_problem
+
+            problem = query_problem(messages[-1].content)
+            if problem is not None:
+                raise ValueError(problem.removeprefix("query: "))
         return messages
 
 
