@@ -10,7 +10,7 @@ import pyarrow as pa
 
 from stratus.models import Chunk, ChunkBatch
 from stratus.pipeline.embed import chunk_rows
-from stratus.stores.vectors import LATER_COLUMNS, ChunkStore, chunk_schema
+from stratus.stores.vectors import COLLECTION_COLUMN, LATER_COLUMNS, ChunkStore, table_schema
 
 DIM = 4
 
@@ -39,8 +39,10 @@ def rows_for(doc_id: str, text: str, sheet: str | None = None) -> pa.Table:
 def test_a_table_without_the_location_columns_is_searched_and_gains_them_on_write(tmp_path: Path) -> None:
     # given a table created with the chunk schema of before (no sheet/row_start/row_end) and one row
     store = ChunkStore(str(tmp_path), memory_max_rows=1000)
-    old_schema = pa.schema([f for f in chunk_schema(DIM) if f.name not in LATER_COLUMNS])
-    old_rows = rows_for("old", "an old chunk").select(old_schema.names).cast(old_schema)
+    old_schema = pa.schema([f for f in table_schema(DIM) if f.name not in LATER_COLUMNS])
+    rows = rows_for("old", "an old chunk")
+    rows = rows.append_column(COLLECTION_COLUMN, pa.array(["c"] * rows.num_rows, pa.string()))
+    old_rows = rows.select(old_schema.names).cast(old_schema)
     store.db.create_table(store.table_name("c"), data=old_rows, schema=old_schema)
     table = store.open("c")
     # when it is searched (vector search and the in-memory snapshot)
