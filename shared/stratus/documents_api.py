@@ -13,6 +13,7 @@ import json
 import mimetypes
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratus.errors import PermanentError
+from stratus.ingest.formats import EXTENSIONS as FORMAT_EXTENSIONS
 from stratus.models import REQUEST_ID_METADATA, DocumentStatus, StageMessage, make_doc_id
 from stratus.stores.documents import normalise_version
 
@@ -31,7 +33,8 @@ if TYPE_CHECKING:
 
 MAX_SOURCE_CHARS = 512
 TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm")
-UPLOAD_SUFFIXES = (*TEXT_SUFFIXES, ".pdf", ".urls", ".metadata.json")
+UPLOAD_SUFFIXES = (*TEXT_SUFFIXES, ".pdf", ".urls", ".metadata.json", *FORMAT_EXTENSIONS)
+SPECIAL_SUFFIXES = (".metadata.json", ".urls")
 RESERVED_PREFIX = "_api/"
 MANIFEST_PREFIX = "_api/urls/"
 URL_SCHEMES = ("http://", "https://")
@@ -91,6 +94,10 @@ class SubmitResponse(BaseModel):
     collection: str
     accepted: list[AcceptedDocument]
     manifest: str | None = Field(None, description="Inbox path of the URL manifest written, if any.")
+    manifest_status_url: str | None = Field(
+        None,
+        description="Status of the manifest: per-line counts and the first refusals, once fetch read it.",
+    )
 
 
 class UploadRequest(BaseModel):
@@ -126,6 +133,15 @@ class DeleteResponse(BaseModel):
     detail: str
 
 
+def normalise_source(source: str) -> str:
+    """NFC, with a `.metadata.json` or `.urls` suffix in lower case (how the pipeline names them)."""
+    source = unicodedata.normalize("NFC", source)
+    for suffix in SPECIAL_SUFFIXES:
+        if source.lower().endswith(suffix) and not source.endswith(suffix):
+            return source[: -len(suffix)] + suffix
+    return source
+
+
 @dataclass(frozen=True)
 class DocumentsApi:
     """The documents API over the stores; the routes only translate HTTP."""
@@ -143,7 +159,12 @@ class DocumentsApi:
         return f"{self.settings.inbox_prefix}{collection}/{source}"
 
     def check_source(self, source: str, field: str, suffixes: tuple[str, ...], collection: str) -> str:
-        """A safe source path inside the collection, or FieldError naming `field`."""
+        """A safe source path inside the collection (NFC, special suffixes lower-cased), or FieldError.
+
+        `café.md` in NFC and NFD is one name, and `a.md.METADATA.JSON` or `LIST.URLS` name the
+        sidecar and the manifest that the pipeline reads under their lower-case suffixes.
+        """
+        source = normalise_source(source)
         if source != source.strip():
             raise FieldError(field, "must not start or end with whitespace")
         if _CONTROL.search(source) or "\\" in source:
@@ -240,7 +261,12 @@ class DocumentsApi:
                 self.inbox_key(collection, manifest), body, "text/plain; charset=utf-8", tags
             )
             accepted.extend(self._queued(collection, url, "url") for url in urls)
-        return SubmitResponse(collection=collection, accepted=accepted, manifest=manifest)
+        manifest_status = (
+            self.status_path(collection, make_doc_id(collection, manifest)) if manifest is not None else None
+        )
+        return SubmitResponse(
+            collection=collection, accepted=accepted, manifest=manifest, manifest_status_url=manifest_status
+        )
 
     def _queued(self, collection: str, source: str, kind: str) -> AcceptedDocument:
         """Record QUEUED for a document that has no record yet, so its status URL answers at once."""
@@ -261,7 +287,7 @@ class DocumentsApi:
         if request.size > limit:
             raise FieldError("size", f"{request.size} bytes; at most {limit}")
         content_type = request.content_type or mimetypes.guess_type(source)[0] or "application/octet-stream"
-        if not _MEDIA_TYPE.match(content_type):
+        if not _MEDIA_TYPE.fullmatch(content_type):
             raise FieldError("content_type", "is not a media type such as text/markdown")
         expires = self.settings.upload_url_expiry_s
         url: str = self.presign.generate_presigned_url(
@@ -274,7 +300,7 @@ class DocumentsApi:
             },
             ExpiresIn=expires,
         )
-        is_document = not source.endswith((".urls", ".metadata.json"))
+        is_document = not source.lower().endswith(SPECIAL_SUFFIXES)
         doc_id = make_doc_id(collection, source)
         if is_document:
             self._queued(collection, source, "upload")

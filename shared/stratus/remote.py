@@ -13,6 +13,7 @@ OUTPUT_SETTINGS = {
     "ApiKeysTableName": "STRATUS_API_KEYS_TABLE",
     "FeedbackTableName": "STRATUS_FEEDBACK_TABLE",
     "ConversationsTableName": "STRATUS_CONVERSATIONS_TABLE",
+    "AuditTableName": "STRATUS_AUDIT_TABLE",
     "ApiUsagePlanId": "STRATUS_API_USAGE_PLAN_ID",
     "FetchQueueUrl": "STRATUS_FETCH_QUEUE_URL",
     "EmbedQueueUrl": "STRATUS_EMBED_QUEUE_URL",

@@ -113,6 +113,43 @@ class Settings(BaseSettings):
     chunk_tokens: int = Field(200, ge=16, le=512, description="Target chunk size in encoder tokens.")
     chunk_overlap_tokens: int = Field(32, ge=0, le=256, description="Tokens shared by neighbouring chunks.")
     max_document_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest document accepted.")
+    max_title_chars: int = Field(
+        300, ge=16, description="A document title longer than this is cut (every chunk repeats it)."
+    )
+    max_section_chars: int = Field(
+        500, ge=16, description="A chunk's heading path longer than this is cut; the rest stays in its text."
+    )
+    max_chunks_per_document: int = Field(
+        20_000, ge=1, description="A document that makes more chunks ends FAILED with the reason."
+    )
+    fetch_record_budget_s: float = Field(
+        60.0, gt=0, description="Longest time one fetch record may take; unfinished URLs end FAILED."
+    )
+    fetch_time_reserve_s: float = Field(
+        10.0,
+        ge=0,
+        description="Fetch time kept before the function's timeout; records not started then are retried.",
+    )
+
+    # --- Formats (Office, spreadsheets, e-mail, e-books, OCR) ----------------------------
+    format_zip_max_members: int = Field(
+        5000, ge=1, description="Most members of an Office/EPUB zip container; more fails the document."
+    )
+    format_zip_max_unzipped_bytes: int = Field(
+        256 * 1024 * 1024, ge=1, description="Most bytes an Office/EPUB container may unpack to (zip bombs)."
+    )
+    format_zip_max_ratio: float = Field(
+        200.0, ge=1, description="Highest unpacked/packed size ratio of a container over 1 MB (zip bombs)."
+    )
+    format_max_rows: int = Field(
+        50_000, ge=1, description="Most data rows of one spreadsheet or CSV document; more fails it."
+    )
+    format_max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest image (width x height, from its header) decoded for OCR."
+    )
+    ocr_enabled: bool = Field(True, description="Read images and PDF pages without a text layer by OCR.")
+    ocr_max_pages: int = Field(20, ge=1, description="Most pages (or image frames) one document may OCR.")
+    ocr_max_seconds: float = Field(120.0, gt=0, description="OCR time budget of one document.")
 
     # --- Search ------------------------------------------------------------------------
     search_default_top_k: int = Field(5, ge=1, le=100, description="top_k when a request names none.")
@@ -155,6 +192,12 @@ class Settings(BaseSettings):
         description="Local read replica of S3-backed tables (copied when the table version moves); "
         "empty: query S3 directly.",
     )
+    search_replica_max_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Most bytes the local read replica holds, every table together: a table that would "
+        "pass it is queried on S3 directly (Lambda's /tmp is bounded, and a first query copies the table).",
+    )
 
     @field_validator("filter_fields", mode="before")
     @classmethod
@@ -190,6 +233,14 @@ class Settings(BaseSettings):
     api_keys_table: str = Field(
         "stratus-api-keys",
         description="DynamoDB table of API keys (sha256 of each key, never the key) and rate-limit buckets.",
+    )
+    audit_table: str = Field(
+        "stratus-audit",
+        description="DynamoDB table of the audit log: key create/revoke, document delete, DLQ redrive "
+        "(`stratus audit` reads it).",
+    )
+    audit_retention_days: int = Field(
+        365, ge=1, le=3650, description="Days an audit entry is kept before DynamoDB's TTL removes it."
     )
     api_key_cache_s: float = Field(
         5.0,
@@ -245,6 +296,16 @@ class Settings(BaseSettings):
     )
     url_max_redirects: int = Field(5, ge=0, le=20, description="Redirect hops followed, each re-checked.")
     url_max_per_manifest: int = Field(1000, ge=1, description="URLs accepted from one *.urls manifest.")
+    url_refetch_after_s: float = Field(
+        900.0,
+        ge=0,
+        description="Seconds within which a re-sent manifest skips a URL already fetched (0: never skip).",
+    )
+    url_max_bytes_in_flight: int = Field(
+        128 * 1024 * 1024,
+        ge=1,
+        description="Bodies a manifest's fetch holds at once, in bytes (slots of STRATUS_URL_MAX_BYTES).",
+    )
     url_user_agent: str = Field(
         "Stratus/0.1 (+https://github.com/stratus-rag)", description="User-Agent of URL fetches."
     )
@@ -255,7 +316,10 @@ class Settings(BaseSettings):
 
     # --- Ingestion API (documents_api.py) ----------------------------------------------
     upload_url_expiry_s: int = Field(
-        900, ge=1, le=604800, description="Lifetime of a presigned upload URL (POST .../uploads)."
+        300,
+        ge=1,
+        le=3600,
+        description="Lifetime of a presigned upload URL (POST .../uploads); one key, type, size.",
     )
     upload_max_bytes: int = Field(
         50 * 1024 * 1024, ge=1, description="Largest file a presigned upload may declare."
@@ -284,6 +348,12 @@ class Settings(BaseSettings):
     )
     health_timeout_s: float = Field(
         1.0, gt=0, description="Longest wait for one dependency check of /health/ready."
+    )
+    health_cold_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for a /health/ready check that has not passed yet on this instance "
+        "(a cold start opens the store and its first connections).",
     )
     health_cache_s: float = Field(
         5.0, ge=0, description="How long /health/ready reuses a healthy result (0: check on every call)."
@@ -343,6 +413,18 @@ class Settings(BaseSettings):
     chat_connect_timeout_s: float = Field(3.0, gt=0, description="Time to connect to an LLM provider.")
     chat_timeout_s: float = Field(
         25.0, gt=0, description="Longest wait for a provider's response or its next streamed chunk."
+    )
+    chat_deadline_s: float = Field(
+        26.0,
+        gt=0,
+        description="Whole-request bound of a chat answer (rewrite, every provider tried, the stream); on "
+        "Lambda the invocation's remaining time less chat_deadline_margin_s when that is shorter.",
+    )
+    chat_deadline_margin_s: float = Field(
+        1.5, ge=0, description="Time kept back from a Lambda invocation's remaining time to send the answer."
+    )
+    chat_streams_per_key: int = Field(
+        4, ge=1, description="Concurrent streamed chat answers one API key may hold (429 beyond)."
     )
     chat_breaker_failures: int = Field(
         3, ge=1, description="Consecutive retryable failures that open a provider's circuit."

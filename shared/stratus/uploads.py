@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import mimetypes
+import os
 import time
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stratus.ingest.formats import EXTENSIONS
 from stratus.models import DocumentStatus, make_doc_id
 
 if TYPE_CHECKING:
@@ -18,7 +21,9 @@ TERMINAL = {DocumentStatus.INDEXED, DocumentStatus.FAILED, DocumentStatus.DELETE
 # What progress reports read of each pending document while waiting.
 PROGRESS_FIELDS = ("updated_at", "chunk_count", "error")
 POLL_S_PER_PENDING = 0.001
-SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".urls", ".json"}
+SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".urls", *EXTENSIONS}
+SIDECAR_SUFFIX = ".metadata.json"
+MANIFEST_SUFFIX = ".urls"
 
 
 @dataclass(frozen=True)
@@ -29,26 +34,105 @@ class Upload:
     source: str
 
 
-def collect_uploads(paths: Iterable[Path], base: Path | None = None) -> list[Upload]:
-    """Files under `paths` (folders walked recursively), named relative to `base` or their argument."""
-    uploads: list[Upload] = []
+@dataclass(frozen=True)
+class Skipped:
+    """A file or folder the upload leaves out, and why (the `stratus ingest` summary shows it)."""
+
+    path: Path
+    reason: str
+
+
+@dataclass
+class UploadPlan:
+    """What `stratus ingest` uploads, and what it skips with the reason."""
+
+    uploads: list[Upload] = field(default_factory=list)
+    skipped: list[Skipped] = field(default_factory=list)
+
+
+def _supported(name: str) -> bool:
+    lower = name.lower()
+    return lower.endswith(SIDECAR_SUFFIX) or Path(lower).suffix in SUPPORTED_SUFFIXES
+
+
+def _source_name(source: str) -> str:
+    """NFC, with the sidecar and manifest suffixes in the lower case the pipeline reads."""
+    source = unicodedata.normalize("NFC", source)
+    for suffix in (SIDECAR_SUFFIX, MANIFEST_SUFFIX):
+        if source.lower().endswith(suffix):
+            return source[: -len(suffix)] + suffix
+    return source
+
+
+def plan_uploads(paths: Iterable[Path], base: Path | None = None) -> UploadPlan:
+    """Files under `paths` (folders walked, symlinks not followed out), and what is skipped and why.
+
+    Anything whose real path lies outside the folder given (a symlink to a file or folder
+    elsewhere) is skipped, as are hidden files and types the pipeline does not read.
+    """
+    plan = UploadPlan()
     for path in paths:
         if path.is_dir():
-            files = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in SUPPORTED_SUFFIXES
-            )
-            root = base or path
+            root = (base or path).absolute()
+            walked = path.resolve()
+            candidates: list[Path] = []
+            for folder, dirs, files in os.walk(path, followlinks=False):
+                here = Path(folder)
+                for name in sorted(dirs):
+                    child = here / name
+                    if child.is_symlink():
+                        target = child.resolve()
+                        where = "outside" if not target.is_relative_to(walked) else "inside"
+                        plan.skipped.append(
+                            Skipped(child, f"symlink to a folder {where} {path}: not followed")
+                        )
+                dirs[:] = sorted(d for d in dirs if not (here / d).is_symlink() and not d.startswith("."))
+                candidates.extend(here / name for name in sorted(files))
         else:
-            files, root = [path], base or path.parent
-        for file in files:
+            root = (base or path.parent).absolute()
+            walked = root.resolve()
+            candidates = [path]
+        for file in candidates:
             if file.name.startswith("."):
+                plan.skipped.append(Skipped(file, "hidden file"))
+                continue
+            real = file.resolve()
+            if path.is_dir() and not real.is_relative_to(walked):
+                plan.skipped.append(Skipped(file, f"resolves outside {path} (to {real}): not uploaded"))
+                continue
+            if not real.is_file():
+                plan.skipped.append(Skipped(file, "not a regular file"))
+                continue
+            if not _supported(file.name):
+                suffix = file.suffix or "(no extension)"
+                supported = ", ".join(sorted(SUPPORTED_SUFFIXES | {SIDECAR_SUFFIX}))
+                plan.skipped.append(Skipped(file, f"unsupported type {suffix} (supported: {supported})"))
                 continue
             try:
-                source = file.resolve().relative_to(root.resolve()).as_posix()
+                source = file.absolute().relative_to(root).as_posix()
             except ValueError:
                 source = file.name
-            uploads.append(Upload(file, source))
-    return uploads
+            plan.uploads.append(Upload(file, _source_name(source)))
+    return plan
+
+
+def collect_uploads(paths: Iterable[Path], base: Path | None = None) -> list[Upload]:
+    """Files under `paths` (folders walked recursively), named relative to `base` or their argument."""
+    return plan_uploads(paths, base).uploads
+
+
+def manifest_doc_ids(collection: str, uploads: Sequence[Upload]) -> list[str]:
+    """Doc ids of each manifest's own record and of the URLs it lists (as fetch will read them)."""
+    from stratus.ingest.web import parse_url_manifest
+
+    ids: list[str] = []
+    for upload in uploads:
+        if not upload.source.endswith(MANIFEST_SUFFIX):
+            continue
+        ids.append(make_doc_id(collection, upload.source))
+        text = upload.path.read_bytes().decode("utf-8", errors="replace")
+        ids.extend(make_doc_id(collection, url) for url in parse_url_manifest(text, max_urls=10**6).urls)
+    return list(dict.fromkeys(ids))
 
 
 def upload_files(
@@ -76,15 +160,15 @@ def upload_files(
             ContentType=content_type,
         )
 
-    sidecars = [u for u in uploads if u.source.endswith(".metadata.json")]
-    rest = [u for u in uploads if not u.source.endswith(".metadata.json")]
+    sidecars = [u for u in uploads if u.source.endswith(SIDECAR_SUFFIX)]
+    rest = [u for u in uploads if not u.source.endswith(SIDECAR_SUFFIX)]
     with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="upload") as pool:
         for wave in (sidecars, rest):
             list(pool.map(put, wave))  # (raises the first failure)
     return [
         make_doc_id(collection, u.source)
         for u in uploads
-        if not u.source.endswith((".metadata.json", ".urls"))
+        if not u.source.endswith((SIDECAR_SUFFIX, MANIFEST_SUFFIX))
     ]
 
 

@@ -253,3 +253,64 @@ def test_deleting_a_url_document_marks_it_deleted_and_tells_index(
     assert again.status_code == 202
     assert again.json()["detail"] == "already deleted"
     assert drain(idle_stack, "IndexQueue") == []
+
+
+def test_an_upper_case_sidecar_upload_leaves_no_phantom_document(
+    idle_stack: LocalStack, client: TestClient
+) -> None:
+    # given a presigned upload of an upper-case .METADATA.JSON sidecar
+    data = b'{"metadataAttributes": {"team": "red"}}'
+    response = client.post(
+        f"/v1/collections/{COLLECTION}/uploads",
+        json={"source": "notes/c.md.METADATA.JSON", "content_type": "application/json", "size": len(data)},
+    )
+    assert response.status_code == 200, response.text
+    ticket = response.json()
+    # then it targets the lower-case sidecar key the pipeline reads, and records no QUEUED document
+    assert ticket["source"] == "notes/c.md.metadata.json"
+    assert "/notes/c.md.metadata.json?" in ticket["upload_url"]
+    assert client.get(ticket["status_url"]).status_code == 404
+
+
+def test_nfc_and_nfd_sources_are_one_document(idle_stack: LocalStack, client: TestClient) -> None:
+    # given the same name submitted in NFC and in NFD
+    import unicodedata
+
+    nfc, nfd = unicodedata.normalize("NFC", "café.md"), unicodedata.normalize("NFD", "café.md")
+    answers = [
+        client.post(
+            f"/v1/collections/{COLLECTION}/documents",
+            json={"documents": [{"source": name, "text": "# Café"}]},
+        ).json()
+        for name in (nfc, nfd)
+    ]
+    # then both name one document, stored under the NFC key
+    assert {a["accepted"][0]["doc_id"] for a in answers} == {make_doc_id(COLLECTION, nfc)}
+    assert {a["accepted"][0]["source"] for a in answers} == {nfc}
+    assert inbox_object(idle_stack, nfd) is None
+    drain(idle_stack, "FetchQueue")
+
+
+def test_a_url_submission_names_where_the_manifest_outcome_is_reported(client: TestClient) -> None:
+    response = client.post(
+        f"/v1/collections/{COLLECTION}/documents", json={"urls": ["https://example.com/z"]}
+    )
+    assert response.status_code == 202, response.text
+    answer = response.json()
+    assert answer["manifest_status_url"] == (
+        f"/v1/collections/{COLLECTION}/documents/{make_doc_id(COLLECTION, answer['manifest'])}"
+    )
+
+
+def test_presigned_uploads_are_short_lived_and_bound_to_one_key_type_and_size(client: TestClient) -> None:
+    # given a presigned upload ticket with the default settings
+    ticket = client.post(
+        f"/v1/collections/{COLLECTION}/uploads",
+        json={"source": "short/x.md", "content_type": "text/markdown", "size": 5},
+    ).json()
+    query = parse_qs(urlparse(ticket["upload_url"]).query)
+    # then it lives five minutes at most, and signs the one key, its content type and its exact size
+    assert int(query["X-Amz-Expires"][0]) <= 300
+    assert ticket["expires_in"] <= 300
+    assert urlparse(ticket["upload_url"]).path.endswith(f"/inbox/{COLLECTION}/short/x.md")
+    assert set(query["X-Amz-SignedHeaders"][0].split(";")) >= {"content-length", "content-type"}

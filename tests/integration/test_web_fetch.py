@@ -423,3 +423,125 @@ def test_per_host_concurrency_is_bounded(world: World) -> None:
     assert all(r.ok for r in results), [r.error for r in results]
     assert [r.url for r in results] == urls
     assert world.max_in_flight == 2
+
+
+# --- hostile bodies (issue 19): decompression bombs, bytes in flight ---------------------------
+
+BOMB_BYTES = 512 * 1024 * 1024
+
+
+def gzip_of_zeros(size: int) -> bytes:
+    """gzip of `size` zero bytes, built in pieces (the bomb never exists inflated here)."""
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    piece = bytes(1024 * 1024)
+    out = [packer.compress(piece) for _ in range(size // len(piece))]
+    out.append(packer.flush())
+    return b"".join(out)
+
+
+@pytest.fixture(scope="module")
+def bombs() -> dict[str, bytes]:
+    import gzip
+
+    once = gzip_of_zeros(BOMB_BYTES)
+    return {"gzip": once, "gzip, gzip": gzip.compress(once, 9)}
+
+
+def encoded(body: bytes, encoding: str) -> Route:
+    def route(handler: Handler) -> None:
+        handler.reply(200, "text/plain", body, {"Content-Encoding": encoding})
+
+    return route
+
+
+def peak_growth_of(function: Callable[[], object]) -> tuple[object, int]:
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        result = function()
+        return result, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("encoding", ["gzip, gzip", "gzip"])
+def test_decompression_bomb_is_refused_with_peak_memory_under_8_mib(
+    world: World, bombs: dict[str, bytes], encoding: str
+) -> None:
+    # given a hostile server answering a ~1 KB (stacked) or ~500 KB (single) gzip body that
+    # inflates to 512 MiB, and a 1 MiB body limit
+    body = bombs[encoding]
+    assert len(body) < 600 * 1024
+    world.routes["/bomb"] = encoded(body, encoding)
+    options = options_for(world, max_bytes=1024 * 1024, retries=0, timeout_s=30.0)
+    # when fetched
+    result, peak = peak_growth_of(lambda: fetch_one(world.url("/bomb"), options))
+    # then it fails permanently, and the process never held more than a few MiB for it
+    assert isinstance(result, FetchResult)
+    assert not result.ok
+    assert result.permanent
+    assert "Content-Encoding" in (result.error or "") or "larger than" in (result.error or "")
+    print(f"\n{encoding} bomb of {len(body)} bytes: {result.error}; peak growth {peak / 2**20:.2f} MiB")
+    assert peak < 8 * 1024 * 1024, f"peak growth {peak / 2**20:.0f} MiB"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate", "identity"])
+def test_encoded_pages_are_decoded(world: World, encoding: str) -> None:
+    # given a page served gzip-, deflate- or not encoded
+    import gzip
+    import zlib
+
+    page = b"<html><body>" + b"hello " * 100 + b"</body></html>"
+    body = {"gzip": gzip.compress(page), "deflate": zlib.compress(page), "identity": page}[encoding]
+    world.routes["/encoded"] = encoded(body, encoding)
+    # when fetched, then the decoded page comes back
+    result = fetch_one(world.url("/encoded"), options_for(world, max_bytes=10_000))
+    assert result.ok, result.error
+    assert result.body == page
+
+
+def test_unknown_content_encoding_is_refused(world: World) -> None:
+    world.routes["/br"] = encoded(b"\x00\x01", "br")
+    result = fetch_one(world.url("/br"), options_for(world))
+    assert not result.ok
+    assert result.permanent
+    assert "unsupported Content-Encoding 'br'" in (result.error or "")
+
+
+def test_manifest_bodies_in_flight_are_bounded_and_handed_on_as_they_complete(world: World) -> None:
+    # given 16 pages of 1 MiB each, one of them slow and listed first, and room for 3 bodies at once
+    from stratus.ingest.web import iter_fetch_urls
+
+    page = b"z" * (1024 * 1024)
+
+    def big(handler: Handler) -> None:
+        if "slow" in handler.path:
+            time.sleep(0.5)
+        handler.reply(200, "text/plain", page)
+
+    world.routes["/big"] = big
+    urls = [world.url("/big?slow=1")] + [world.url(f"/big?i={i}") for i in range(15)]
+    options = options_for(world, max_bytes=len(page), max_bytes_in_flight=3 * len(page), timeout_s=10.0)
+
+    def consume() -> list[str]:
+        seen = []
+        for result in iter_fetch_urls(urls, options=options):
+            assert result.ok, result.error
+            seen.append(result.url)
+            time.sleep(0.02)  # (the caller parses each body)
+        return seen
+
+    # when consumed one by one
+    seen, peak = peak_growth_of(consume)
+    # then every page came, the slow one not first, the server never served more than 3 at once,
+    # and peak memory stayed near 3 bodies, not 16
+    assert isinstance(seen, list)
+    assert sorted(seen) == sorted(urls)
+    assert seen[0] != urls[0]
+    assert world.max_in_flight <= 3
+    print(f"\n16 bodies of 1 MiB, 3 slots: peak growth {peak / 2**20:.2f} MiB")
+    assert peak < 8 * len(page), f"peak growth {peak / 2**20:.1f} MiB"

@@ -438,3 +438,14 @@ def test_real_encoder_tokenizer_counts_match(model_dir: Path) -> None:
         assert_whole_words(chunk, text)
     assert tokenizer.truncation is not None
     assert tokenizer.truncation["max_length"] == 128
+
+
+def test_a_document_over_the_chunk_cap_is_a_permanent_error_naming_the_setting(tokenizer: Tokenizer) -> None:
+    # given a document that makes many chunks
+    from stratus.errors import PermanentError
+
+    parsed = ParsedDocument(title="t", sections=[Section(text=document(7, paragraphs=40))])
+    assert len(chunk_document("d", parsed, tokenizer, 32, 0)) > 10
+    # when chunked with a cap of 10 chunks, then it is refused with the setting's name
+    with pytest.raises(PermanentError, match="STRATUS_MAX_CHUNKS_PER_DOCUMENT"):
+        chunk_document("d", parsed, tokenizer, 32, 0, max_chunks=10)

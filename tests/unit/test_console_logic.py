@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from stratus.api.streaming import sse_events
+from stratus.api.routes_chat import _sse_events
 from stratus.console.feedback import qrels_from, query_id
 from stratus.console.metrics import MetricRecorder, percentile
 from stratus.observability import MetricName
@@ -56,7 +56,7 @@ def test_closing_the_event_stream_closes_the_chat_events() -> None:
         finally:
             closed.append(True)
 
-    stream = sse_events(events(), lambda name, data: f"{name}:{data['text']}")
-    assert next(stream) == "delta:0"
+    stream = _sse_events(events())
+    assert next(stream) == 'event: delta\ndata: {"text":"0"}\n\n'
     stream.close()
     assert closed == [True]

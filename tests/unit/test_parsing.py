@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import time
 from typing import Any
 
 import pytest
@@ -306,12 +308,13 @@ def test_pdf_encrypted_with_empty_user_password_is_read() -> None:
     ("filename", "content_type", "data", "named"),
     [
         ("setup.exe", None, b"MZ\x90\x00\x03", "'.exe'"),
-        ("photo.png", "image/png", b"\x89PNG\r\n\x1a\n\x00\x00", "'.png'"),
+        # (.png and .docx are read since issue 15: GIF and OpenDocument stand in for "unsupported")
+        ("photo.gif", "image/gif", b"GIF89a\x00\x00", "'.gif'"),
         ("archive.zip", None, b"PK\x03\x04\x14\x00", "'.zip'"),
-        ("photo", "image/png", b"\x89PNG\r\n\x1a\n\x00\x00", "content type 'image/png'"),
+        ("photo", "image/gif", b"GIF89a\x00\x00", "content type 'image/gif'"),
         ("blob", None, b"PK\x03\x04\x14\x00\x00\x00", "ZIP archive"),
-        ("report.docx", "text/plain", b"PK\x03\x04\x14\x00", "'.docx', looks like a ZIP archive"),
-        ("picture.png", "text/plain", b"plain words only", "'.png'"),
+        ("report.odt", "text/plain", b"PK\x03\x04\x14\x00", "'.odt', looks like a ZIP archive"),
+        ("picture.gif", "text/plain", b"plain words only", "'.gif'"),
         ("blob", "application/octet-stream", b"\x00\x01\x02\xff", "content type 'application/octet-stream'"),
         ("blob", None, b"\x00\x01\x02\xff", "file without extension"),
     ],
@@ -452,3 +455,101 @@ def test_sidecar_key_helpers() -> None:
     assert document_key_for_sidecar("inbox/c/report.pdf.metadata.json") == "inbox/c/report.pdf"
     with pytest.raises(ValueError, match="not a metadata sidecar"):
         document_key_for_sidecar("inbox/c/report.pdf")
+
+
+# --- hostile input (issue 19): linear scans, caps, nesting, exact names ----------------------
+
+# Each took seconds to minutes with the regexes it replaced (measured on the starting code:
+# "# a" + 20,000 spaces + "a" 8.0 s, 20,000 backticks in a heading 92 s, 20,000 '[' 2.7 s).
+HOSTILE_MARKDOWN = {
+    "hash then 60,000 spaces then a letter": b"#" + b" " * 60_000 + b"x",
+    "heading word, 60,000 spaces, word": b"# a" + b" " * 60_000 + b"b",
+    "heading of 60,000 '['": b"# " + b"[" * 60_000,
+    "heading of 60,000 '](' pairs": b"# " + b"](" * 60_000,
+    "heading of 60,000 backticks": b"# a " + b"`" * 60_000,
+    "heading of 30,000 '*a'": b"# " + b"*a" * 30_000,
+    "heading of 60,000 '_ '": b"# " + b"_ " * 60_000,
+    "front matter title of 60,000 spaces": b"---\ntitle: a" + b" " * 60_000 + b"b\n---\nbody",
+    "open front matter of 60,000 'title:' lines": b"---\n" + b"title:  \n" * 60_000,
+}
+
+
+@pytest.mark.parametrize("data", list(HOSTILE_MARKDOWN.values()), ids=list(HOSTILE_MARKDOWN))
+def test_hostile_markdown_parses_in_under_half_a_second(data: bytes) -> None:
+    # given a Markdown line shaped to make a backtracking regex quadratic
+    # when it is parsed
+    started = time.perf_counter()
+    with contextlib.suppress(PermanentError):  # (no text is a fine answer; taking minutes is not)
+        parse_document(data, "hostile.md")
+    elapsed = time.perf_counter() - started
+    # then it takes well under a second (linear scans)
+    assert elapsed < 0.5, f"{elapsed:.2f}s"
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("# Title", "Title"),
+        ("## Closing hashes ##", "Closing hashes"),
+        ("# C#", "C#"),
+        ("#   spaced   #   ", "spaced"),
+        ("### [Link](http://x) and ![img](i.png)", "Link and img"),
+        ("# **Bold** and *em* and `code` and ~~gone~~", "Bold and em and code and gone"),
+        ("# *x* x **x**", "x x x"),
+        ("# snake_case_name", "snakecasename"),
+    ],
+)
+def test_heading_markup_is_cleaned_by_the_linear_scans(line: str, expected: str) -> None:
+    # given a document with one heading and a body
+    doc = parse_document(f"{line}\n\nbody text\n".encode(), "a.md")
+    # then the heading path holds the cleaned heading
+    assert doc.sections[0].heading_path == [expected]
+
+
+def test_front_matter_title_with_quotes_is_read() -> None:
+    doc = parse_document(b'---\ntitle: "Quoted title"\n---\n\nbody\n', "a.md")
+    assert doc.title == "Quoted title"
+
+
+def test_deeply_nested_sidecar_is_a_permanent_error_not_a_recursion_error() -> None:
+    # given a 60 KB sidecar of nested lists
+    data = b'{"metadataAttributes": {"a": ' + b"[" * 30_000 + b"]" * 30_000 + b"}}"
+    assert len(data) < 64 * 1024
+    # when it is read, then it is refused with a reason
+    with pytest.raises(PermanentError, match="nests too deeply"):
+        parse_metadata_sidecar(data)
+
+
+@pytest.mark.parametrize("name", ["team\n", "chunk_id\n", "a\n"])
+def test_metadata_names_with_a_trailing_newline_are_refused(name: str) -> None:
+    # given a name that `re.match` with `$` accepted (the newline before the end)
+    data = json.dumps({"metadataAttributes": {name: "x"}}).encode()
+    # then the sidecar is refused naming the attribute
+    with pytest.raises(PermanentError, match="invalid attribute name"):
+        parse_metadata_sidecar(data)
+
+
+def test_bound_document_caps_title_and_heading_path_and_keeps_the_text() -> None:
+    # given a document whose heading is 50 KB long
+    from stratus.ingest.parsing import bound_document
+
+    heading = "word " * 10_000
+    doc = parse_document(f"# {heading}\n\n## Sub\n\nbody text\n".encode(), "a.md")
+    # when bounded to 300 title and 500 section characters
+    bounded = bound_document(doc, max_title_chars=300, max_section_chars=500)
+    # then title and each section label fit, and the long heading's text is still in the body
+    assert len(bounded.title) <= 300
+    for section in bounded.sections:
+        assert len(" > ".join(section.heading_path)) <= 500
+    assert heading.strip() in bounded.sections[0].text
+
+
+def test_every_detectable_format_has_a_registered_parser() -> None:
+    # given every format detection can return
+    from stratus.ingest import parsing
+
+    formats = set(parsing._EXTENSIONS.values()) | set(parsing._CONTENT_TYPES.values()) | {"text"}
+    # then each has exactly one registered parser
+    assert formats <= set(parsing.PARSERS)
+    with pytest.raises(ValueError, match="already registered"):
+        parsing.register_parser("markdown")(lambda data, name: parsing.ParsedDocument(title="", sections=[]))

@@ -51,6 +51,13 @@ class ChatRequest(BaseModel):
     def _ends_with_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
         if messages[-1].role != "user" or not messages[-1].content.strip():
             raise ValueError("the last message must be a non-empty user message")
+        if not any(m.role == "user" for m in messages[:-1]):
+            # A question with no earlier turn to lean on is searched as it is: the search route's check.
+            from stratus.search import query_problem
+
+            problem = query_problem(messages[-1].content)
+            if problem is not None:
+                raise ValueError(problem.removeprefix("query: "))
         return messages
 
 
@@ -64,6 +71,9 @@ class Citation(BaseModel):
     title: str = ""
     section: str = ""
     page: int | None = None
+    sheet: str | None = None
+    row_start: int | None = None
+    row_end: int | None = None
 
 
 class Fallback(BaseModel):

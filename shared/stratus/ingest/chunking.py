@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from itertools import pairwise
 from typing import TYPE_CHECKING
 
+from stratus.errors import PermanentError
 from stratus.models import Chunk, ParsedDocument, make_chunk_id
 
 if TYPE_CHECKING:
@@ -172,8 +173,9 @@ def chunk_document(
     tokenizer: Tokenizer,
     chunk_tokens: int,
     overlap_tokens: int,
+    max_chunks: int | None = None,
 ) -> list[Chunk]:
-    """Split a parsed document into token-bounded chunks with stable ids."""
+    """Split a parsed document into token-bounded chunks with stable ids; PermanentError past `max_chunks`."""
     if chunk_tokens < 1:
         raise ValueError("chunk_tokens must be at least 1")
     # More overlap than half a chunk would make chunks crawl forward a few words at a time.
@@ -192,6 +194,11 @@ def chunk_document(
         for (section, block), encoding in zip(batch, encodings, strict=True):
             label = SECTION_SEPARATOR.join(section.heading_path)
             for text, count in _Section(block, encoding).chunk(chunk_tokens, overlap):
+                if max_chunks is not None and len(chunks) >= max_chunks:
+                    raise PermanentError(
+                        f"document has more than {max_chunks} chunks (STRATUS_MAX_CHUNKS_PER_DOCUMENT); "
+                        "split it or raise the limit"
+                    )
                 chunks.append(
                     Chunk(
                         chunk_id=make_chunk_id(doc_id, text, seen[text]),
@@ -199,6 +206,9 @@ def chunk_document(
                         text=text,
                         section=label,
                         page=section.page,
+                        sheet=section.sheet,
+                        row_start=section.row_start,
+                        row_end=section.row_end,
                         token_count=count,
                     )
                 )

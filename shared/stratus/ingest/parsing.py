@@ -18,11 +18,13 @@ import logging
 import math
 import re
 import unicodedata
+from array import array
 from collections.abc import Callable
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from stratus.errors import PermanentError
+from stratus.ingest import formats
 from stratus.models import ParsedDocument, Section
 
 if TYPE_CHECKING:
@@ -30,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Format = Literal["markdown", "text", "html", "pdf"]
+Format = Literal["markdown", "text", "html", "pdf"] | formats.ExtraFormat
 
 _EXTENSIONS: dict[str, Format] = {
     ".md": "markdown",
@@ -41,8 +43,10 @@ _EXTENSIONS: dict[str, Format] = {
     ".htm": "html",
     ".xhtml": "html",
     ".pdf": "pdf",
+    **formats.EXTENSIONS,
 }
 _CONTENT_TYPES: dict[str, Format] = {
+    **formats.CONTENT_TYPES,
     "text/markdown": "markdown",
     "text/x-markdown": "markdown",
     "text/plain": "text",
@@ -154,6 +158,9 @@ def _binary_kind(data: bytes) -> str | None:
 def detect_format(data: bytes, filename: str, content_type: str | None = None) -> Format:
     """Pick the parser: extension first, then content type, then sniffing the bytes."""
     suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+    by_content = formats.sniff(data)
+    if by_content is not None:
+        return by_content
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]
     binary = _binary_kind(data)
@@ -191,20 +198,77 @@ def _stem(filename: str) -> str:
     return PurePosixPath(name).stem or name
 
 
+Parser = Callable[[bytes, str], ParsedDocument]
+# Every parser registers here: parse_document dispatches only to registered parsers, and the
+# resource-budget tests (tests/unit/test_parser_budgets.py) feed each one adversarial inputs.
+PARSERS: dict[Format, Parser] = {}
+
+
+def register_parser(fmt: Format) -> Callable[[Parser], Parser]:
+    """Register `fmt`'s parser (a decorator); a format has exactly one."""
+
+    def register(parser: Parser) -> Parser:
+        if fmt in PARSERS:
+            raise ValueError(f"a parser for {fmt!r} is already registered")
+        PARSERS[fmt] = parser
+        return parser
+
+    return register
+
+
+for _format, _parser in formats.PARSERS.items():  # Office, tables, e-books, e-mail, images
+    register_parser(cast("Format", _format))(_parser)
+
+
 def parse_document(data: bytes, filename: str, content_type: str | None = None) -> ParsedDocument:
     """Parse document bytes into a title and text sections; PermanentError when it cannot be used."""
     fmt = detect_format(data, filename, content_type)
-    parsers: dict[Format, Callable[[bytes, str], ParsedDocument]] = {
-        "markdown": _parse_markdown,
-        "text": _parse_text,
-        "html": _parse_html,
-        "pdf": _parse_pdf,
-    }
-    parsed = parsers[fmt](data, filename)
+    parser = PARSERS.get(fmt)
+    if parser is None:
+        raise PermanentError(f"no parser is registered for {fmt} documents")
+    try:
+        parsed = parser(data, filename)
+    except RecursionError as error:
+        raise PermanentError(f"document nests too deeply to parse ({error})") from error
     sections = [s for s in parsed.sections if s.text.strip()]
     if not sections:
         raise PermanentError("document has no extractable text")
-    return ParsedDocument(title=parsed.title or _stem(filename), sections=sections)
+    return ParsedDocument(title=parsed.title or _stem(filename), sections=sections, metadata=parsed.metadata)
+
+
+def _truncate(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: max(0, limit - 1)].rstrip() + "…"
+
+
+def bound_document(parsed: ParsedDocument, *, max_title_chars: int, max_section_chars: int) -> ParsedDocument:
+    """Cap the title and each section's heading path, which every chunk of the document repeats.
+
+    The path is cut so that its `` > ``-joined label fits `max_section_chars`; a heading's text
+    past the cap stays in the section's body, so no text is lost to search.
+    """
+    sections = []
+    for section in parsed.sections:
+        path: list[str] = []
+        overflow: list[str] = []
+        used = 0
+        for heading in section.heading_path:
+            room = max_section_chars - used - (len(SECTION_JOIN) if path else 0)
+            if room <= 1:
+                overflow.append(heading)
+                continue
+            capped = _truncate(heading, room)
+            if capped != heading:
+                overflow.append(heading)
+            path.append(capped)
+            used += len(capped) + (len(SECTION_JOIN) if len(path) > 1 else 0)
+        text = "\n".join(overflow) + "\n\n" + section.text if overflow and section.text else section.text
+        sections.append(section.model_copy(update={"heading_path": path, "text": text}))
+    return ParsedDocument(
+        title=_truncate(parsed.title, max_title_chars), sections=sections, metadata=parsed.metadata
+    )
+
+
+SECTION_JOIN = " > "
 
 
 # ---------------------------------------------------------------------------------------
@@ -212,6 +276,7 @@ def parse_document(data: bytes, filename: str, content_type: str | None = None) 
 # ---------------------------------------------------------------------------------------
 
 
+@register_parser("text")
 def _parse_text(data: bytes, filename: str) -> ParsedDocument:
     text = normalize_text(decode_text(data), keep_indent=True)
     return ParsedDocument(title=_stem(filename), sections=[Section(text=text)])
@@ -224,18 +289,145 @@ def _parse_text(data: bytes, filename: str) -> ParsedDocument:
 _FRONT_MATTER_RE = re.compile(
     r"\A(?:---|\+\+\+)[ \t]*\n(.*?\n)?(?:---|\+\+\+|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL
 )
-_FRONT_TITLE_RE = re.compile(r"""^title\s*[:=]\s*["']?(.*?)["']?\s*$""", re.MULTILINE | re.IGNORECASE)
-_ATX_RE = re.compile(r"^ {0,3}(#{1,6})(?:[ \t]+(.*?))?(?:[ \t]+#+)?[ \t]*$")
 _FENCE_RE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 _SETEXT_RE = re.compile(r"^ {0,3}(=+|-+)[ \t]*$")
-_MD_LINK_RE = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
-_MD_EMPHASIS_RE = re.compile(r"(\*{1,3}|_{1,3}|`+|~~)(\S(?:.*?\S)?)\1")
+# Headings, links, emphasis and front-matter titles are read by linear scans, not regexes: the
+# regexes they replace backtracked quadratically (or worse) over runs of spaces, '[' or backticks.
+_HSPACE = " \t"
+_EMPHASIS_CHARS = "*_`~"
+
+
+def _atx_heading(line: str) -> tuple[int, str] | None:
+    """(level, raw text) of an ATX heading line such as ``## Title ##``, or None."""
+    indent = len(line) - len(line.lstrip(" "))
+    if indent > 3:
+        return None
+    rest = line[indent:]
+    level = len(rest) - len(rest.lstrip("#"))
+    if not 1 <= level <= 6:
+        return None
+    rest = rest[level:]
+    if rest and rest[0] not in _HSPACE:
+        return None
+    text = rest.strip(_HSPACE)
+    if text.endswith("#"):
+        # A closing sequence of '#' counts only after a space: "# C#" keeps its '#'.
+        body = text.rstrip("#")
+        if body.endswith((" ", "\t")):
+            text = body.rstrip(_HSPACE)
+    return level, text
+
+
+def _strip_links(text: str) -> str:
+    """Replace ``[label](target)`` and ``![alt](src)`` by their label, in one left-to-right pass."""
+    if "[" not in text:
+        return text
+    out: list[str] = []
+    copied = 0
+    n = len(text)
+    # The next ']' and ')' at or after a position only move forward: each is searched for once.
+    close_bracket = close_paren = -2
+    i = text.find("[")
+    while i != -1:
+        if close_bracket != -1 and close_bracket <= i:
+            close_bracket = text.find("]", i + 1)
+        if close_bracket == -1:
+            break
+        j = close_bracket
+        if j + 1 < n and text[j + 1] == "(":
+            if close_paren != -1 and close_paren <= j + 1:
+                close_paren = text.find(")", j + 2)
+            if close_paren == -1:
+                break
+            start = i - 1 if i > copied and text[i - 1] == "!" else i
+            out.append(text[copied:start])
+            out.append(text[i + 1 : j])
+            copied = close_paren + 1
+            i = text.find("[", copied)
+        else:
+            i = text.find("[", i + 1)
+    out.append(text[copied:])
+    return "".join(out)
+
+
+def _strip_emphasis(text: str) -> str:
+    """Drop paired emphasis and code markers (``*a*``, ``**a**``, ``_a_``, `` `a` ``, ``~~a~~``).
+
+    A marker is a run of one character; it pairs with the next run of the same character and
+    length that follows a non-space character. Runs are found once and each kind of run keeps a
+    cursor that only moves forward, so the pass is linear in the text.
+    """
+    if not any(c in text for c in _EMPHASIS_CHARS):
+        return text
+    # Runs as flat arrays: a heading of 500,000 markers must not cost a tuple per marker.
+    starts, ends = array("l"), array("l")
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in _EMPHASIS_CHARS:
+            j = i + 1
+            while j < n and text[j] == c:
+                j += 1
+            starts.append(i)
+            ends.append(j)
+            i = j
+        else:
+            i += 1
+    # Closers of each kind (char, length): runs that follow a non-space character.
+    closers: dict[tuple[str, int], array[int]] = {}
+    for index in range(len(starts)):
+        start = starts[index]
+        if start > 0 and not text[start - 1].isspace():
+            closers.setdefault((text[start], ends[index] - start), array("l")).append(index)
+    cursors: dict[tuple[str, int], int] = {}
+    out: list[str] = []
+    copied = 0
+    index = 0
+    while index < len(starts):
+        start, end = starts[index], ends[index]
+        kind = (text[start], end - start)
+        if (kind[0] == "~" and kind[1] != 2) or end >= n or text[end].isspace():
+            index += 1
+            continue
+        candidates = closers.get(kind)
+        if candidates is None:
+            index += 1
+            continue
+        cursor = cursors.get(kind, 0)
+        while cursor < len(candidates) and candidates[cursor] <= index:
+            cursor += 1
+        cursors[kind] = cursor
+        if cursor == len(candidates):
+            index += 1
+            continue
+        closer = candidates[cursor]
+        out.append(text[copied:start])
+        out.append(text[end : starts[closer]])
+        copied = ends[closer]
+        index = closer + 1
+    out.append(text[copied:])
+    return "".join(out)
+
+
+def _front_matter_title(block: str) -> str:
+    """The ``title: ...`` (or ``title = ...``) value of a front-matter block, quotes removed."""
+    for line in block.split("\n"):
+        if line[:5].lower() != "title":
+            continue
+        rest = line[5:].lstrip()
+        if not rest or rest[0] not in ":=":
+            continue
+        value = rest[1:].strip()
+        if value[:1] in ("'", '"'):
+            value = value[1:]
+        if value[-1:] in ("'", '"'):
+            value = value[:-1]
+        return value.strip()
+    return ""
 
 
 def _clean_heading(text: str) -> str:
-    text = _MD_LINK_RE.sub(r"\1", text)
-    text = _MD_EMPHASIS_RE.sub(r"\2", text)
-    return normalize_text(text).replace("\n", " ")
+    return normalize_text(_strip_emphasis(_strip_links(text))).replace("\n", " ")
 
 
 class _SectionBuilder:
@@ -273,13 +465,13 @@ class _SectionBuilder:
         return self.sections
 
 
+@register_parser("markdown")
 def _parse_markdown(data: bytes, filename: str) -> ParsedDocument:
     text = decode_text(data).replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
     front_title = ""
     match = _FRONT_MATTER_RE.match(text)
     if match:
-        title_match = _FRONT_TITLE_RE.search(match.group(1) or "")
-        front_title = title_match.group(1).strip() if title_match else ""
+        front_title = _front_matter_title(match.group(1) or "")
         text = text[match.end() :]
 
     builder = _SectionBuilder()
@@ -304,7 +496,7 @@ def _parse_markdown(data: bytes, filename: str) -> ParsedDocument:
             prev_blank = False
             i += 1
             continue
-        atx = _ATX_RE.match(line)
+        atx = _atx_heading(line)
         setext = (
             prev_blank
             and line.strip()
@@ -314,7 +506,7 @@ def _parse_markdown(data: bytes, filename: str) -> ParsedDocument:
         )
         if atx or setext:
             if atx:
-                level, heading = len(atx.group(1)), _clean_heading(atx.group(2) or "")
+                level, heading = atx[0], _clean_heading(atx[1])
                 i += 1
             else:
                 level = 1 if lines[i + 1].strip().startswith("=") else 2
@@ -347,6 +539,7 @@ _BLOCK_TAGS = {
     "table", "tbody", "tfoot", "thead", "tr", "ul",
 }  # fmt: skip
 _CELL_TAGS = {"td", "th"}
+MAX_HTML_TAGS = 200_000
 _WS_RE = re.compile(r"\s+")
 
 
@@ -354,10 +547,16 @@ def _html_text(tag: Tag) -> str:
     return _WS_RE.sub(" ", tag.get_text(" ")).strip()
 
 
+@register_parser("html")
 def _parse_html(data: bytes, filename: str) -> ParsedDocument:
     from bs4 import BeautifulSoup, Comment, Declaration, Doctype, NavigableString, ProcessingInstruction
     from bs4 import Tag as BsTag
 
+    # The tree costs about 500 bytes a tag: count them before building it (1 MB of "<b>x</b>"
+    # would take 140 MB), so a page of markup alone cannot exhaust the function's memory.
+    tags = data.count(b"<")
+    if tags > MAX_HTML_TAGS:
+        raise PermanentError(f"HTML has {tags} tags; at most {MAX_HTML_TAGS} are parsed")
     # Let bs4 honour a <meta charset>, but decode plain bytes our way first when they are valid UTF-8.
     markup: str | bytes
     try:
@@ -374,17 +573,20 @@ def _parse_html(data: bytes, filename: str) -> ParsedDocument:
         if isinstance(h1, BsTag):
             title = _html_text(h1)
 
+    # One walk finds the outermost element of each boilerplate or hidden subtree; extracting only
+    # those keeps removal linear (nested hidden elements each extracted cost their whole subtree).
     # extract() rather than decompose(): decompose clears the nested tags a later step may still visit.
-    for tag in soup.find_all(_DROP_TAGS):
-        tag.extract()
-    hidden = [
-        tag
-        for tag in soup.find_all(True)
-        if "hidden" in tag.attrs
-        or str(tag.attrs.get("aria-hidden", "")).lower() == "true"
-        or str(tag.attrs.get("role", "")).lower() in _DROP_ROLES
-    ]
-    for tag in hidden:
+    doomed: list[BsTag] = []
+    stack: list[Any] = [soup]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, BsTag):
+            continue
+        if node is not soup and (node.name in _DROP_TAGS or _is_hidden(node)):
+            doomed.append(node)
+            continue
+        stack.extend(node.contents)
+    for tag in doomed:
         tag.extract()
 
     roots: list[BsTag] = []
@@ -460,11 +662,20 @@ _END_BLOCK = object()
 _CELL_GAP = object()
 
 
+def _is_hidden(tag: Tag) -> bool:
+    return (
+        "hidden" in tag.attrs
+        or str(tag.attrs.get("aria-hidden", "")).lower() == "true"
+        or str(tag.attrs.get("role", "")).lower() in _DROP_ROLES
+    )
+
+
 # ---------------------------------------------------------------------------------------
 # PDF
 # ---------------------------------------------------------------------------------------
 
 
+@register_parser("pdf")
 def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
     from pypdf import PdfReader
 
@@ -489,6 +700,7 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
 
     sections: list[Section] = []
     failures: list[str] = []
+    untexted: list[tuple[int, Any]] = []
     for number, page in enumerate(pages, start=1):
         try:
             raw = page.extract_text() or ""
@@ -498,6 +710,13 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
         text = normalize_text(raw)
         if text:
             sections.append(Section(text=text, page=number))
+        else:
+            untexted.append((number, page))
+    from stratus.ingest.formats.images import ocr_pdf_pages
+    from stratus.ingest.formats.safety import current_limits
+
+    scanned, ocr_meta = ocr_pdf_pages(untexted, current_limits())
+    sections = sorted(sections + scanned, key=lambda s: s.page or 0)
     if failures:
         logger.warning("PDF %s: %d page(s) could not be read: %s", filename, len(failures), failures[:3])
     if not sections and failures and len(failures) == len(pages):
@@ -512,7 +731,7 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
             title = normalize_text(str(meta.title)).replace("\n", " ")
     except Exception:  # broken metadata is not worth failing a readable document
         logger.debug("PDF %s: unreadable metadata", filename)
-    return ParsedDocument(title=title or _stem(filename), sections=sections)
+    return ParsedDocument(title=title or _stem(filename), sections=sections, metadata=ocr_meta)
 
 
 # ---------------------------------------------------------------------------------------
@@ -523,7 +742,8 @@ SIDECAR_SUFFIX = ".metadata.json"
 MAX_METADATA_KEYS = 50
 MAX_METADATA_VALUE_CHARS = 2048
 MAX_SIDECAR_BYTES = 64 * 1024
-METADATA_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+# Used with fullmatch: `match` with `$` would accept a trailing newline ("name\n").
+METADATA_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 # Names of the chunk table's own columns: a metadata key becomes a column and must not shadow them.
 RESERVED_METADATA_KEYS = frozenset(
     {
@@ -624,6 +844,8 @@ def parse_metadata_sidecar(data: bytes) -> dict[str, MetadataValue]:
     try:
         text = data.decode("utf-8-sig")
         doc = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+    except RecursionError as exc:
+        raise PermanentError("metadata sidecar nests too deeply") from exc
     except UnicodeDecodeError as exc:
         raise PermanentError(f"metadata sidecar is not UTF-8: {exc}") from exc
     except json.JSONDecodeError as exc:
@@ -640,7 +862,7 @@ def parse_metadata_sidecar(data: bytes) -> dict[str, MetadataValue]:
     result: dict[str, MetadataValue] = {}
     seen: dict[str, str] = {}
     for key, raw in attributes.items():
-        if not METADATA_KEY_RE.match(key):
+        if not METADATA_KEY_RE.fullmatch(key):
             raise PermanentError(
                 f"metadata sidecar: invalid attribute name {key!r} (letters, digits and _, "
                 "not starting with a digit, at most 64 characters)"

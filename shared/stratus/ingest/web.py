@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import queue
 import random
-from collections.abc import Sequence
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -34,6 +39,12 @@ REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # 408 and 429 are the client errors that mean "later"; every other 4xx is final.
 RETRYABLE_STATUSES = frozenset({408, 429})
 BACKOFF_MAX_S = 30.0
+# Encodings this client decodes itself, bounded while decoding; anything else (stacked encodings
+# included) is refused before a byte of it is decompressed.
+ACCEPT_ENCODING = "gzip, deflate"
+_IDENTITY = {"", "identity"}
+_GZIP = {"gzip", "x-gzip"}
+_DECODE_STEP = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -52,6 +63,7 @@ class FetchOptions:
     allowed_content_types: frozenset[str] = DEFAULT_CONTENT_TYPES
     max_redirects: int = 5
     allow_hosts: frozenset[str] = field(default_factory=frozenset)
+    max_bytes_in_flight: int = 128 * 1024 * 1024
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FetchOptions:
@@ -69,7 +81,13 @@ class FetchOptions:
             allowed_content_types=frozenset(t.lower() for t in settings.url_allowed_content_types),
             max_redirects=settings.url_max_redirects,
             allow_hosts=frozenset(settings.url_allow_hosts),
+            max_bytes_in_flight=settings.url_max_bytes_in_flight,
         )
+
+    @property
+    def slots(self) -> int:
+        """Fetches that may hold a body at once: bytes in flight over the largest body, at least 1."""
+        return max(1, self.max_bytes_in_flight // self.max_bytes)
 
 
 @dataclass(frozen=True)
@@ -84,13 +102,46 @@ class FetchResult:
     body: bytes | None
     error: str | None
     permanent: bool
+    out_of_time: bool = False  # the invocation's time budget ran out before this URL was done
 
 
-class UrlManifest(NamedTuple):
-    """URLs of a *.urls manifest, and one message per line that was refused."""
+@dataclass(frozen=True)
+class UrlManifest:
+    """URLs of a *.urls manifest, the first refused lines' messages, and per-line counts.
+
+    Unpacks as ``urls, errors``.
+    """
 
     urls: list[str]
     errors: list[str]
+    refused_by: dict[str, int] = field(default_factory=dict)  # lines refused by the guard, by class
+    duplicates: int = 0
+    over_limit: int = 0
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return iter((self.urls, self.errors))
+
+
+def refusal_class(message: str) -> str:
+    """A short class of a URL guard refusal, for per-class counts."""
+    text = message.lower()
+    for needle, kind in (
+        ("scheme", "scheme"),
+        ("credentials", "credentials"),
+        ("internal host", "internal host"),
+        ("longer than", "too long"),
+        ("whitespace", "characters"),
+        ("port", "port"),
+        ("not allow-listed", "not allow-listed"),
+    ):
+        if needle in text:
+            return kind
+    if " is " in text:
+        return "address"
+    return "malformed"
+
+
+MAX_MANIFEST_ERRORS = 20
 
 
 def parse_url_manifest(
@@ -104,7 +155,8 @@ def parse_url_manifest(
     urls: list[str] = []
     seen: set[str] = set()
     errors: list[str] = []
-    dropped = 0
+    refused: dict[str, int] = {}
+    duplicates = dropped = 0
     for number, raw in enumerate(text.splitlines(), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -112,9 +164,13 @@ def parse_url_manifest(
         try:
             url = check_url_syntax(line, allow_hosts).url
         except BlockedURLError as exc:
-            errors.append(f"line {number}: {exc}")
+            kind = refusal_class(str(exc))
+            refused[kind] = refused.get(kind, 0) + 1
+            if len(errors) < MAX_MANIFEST_ERRORS:
+                errors.append(f"line {number}: {exc}")
             continue
         if url in seen:
+            duplicates += 1
             continue
         if len(urls) >= max_urls:
             dropped += 1
@@ -123,7 +179,7 @@ def parse_url_manifest(
         urls.append(url)
     if dropped:
         errors.append(f"more than {max_urls} URLs: {dropped} ignored")
-    return UrlManifest(urls, errors)
+    return UrlManifest(urls, errors, refused, duplicates, dropped)
 
 
 class _Failure(Exception):
@@ -288,20 +344,129 @@ class _Fetcher:
         declared = response.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > options.max_bytes:
             raise _Failure(too_large, permanent=True, status=status)
+        decoder = _decoder(response.headers.get_list("content-encoding", split_commas=True), status)
         chunks: list[bytes] = []
         size = 0
-        async for chunk in response.aiter_bytes():
-            size += len(chunk)
-            if size > options.max_bytes:
-                raise _Failure(too_large, permanent=True, status=status)
-            chunks.append(chunk)
+        # Raw bytes, decoded here: httpx's own decoders inflate a whole network chunk at once,
+        # and a 1 KB body can inflate to gigabytes before any size check sees it.
+        async for raw in response.aiter_raw():
+            for chunk in decoder.feed(raw, options.max_bytes - size):
+                size += len(chunk)
+                if size > options.max_bytes:
+                    raise _Failure(too_large, permanent=True, status=status)
+                chunks.append(chunk)
+        chunks.extend(decoder.finish())
         return _Response(status, content_type, b"".join(chunks), None)
 
 
+class _Decoder:
+    """Undoes at most one Content-Encoding, never producing more than it is asked for per step."""
+
+    def __init__(self, encoding: str, status: int) -> None:
+        self._encoding = encoding
+        self._status = status
+        self._zlib: Any = None
+        if encoding in _GZIP:
+            self._zlib = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif encoding == "deflate":
+            self._zlib = zlib.decompressobj(32 + zlib.MAX_WBITS)  # zlib or gzip header
+        self._first = True
+
+    def feed(self, data: bytes, room: int) -> Iterator[bytes]:
+        """Decoded pieces of `data`, stopping once more than `room` bytes came out."""
+        if self._zlib is None:
+            yield data
+            return
+        produced = 0
+        pending = data
+        while produced <= room and not self._zlib.eof:
+            try:
+                out = self._zlib.decompress(pending, max(1, min(_DECODE_STEP, room - produced + 1)))
+            except zlib.error as exc:
+                if self._encoding == "deflate" and self._first:
+                    # Some servers send raw deflate without the zlib header.
+                    self._zlib = zlib.decompressobj(-zlib.MAX_WBITS)
+                    self._first = False
+                    continue
+                raise _Failure(
+                    f"cannot decode {self._encoding} body: {exc}", permanent=True, status=self._status
+                ) from exc
+            self._first = False
+            pending = self._zlib.unconsumed_tail
+            produced += len(out)
+            if out:
+                yield out
+            elif not pending:
+                break
+
+    def finish(self) -> list[bytes]:
+        """Whatever the decoder still holds (a few bytes at most; the body was bounded while fed)."""
+        if self._zlib is None:
+            return []
+        return [self._zlib.flush(_DECODE_STEP)] if not self._zlib.eof else []
+
+
+def _decoder(encodings: list[str], status: int) -> _Decoder:
+    coded = [e.strip().lower() for e in encodings if e.strip().lower() not in _IDENTITY]
+    if len(coded) > 1:
+        raise _Failure(
+            f"stacked Content-Encoding {', '.join(coded)!r} refused (at most one of gzip, deflate)",
+            permanent=True,
+            status=status,
+        )
+    if coded and coded[0] not in _GZIP | {"deflate"}:
+        raise _Failure(
+            f"unsupported Content-Encoding {coded[0]!r} (gzip, deflate or none)",
+            permanent=True,
+            status=status,
+        )
+    return _Decoder(coded[0] if coded else "", status)
+
+
+def _client(options: FetchOptions, backend: GuardedNetworkBackend) -> httpx.AsyncClient:
+    limits = httpx.Limits(
+        max_connections=options.max_connections, max_keepalive_connections=options.max_connections
+    )
+    transport = GuardedTransport(backend=backend, limits=limits)
+    timeout = httpx.Timeout(options.timeout_s, connect=options.connect_timeout_s, pool=options.timeout_s)
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=timeout,
+        follow_redirects=False,
+        trust_env=False,
+        headers={"User-Agent": options.user_agent, "Accept-Encoding": ACCEPT_ENCODING},
+    )
+
+
+def _out_of_time(url: str, budget_s: float) -> FetchResult:
+    return FetchResult(
+        url, url, False, None, None, None,
+        f"not fetched within the invocation's time budget ({budget_s:.0f}s)", True, out_of_time=True,
+    )  # fmt: skip
+
+
+async def _fetch_before(fetcher: _Fetcher, url: str, deadline: float | None, budget_s: float) -> FetchResult:
+    """One URL, abandoned at `deadline` (time.monotonic()) with an out-of-time result."""
+    if deadline is None:
+        return await fetcher.fetch(url)
+    try:
+        async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+            return await fetcher.fetch(url)
+    except TimeoutError:
+        return _out_of_time(url, budget_s)
+
+
 async def fetch_urls(
-    urls: Sequence[str], *, options: FetchOptions | None = None, resolver: Resolver | None = None
+    urls: Sequence[str],
+    *,
+    options: FetchOptions | None = None,
+    resolver: Resolver | None = None,
+    deadline: float | None = None,
 ) -> list[FetchResult]:
-    """Fetch every URL concurrently through one guarded client; results in input order, never raises."""
+    """Fetch every URL concurrently through one guarded client; results in input order, never raises.
+
+    Every body is held until all are done: for many URLs use `iter_fetch_urls`, which bounds that.
+    """
     if isinstance(urls, str):
         raise TypeError("fetch_urls takes a sequence of URLs, not one string")
     if options is None:
@@ -311,27 +476,102 @@ async def fetch_urls(
     backend = GuardedNetworkBackend(
         allow_hosts=options.allow_hosts, resolver=resolver, resolve_timeout_s=options.connect_timeout_s
     )
-    limits = httpx.Limits(
-        max_connections=options.max_connections, max_keepalive_connections=options.max_connections
-    )
-    transport = GuardedTransport(backend=backend, limits=limits)
-    timeout = httpx.Timeout(options.timeout_s, connect=options.connect_timeout_s, pool=options.timeout_s)
-    async with httpx.AsyncClient(
-        transport=transport,
-        timeout=timeout,
-        follow_redirects=False,
-        trust_env=False,
-        headers={"User-Agent": options.user_agent},
-    ) as client:
+    budget_s = 0.0 if deadline is None else deadline - time.monotonic()
+    async with _client(options, backend) as client:
         fetcher = _Fetcher(client, backend, options)
-        return list(await asyncio.gather(*(fetcher.fetch(url) for url in urls)))
+        return list(await asyncio.gather(*(_fetch_before(fetcher, url, deadline, budget_s) for url in urls)))
 
 
 def fetch_urls_sync(
-    urls: Sequence[str], *, options: FetchOptions | None = None, resolver: Resolver | None = None
+    urls: Sequence[str],
+    *,
+    options: FetchOptions | None = None,
+    resolver: Resolver | None = None,
+    deadline: float | None = None,
 ) -> list[FetchResult]:
     """`fetch_urls` for synchronous callers (Lambda handlers); not from inside a running event loop."""
-    return asyncio.run(fetch_urls(urls, options=options, resolver=resolver))
+    return asyncio.run(fetch_urls(urls, options=options, resolver=resolver, deadline=deadline))
+
+
+_DONE = object()
+
+
+def iter_fetch_urls(
+    urls: Sequence[str],
+    *,
+    options: FetchOptions | None = None,
+    resolver: Resolver | None = None,
+    deadline: float | None = None,
+) -> Iterator[FetchResult]:
+    """Fetch URLs concurrently and yield each result as it completes, with bytes in flight bounded.
+
+    At most `options.slots` fetches hold a body at once (`max_bytes_in_flight` over `max_bytes`); a
+    slot is freed when the caller asks for the next result, so a body is dropped before another
+    is downloaded in its place. URLs still unfinished at `deadline` (time.monotonic()) come back
+    out of time. The fetches run on an event loop in a worker thread; closing the iterator stops them.
+    """
+    if isinstance(urls, str):
+        raise TypeError("iter_fetch_urls takes a sequence of URLs, not one string")
+    if options is None:
+        from stratus.settings import get_settings
+
+        options = FetchOptions.from_settings(get_settings())
+    chosen = options
+    results: queue.Queue[Any] = queue.Queue()
+    loop = asyncio.new_event_loop()
+    state: dict[str, Any] = {}
+    budget_s = 0.0 if deadline is None else deadline - time.monotonic()
+
+    async def produce() -> None:
+        backend = GuardedNetworkBackend(
+            allow_hosts=chosen.allow_hosts, resolver=resolver, resolve_timeout_s=chosen.connect_timeout_s
+        )
+        slots = asyncio.Semaphore(chosen.slots)
+        state["slots"] = slots
+
+        async def one(fetcher: _Fetcher, url: str) -> None:
+            await slots.acquire()
+            results.put(await _fetch_before(fetcher, url, deadline, budget_s))
+
+        try:
+            async with _client(chosen, backend) as client:
+                fetcher = _Fetcher(client, backend, chosen)
+                await asyncio.gather(*(one(fetcher, url) for url in urls))
+        finally:
+            results.put(_DONE)
+
+    def run() -> None:
+        asyncio.set_event_loop(loop)
+        task = loop.create_task(produce())
+        state["task"] = task
+        try:
+            loop.run_until_complete(task)
+        except BaseException as error:  # cancelled by close(), or a bug: the consumer gets it
+            if not isinstance(error, asyncio.CancelledError):
+                results.put(error)
+            results.put(_DONE)
+        finally:
+            loop.close()
+
+    worker = threading.Thread(target=run, name="url-fetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = results.get()
+            if item is _DONE:
+                break
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+            # The caller is done with the previous body: let one more download start.
+            with contextlib.suppress(RuntimeError):  # (the loop closed: everything was fetched)
+                loop.call_soon_threadsafe(state["slots"].release)
+    finally:
+        task = state.get("task")
+        if task is not None:
+            with contextlib.suppress(RuntimeError):  # (the loop closed meanwhile)
+                loop.call_soon_threadsafe(task.cancel)
+        worker.join()
 
 
 __all__ = [
@@ -340,5 +580,6 @@ __all__ = [
     "UrlManifest",
     "fetch_urls",
     "fetch_urls_sync",
+    "iter_fetch_urls",
     "parse_url_manifest",
 ]

@@ -5,7 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+import unicodedata
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -33,6 +35,10 @@ if TYPE_CHECKING:
     from stratus.stores.queues import MessageQueue
 
 MANIFEST_SUFFIX = ".urls"
+# A URL document in one of these states, written within STRATUS_URL_REFETCH_AFTER_S, is not fetched again.
+RECENT_STATES = {DocumentStatus.FETCHED, DocumentStatus.EMBEDDED, DocumentStatus.INDEXED}
+# Below this much time left for a record, fetch stops taking records and reports the rest for retry.
+MIN_RECORD_S = 1.0
 # An unchanged upload is skipped once embed holds it: a FETCHED version is handed over again, because
 # fetch may have died (or failed to send) between recording it and sending the embed message, and a
 # retry of its event is the only thing that can still send it (a duplicate embed message is harmless).
@@ -77,6 +83,10 @@ class FetchConfig:
     url_allow_hosts: frozenset[str] = frozenset()
     url_max_per_manifest: int = 1000
     inline_max_bytes: int = 0
+    max_title_chars: int = 300
+    max_section_chars: int = 500
+    max_chunks_per_document: int = 20_000
+    url_refetch_after_s: float = 0.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FetchConfig:
@@ -90,6 +100,10 @@ class FetchConfig:
             url_allow_hosts=frozenset(settings.url_allow_hosts),
             url_max_per_manifest=settings.url_max_per_manifest,
             inline_max_bytes=settings.stage_inline_max_bytes,
+            max_title_chars=settings.max_title_chars,
+            max_section_chars=settings.max_section_chars,
+            max_chunks_per_document=settings.max_chunks_per_document,
+            url_refetch_after_s=settings.url_refetch_after_s,
         )
 
 
@@ -119,13 +133,19 @@ def parse_s3_notification(body: str) -> list[ObjectEvent]:
     return events
 
 
+def is_manifest(key: str) -> bool:
+    """Whether an inbox key names a *.urls manifest (any case: .URLS too)."""
+    return key.lower().endswith(MANIFEST_SUFFIX)
+
+
 def split_inbox_key(inbox_prefix: str, key: str) -> tuple[str, str]:
     """(collection, source path) of an inbox key such as inbox/docs/guide/intro.md."""
     rest = key.removeprefix(inbox_prefix)
     collection, _, source = rest.partition("/")
     if not source or rest == key:
         raise PermanentError(f"key {key!r} is not under {inbox_prefix}<collection>/")
-    return check_collection_name(collection), source
+    # One document per name however it is encoded: café.md in NFC and in NFD are the same source.
+    return check_collection_name(collection), unicodedata.normalize("NFC", source)
 
 
 class FetchStage:
@@ -139,7 +159,7 @@ class FetchStage:
         index_queue: MessageQueue,
         tokenizer: Callable[[], Tokenizer],
         config: FetchConfig,
-        fetch_urls: Callable[[Sequence[str]], list[Any]] | None = None,
+        fetch_urls: Callable[[Sequence[str], float | None], Iterable[Any]] | None = None,
     ) -> None:
         self._blobs = blobs
         self._documents = documents
@@ -148,31 +168,48 @@ class FetchStage:
         self._tokenizer = tokenizer
         self._config = config
         self._fetch_urls = fetch_urls
+        self._deadline: float | None = None
 
-    def handle_event(self, event: ObjectEvent, request_id: str | None = None) -> None:
-        """Process one object event; permanent problems mark the document FAILED and return."""
+    def handle_event(
+        self, event: ObjectEvent, request_id: str | None = None, deadline: float | None = None
+    ) -> None:
+        """Process one object event; permanent problems mark the document FAILED and return.
+
+        `deadline` (time.monotonic()) is this record's time budget: URLs not fetched by then, and
+        a document not yet parsed by then, end FAILED with the reason instead of timing out the batch.
+        """
         from stratus.ingest.parsing import document_key_for_sidecar, is_metadata_sidecar
 
+        self._deadline = deadline
         key = event.key
         if is_metadata_sidecar(key):
             # A sidecar changes the filterable attributes of its document: fetch the document again.
             parent = document_key_for_sidecar(key)
-            if self._blobs.head(parent) is not None:
-                self.handle_event(ObjectEvent("created", parent, event.version), request_id)
+            if self._blobs.head(parent) is None:
+                return
+            if is_manifest(parent):
+                self.handle_event(ObjectEvent("created", parent, event.version), request_id, deadline)
+                return
+            collection, source = split_inbox_key(self._config.inbox_prefix, parent)
+            # This very sidecar, whatever the case of its suffix (.METADATA.JSON too).
+            self._ingest_object(collection, source, parent, event.version, request_id, sidecar_key=key)
             return
         collection, source = split_inbox_key(self._config.inbox_prefix, key)
-        if event.kind == "removed" and key.endswith(MANIFEST_SUFFIX):
+        if event.kind == "removed" and is_manifest(key):
             # A manifest only lists URLs; its documents stay until deleted through the API.
             logger.info("manifest removed; its URL documents are kept", extra={"key": key})
+            self.delete_document(collection, source, event.version, request_id, index=False)
             return
         if event.kind == "removed":
             self.delete_document(collection, source, event.version, request_id)
-        elif key.endswith(MANIFEST_SUFFIX):
-            self._ingest_manifest(collection, key, event.version, request_id)
+        elif is_manifest(key):
+            self._ingest_manifest(collection, source, key, event.version, request_id)
         else:
             self._ingest_object(collection, source, key, event.version, request_id)
 
-    def delete_document(self, collection: str, source: str, version: str, request_id: str | None) -> None:
+    def delete_document(
+        self, collection: str, source: str, version: str, request_id: str | None, index: bool = True
+    ) -> None:
         """Record the deletion and ask the index stage to remove every chunk of the document."""
         doc_id = make_doc_id(collection, source)
         if not self._documents.record_version(
@@ -180,14 +217,24 @@ class FetchStage:
         ):
             logger.info("stale delete ignored", extra={"doc_id": doc_id})
             return
+        if not index:
+            return
         message = StageMessage(
             action="delete", collection=collection, doc_id=doc_id, source=source, request_id=request_id
         )
         self._index_queue.send([message])
 
     def _ingest_object(
-        self, collection: str, source: str, key: str, version: str, request_id: str | None
+        self,
+        collection: str,
+        source: str,
+        key: str,
+        version: str,
+        request_id: str | None,
+        sidecar_key: str | None = None,
     ) -> None:
+        from stratus.ingest.parsing import sidecar_key_for
+
         doc_id = make_doc_id(collection, source)
         try:
             found = self._blobs.get_object(key, self._config.max_document_bytes)
@@ -213,58 +260,127 @@ class FetchStage:
                 return
             content = FetchedContent(source, data, PurePosixPath(key).name, info.content_type)
             try:
-                metadata = self._sidecar_metadata(key)
+                metadata = self._sidecar_metadata(sidecar_key or sidecar_key_for(key))
             except PermanentError as error:
                 self._fail(collection, doc_id, source, version, f"metadata sidecar: {error}")
                 return
             self.ingest(collection, content, version, metadata, request_id)
 
-    def _sidecar_metadata(self, key: str) -> dict[str, Any]:
-        from stratus.ingest.parsing import parse_metadata_sidecar, sidecar_key_for
+    def _sidecar_metadata(self, sidecar_key: str) -> dict[str, Any]:
+        from stratus.ingest.parsing import MAX_SIDECAR_BYTES, parse_metadata_sidecar
 
-        data = self._blobs.get_bytes(sidecar_key_for(key))
-        return dict(parse_metadata_sidecar(data)) if data is not None else {}
+        found = self._blobs.get_object(sidecar_key, MAX_SIDECAR_BYTES)
+        if found is None:
+            return {}
+        if found[1] is None:
+            raise PermanentError(f"larger than {MAX_SIDECAR_BYTES} bytes")
+        return dict(parse_metadata_sidecar(found[1]))
 
-    def _ingest_manifest(self, collection: str, key: str, version: str, request_id: str | None) -> None:
+    def _ingest_manifest(
+        self, collection: str, source: str, key: str, version: str, request_id: str | None
+    ) -> None:
         info = self._blobs.head(key)
         if info is None or self._fetch_urls is None:
             return
         request_id = info.metadata.get(REQUEST_ID_METADATA) or request_id
-        data = self._blobs.get_bytes(key)
-        if data is None:
+        found = self._blobs.get_object(key, MAX_MANIFEST_BYTES)
+        if found is None:
+            return
+        manifest_id = make_doc_id(collection, source)
+        if found[1] is None:
+            self._fail(
+                collection, manifest_id, source, version,
+                f"URL manifest is {found[0].size} bytes; the limit is {MAX_MANIFEST_BYTES}",
+            )  # fmt: skip
             return
         with log_context(request_id=request_id):
-            self._ingest_urls(collection, key, version, request_id, data)
+            self._ingest_urls(collection, source, version, request_id, found[1])
 
     def _ingest_urls(
-        self, collection: str, key: str, version: str, request_id: str | None, data: bytes
+        self, collection: str, source: str, version: str, request_id: str | None, data: bytes
     ) -> None:
         from stratus.ingest.web import parse_url_manifest
 
-        urls, problems = parse_url_manifest(
+        manifest = parse_url_manifest(
             data.decode("utf-8", errors="replace"),
             max_urls=self._config.url_max_per_manifest,
             allow_hosts=self._config.url_allow_hosts,
         )
-        for problem in problems:
-            logger.warning("manifest line skipped", extra={"key": key, "problem": problem})
+        # Counts, not a log line per refused URL: a 100k-line manifest must not write 100k lines.
+        logger.info(
+            "manifest read",
+            extra={
+                "source": source,
+                "accepted": len(manifest.urls),
+                "refused": sum(manifest.refused_by.values()),
+                "duplicates": manifest.duplicates,
+                "over_limit": manifest.over_limit,
+            },
+        )
         assert self._fetch_urls is not None  # _ingest_manifest returns early without one
         unavailable: list[tuple[str, str]] = []
-        for result in self._fetch_urls(urls):
+        outcome: Counter[str] = Counter()
+        urls = self._not_fetched_recently(collection, manifest.urls)
+        if len(urls) < len(manifest.urls):
+            outcome["fetched recently, skipped"] = len(manifest.urls) - len(urls)
+        for result in self._fetch_urls(urls, self._deadline):
             doc_id = make_doc_id(collection, result.url)
             if not result.ok:
-                if result.permanent:
+                if result.out_of_time:
+                    outcome["out of time"] += 1
+                    self._fail(collection, doc_id, result.url, version, f"fetch: {result.error}")
+                elif result.permanent:
+                    outcome["failed"] += 1
                     self._fail(collection, doc_id, result.url, version, result.error or "fetch failed")
                 else:
+                    outcome["retrying"] += 1
                     unavailable.append((result.url, result.error or "fetch failed"))
                 continue
+            outcome["fetched"] += 1
             filename = PurePosixPath(result.final_url.split("?")[0]).name or "index.html"
             content = FetchedContent(result.url, result.body or b"", filename, result.content_type)
             with log_context(doc_id=doc_id):
                 self.ingest(collection, content, version, {}, request_id)
+            del content, result  # (the body goes before the next one is taken)
+        self._record_manifest(collection, source, version, manifest, outcome)
         if unavailable:
             # The others are ingested; the retry finds them unchanged and fetches these again.
             raise UrlsUnavailable(collection, unavailable)
+
+    def _not_fetched_recently(self, collection: str, urls: list[str]) -> list[str]:
+        """The URLs not fetched within STRATUS_URL_REFETCH_AFTER_S: a re-sent manifest is cheap."""
+        window = self._config.url_refetch_after_s
+        if window <= 0 or not urls:
+            return urls
+        ids = {url: make_doc_id(collection, url) for url in urls}
+        records = self._documents.get_many(collection, list(ids.values()), ("status", "updated_at"))
+        cutoff = time.time() - window
+        return [
+            url
+            for url in urls
+            if (record := records.get(ids[url])) is None
+            or record.status not in RECENT_STATES
+            or record.updated_at < cutoff
+        ]
+
+    def _record_manifest(
+        self, collection: str, source: str, version: str, manifest: Any, outcome: Counter[str]
+    ) -> None:
+        """The manifest's own record: per-line counts and the first refusals, for the API and CLI."""
+        summary = manifest_summary(manifest, outcome)
+        manifest_id = make_doc_id(collection, source)
+        status = DocumentStatus.INDEXED if manifest.urls else DocumentStatus.FAILED
+        self._documents.record_version(
+            collection,
+            manifest_id,
+            version,
+            status,
+            source=source,
+            title="URL manifest",
+            chunk_count=0,
+            detail=summary if manifest.urls else None,
+            error=None if manifest.urls else summary,
+        )
 
     def ingest(
         self,
@@ -276,7 +392,7 @@ class FetchStage:
     ) -> None:
         """Parse, chunk and stage one document version unless it is unchanged or stale."""
         from stratus.ingest.chunking import chunk_document
-        from stratus.ingest.parsing import parse_document
+        from stratus.ingest.parsing import bound_document, parse_document
 
         received_at = time.time()
 
@@ -295,19 +411,32 @@ class FetchStage:
             )
             emit_metric(MetricName.DOCUMENTS_UNCHANGED, 1)
             return
+        config = self._config
         try:
+            if self._deadline is not None and time.monotonic() >= self._deadline:
+                raise PermanentError("fetch: the invocation's time budget ran out before parsing")
             with stopwatch(timings, "parse"):
-                parsed = parse_document(content.data, content.filename, content.content_type)
+                parsed = bound_document(
+                    parse_document(content.data, content.filename, content.content_type),
+                    max_title_chars=config.max_title_chars,
+                    max_section_chars=config.max_section_chars,
+                )
             with stopwatch(timings, "chunk"):
                 chunks = chunk_document(
                     doc_id,
                     parsed,
                     self._tokenizer(),
-                    self._config.chunk_tokens,
-                    self._config.chunk_overlap_tokens,
+                    config.chunk_tokens,
+                    config.chunk_overlap_tokens,
+                    max_chunks=config.max_chunks_per_document,
                 )
             if not chunks:
                 raise PermanentError("document has no extractable text")
+        except RecursionError as error:
+            self._fail(
+                collection, doc_id, content.source, version, f"document nests too deeply: {error}", sha
+            )
+            return
         except PermanentError as error:
             self._fail(collection, doc_id, content.source, version, str(error), sha)
             return
@@ -317,7 +446,7 @@ class FetchStage:
             source=content.source,
             title=parsed.title,
             content_sha256=sha,
-            metadata=metadata,
+            metadata={**parsed.metadata, **metadata},  # parser's (e-mail headers, OCR) under the sidecar's
             chunks=chunks,
         )
         staged = dump_chunk_batch(batch)
@@ -374,7 +503,7 @@ class FetchStage:
             targets = [(error.collection, url, f"{url}: {cause}") for url, cause in error.failures]
         else:
             key = document_key_for_sidecar(event.key) if is_metadata_sidecar(event.key) else event.key
-            if key.endswith(MANIFEST_SUFFIX):
+            if is_manifest(key):
                 return  # (a manifest is no document; its URLs' failures come as UrlsUnavailable)
             collection, source = split_inbox_key(self._config.inbox_prefix, key)
             targets = [(collection, source, str(error) or type(error).__name__)]
@@ -411,6 +540,26 @@ class FetchStage:
         emit_metric(MetricName.DOCUMENTS_FAILED, 1)
 
 
+MAX_MANIFEST_BYTES = 16 * 1024 * 1024
+
+
+def manifest_summary(manifest: Any, outcome: Counter[str] | None = None) -> str:
+    """One line a person reads: per-line counts of a manifest, refusals by class, the first refusals."""
+    refused = sum(manifest.refused_by.values())
+    parts = [f"{len(manifest.urls)} URL(s) accepted", f"{refused} refused"]
+    if refused:
+        parts[-1] += " (" + ", ".join(f"{kind}: {n}" for kind, n in sorted(manifest.refused_by.items())) + ")"
+    parts.append(f"{manifest.duplicates} duplicate(s)")
+    if manifest.over_limit:
+        parts.append(f"{manifest.over_limit} over the limit of URLs per manifest")
+    text = "manifest: " + ", ".join(parts)
+    if outcome:
+        text += "; fetch: " + ", ".join(f"{kind} {n}" for kind, n in sorted(outcome.items()))
+    if manifest.errors:
+        text += "; first refusals: " + "; ".join(manifest.errors)
+    return text
+
+
 def build_fetch_stage() -> FetchStage:
     """The fetch stage wired to the process-wide stores."""
     from stratus import services
@@ -418,10 +567,10 @@ def build_fetch_stage() -> FetchStage:
 
     settings = get_settings()
 
-    def fetch_urls(urls: Sequence[str]) -> list[Any]:
-        from stratus.ingest.web import FetchOptions, fetch_urls_sync
+    def fetch_urls(urls: Sequence[str], deadline: float | None) -> Iterable[Any]:
+        from stratus.ingest.web import FetchOptions, iter_fetch_urls
 
-        return list(fetch_urls_sync(urls, options=FetchOptions.from_settings(settings)))
+        return iter_fetch_urls(urls, options=FetchOptions.from_settings(settings), deadline=deadline)
 
     return FetchStage(
         blobs=services.blob_store(),
@@ -434,11 +583,14 @@ def build_fetch_stage() -> FetchStage:
     )
 
 
-def run_fetch_message(body: str, message_id: str | None = None, receive_count: int = 1) -> None:
+def run_fetch_message(
+    body: str, message_id: str | None = None, receive_count: int = 1, deadline: float | None = None
+) -> None:
     """Handle one fetch-queue message (an S3 notification); raise to have it retried.
 
     On the queue's last receive (`receive_count` >= STRATUS_FETCH_MAX_RECEIVE_COUNT) a failing
     event's documents are marked FAILED first; the message still goes to the dead-letter queue.
+    `deadline` (time.monotonic()) is the record's time budget (see `handle_fetch_batch`).
     """
     from stratus.settings import get_settings
 
@@ -448,7 +600,7 @@ def run_fetch_message(body: str, message_id: str | None = None, receive_count: i
         # Per event, and cleared after it: keys of one record never leak into the next one's lines.
         with log_context(request_id=message_id, doc_id=None):
             try:
-                stage.handle_event(event, request_id=message_id)
+                stage.handle_event(event, request_id=message_id, deadline=deadline)
             except PermanentError as error:
                 logger.warning("object skipped", extra={"key": event.key, "reason": str(error)})
             except Exception as error:
@@ -458,3 +610,44 @@ def run_fetch_message(body: str, message_id: str | None = None, receive_count: i
                     except Exception:
                         logger.exception("could not mark the document FAILED", extra={"key": event.key})
                 raise
+
+
+def handle_fetch_batch(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
+    """The fetch function's batch: each record gets a time budget from the invocation's remaining time.
+
+    A record's budget is STRATUS_FETCH_RECORD_BUDGET_S or an equal share, among the records not
+    yet started, of what is left before the function's timeout less STRATUS_FETCH_TIME_RESERVE_S,
+    whichever is shorter. When less than MIN_RECORD_S is left, the records not started are reported
+    as batch item failures (SQS delivers them again) instead of being cut off with the whole batch.
+    """
+    from stratus.pipeline.sqs import RecordBudget, batch_response, receive_count
+    from stratus.settings import get_settings
+
+    settings = get_settings()
+    budget = RecordBudget(
+        context, settings.fetch_record_budget_s, settings.fetch_time_reserve_s, MIN_RECORD_S
+    )
+    failed: list[str] = []
+    records = list(event.get("Records", []))
+    for number, record in enumerate(records):
+        message_id = record.get("messageId", "")
+        deadline = budget.next_deadline(len(records) - number)
+        if deadline is None:
+            failed.append(message_id)
+            continue
+        try:
+            run_fetch_message(record["body"], message_id, receive_count(record), deadline=deadline)
+        except TransientError as error:
+            # Expected (a URL's 503, S3 throttling): one line, not a traceback per redelivery.
+            logger.warning(
+                "fetch record failed transiently; SQS delivers it again",
+                extra={"message_id": message_id, "error": str(error)[:500]},
+            )
+            failed.append(message_id)
+        except Exception:
+            logger.exception("fetch record failed; SQS delivers it again", extra={"message_id": message_id})
+            failed.append(message_id)
+    skipped = budget.skipped
+    if skipped:
+        logger.warning("time short: records left for redelivery", extra={"records": skipped})
+    return batch_response(failed)

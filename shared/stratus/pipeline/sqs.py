@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -123,7 +124,8 @@ def map_concurrently(function: Callable[[_T], _R], items: Sequence[_T], workers:
             futures.append(future)
         return futures
     with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="stage-io") as pool:
-        return [pool.submit(function, item) for item in items]
+        # copy_context: the caller's context (the local stack's per-function credentials) reaches the pool.
+        return [pool.submit(contextvars.copy_context().run, function, item) for item in items]
 
 
 @dataclass
@@ -213,3 +215,36 @@ def run_stage_batch(
             max_receive_count,
         )
     return len(messages), report, batch_response(malformed + report.failed)
+
+
+class RecordBudget:
+    """Per-record deadlines from a Lambda context's remaining time (the fetch stage's batches).
+
+    A record gets an equal share of what is left (less the reserve) among the records not yet
+    started, capped at `record_budget_s`: time a fast record leaves unused goes to the later ones,
+    and no record can use up the time of those after it.
+    """
+
+    def __init__(self, context: Any, record_budget_s: float, reserve_s: float, min_record_s: float) -> None:
+        self._context = context
+        self._record_budget_s = record_budget_s
+        self._reserve_s = reserve_s
+        self._min_record_s = min_record_s
+        self.skipped = 0
+
+    def remaining_s(self) -> float:
+        """Seconds left before the function's timeout (unbounded without a context)."""
+        if self._context is None or not hasattr(self._context, "get_remaining_time_in_millis"):
+            return float("inf")
+        return float(self._context.get_remaining_time_in_millis()) / 1000
+
+    def next_deadline(self, records_left: int = 1) -> float | None:
+        """The time.monotonic() deadline of the next record, or None (counted) when time is short."""
+        import time
+
+        share = (self.remaining_s() - self._reserve_s) / max(1, records_left)
+        available = min(self._record_budget_s, share)
+        if available < self._min_record_s:
+            self.skipped += 1
+            return None
+        return time.monotonic() + available

@@ -1,0 +1,81 @@
+"""What `stratus ingest DIR` uploads and what it skips, with the reason (issue 19 item 9, issue 21)."""
+
+from __future__ import annotations
+
+import io
+import unicodedata
+from pathlib import Path
+
+from rich.console import Console
+
+from stratus.cli import _print_skipped
+from stratus.uploads import manifest_doc_ids, plan_uploads
+
+
+def test_symlinks_out_of_the_folder_are_skipped_with_a_reason(tmp_path: Path) -> None:
+    # given a folder with a document, and symlinks to a file and to a folder outside it
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.md").write_text("# Secret\n\nnot for upload")
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "guide.md").write_text("# Guide\n\nfine")
+    (folder / "leak.md").symlink_to(outside / "secret.md")
+    (folder / "leakdir").symlink_to(outside, target_is_directory=True)
+    # when the upload is planned
+    plan = plan_uploads([folder])
+    # then only the document inside is uploaded, and both symlinks are reported as skipped
+    assert [u.source for u in plan.uploads] == ["guide.md"]
+    reasons = {item.path.name: item.reason for item in plan.skipped}
+    assert "resolves outside" in reasons["leak.md"]
+    assert "symlink to a folder outside" in reasons["leakdir"]
+
+
+def test_unsupported_and_hidden_files_are_reported_not_dropped(tmp_path: Path) -> None:
+    # given a folder with a document, a sidecar, a Word file, a plain JSON file and a dotfile
+    (tmp_path / "a.md").write_text("# A")
+    (tmp_path / "a.md.metadata.json").write_text('{"metadataAttributes": {}}')
+    (tmp_path / "report.docx").write_bytes(b"PK\x03\x04")
+    (tmp_path / "package.json").write_text("{}")
+    (tmp_path / ".env").write_text("X=1")
+    # when planned
+    plan = plan_uploads([tmp_path])
+    # then the document and its sidecar go, and each of the others is skipped with its reason
+    assert sorted(u.source for u in plan.uploads) == ["a.md", "a.md.metadata.json"]
+    reasons = {item.path.name: item.reason for item in plan.skipped}
+    assert reasons["report.docx"].startswith("unsupported type .docx")
+    assert reasons["package.json"].startswith("unsupported type .json")
+    assert reasons[".env"] == "hidden file"
+    # and the summary prints every one of them
+    out = io.StringIO()
+    _print_skipped(Console(file=out, width=200), plan.skipped)
+    printed = out.getvalue()
+    assert "skipped 3 file(s)" in printed
+    for name in ("report.docx", "package.json", ".env"):
+        assert name in printed
+
+
+def test_names_are_nfc_and_special_suffixes_lower_case(tmp_path: Path) -> None:
+    # given a file named in NFD, an upper-case sidecar and an upper-case manifest
+    nfd = unicodedata.normalize("NFD", "café.md")
+    (tmp_path / nfd).write_text("# Café")
+    (tmp_path / "a.md").write_text("# A")
+    (tmp_path / "a.md.METADATA.JSON").write_text('{"metadataAttributes": {}}')
+    (tmp_path / "LIST.URLS").write_text("https://example.com/a\nhttp://10.0.0.1/\n")
+    # when planned
+    sources = sorted(u.source for u in plan_uploads([tmp_path]).uploads)
+    # then the names are those the pipeline reads
+    assert sources == sorted(
+        [unicodedata.normalize("NFC", "café.md"), "a.md", "a.md.metadata.json", "LIST.urls"]
+    )
+
+
+def test_a_manifest_contributes_its_own_record_and_its_urls_to_the_wait(tmp_path: Path) -> None:
+    from stratus.models import make_doc_id
+
+    (tmp_path / "web.urls").write_text("https://example.com/a\nftp://x/\nhttps://example.com/a\n")
+    uploads = plan_uploads([tmp_path]).uploads
+    assert manifest_doc_ids("c", uploads) == [
+        make_doc_id("c", "web.urls"),
+        make_doc_id("c", "https://example.com/a"),
+    ]
