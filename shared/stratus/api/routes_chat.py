@@ -9,7 +9,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
@@ -185,7 +185,7 @@ def _close(events: Iterator[Any]) -> None:
         close()
 
 
-def _sse_events(events: Iterator[tuple[str, dict[str, Any]]]) -> Iterator[str]:
+def _sse_events(events: Iterator[tuple[str, dict[str, Any]]]) -> Generator[str, None, None]:
     """Stratus' chat events as SSE text; closing this closes `events`."""
     try:
         for name, data in events:
@@ -241,7 +241,7 @@ def chat(
             )
         prepared = service.prepare(body, collection, deadline)
         if body.stream:
-            named = service.events(prepared)
+            named: Iterator[tuple[str, dict[str, Any]]] = service.events(prepared)
             if body.conversation_id is not None:
                 named = conversations.remembering(named, body, collection, principal.key_id, settings)
             return _stream(service, principal, deadline, _sse_events(named))
