@@ -913,14 +913,20 @@ def test_secure_string_under_a_customer_key_may_be_decrypted_through_ssm_only(
 
 
 def test_docs_and_schema_are_served_without_a_key(resources: dict[str, Any]) -> None:
-    """Finding 10: a browser opening /docs sends no API key."""
+    """Finding 10: a browser opening /docs (or the console's static files) sends no API key."""
     events = resources["ApiFunction"]["Properties"]["Events"].values()
     public = {
         (e["Properties"]["Path"], e["Properties"]["Method"])
         for e in events
         if e["Properties"].get("Auth", {}).get("ApiKeyRequired") is False
     }
-    assert {("/docs", "GET"), ("/openapi.json", "GET"), ("/health/{proxy+}", "GET")} == public
+    assert {
+        ("/docs", "GET"),
+        ("/openapi.json", "GET"),
+        ("/health/{proxy+}", "GET"),
+        ("/ui", "GET"),
+        ("/ui/{proxy+}", "GET"),
+    } == public
 
 
 def test_bucket_name_is_valid_for_any_stack_name(resources: dict[str, Any]) -> None:
