@@ -122,6 +122,21 @@ def test_a_function_cannot_use_another_functions_grants(idle_stack: LocalStack) 
     assert denied.value.response["Error"]["Code"] == "AccessDeniedException"
 
 
+def test_get_queue_url_is_authorised_against_the_queue_it_names(idle_stack: LocalStack) -> None:
+    # given the API's role (granted GetQueueUrl on the stage queues and their DLQs, nothing else)
+    sqs = idle_stack.client("sqs", "ApiFunction")
+    admin = idle_stack.client("sqs")
+    dlq_name = idle_stack.queue_arns["EmbedDLQ"].rsplit(":", 1)[1]
+    admin.create_queue(QueueName="not-a-stratus-queue")
+
+    # when it asks for a granted queue's URL, then it gets it (moto alone checked against "*": denied)
+    assert sqs.get_queue_url(QueueName=dlq_name)["QueueUrl"].endswith(dlq_name)
+    # when it asks for another queue's URL, then it is denied
+    with pytest.raises(ClientError) as denied:
+        sqs.get_queue_url(QueueName="not-a-stratus-queue")
+    assert denied.value.response["Error"]["Code"] == "AccessDenied"
+
+
 def test_every_call_of_the_pipeline_is_within_its_functions_grants(running_stack: LocalStack) -> None:
     # given the running stack (pollers and handlers as their roles) and a document uploaded
     running_stack.collect_calls()

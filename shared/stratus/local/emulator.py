@@ -91,7 +91,25 @@ def _deleted_keys(request: Any) -> list[str]:
     return [html.unescape(key) for key in re.findall(r"<Key>([^<]*)</Key>", body)]
 
 
+def _named_queue_arn(request: Any) -> str | None:
+    """The ARN of the queue a GetQueueUrl names (moto checks it against `*`, AWS against the queue)."""
+    body = request._body.decode() if isinstance(request._body, bytes) else str(request._body or "")
+    try:
+        params = json.loads(body) if body.lstrip().startswith("{") else {}
+    except ValueError:
+        params = {}
+    if not params:
+        params = {k: v[0] for k, v in parse_qs(body).items()}
+    name = params.get("QueueName")
+    if not isinstance(name, str) or not name:
+        return None
+    account = params.get("QueueOwnerAWSAccountId") or request.account_id
+    return f"arn:aws:sqs:{request._region}:{account}:{name}"
+
+
 def _authorise(request: Any, original: Any, resource: str) -> None:
+    if request._action == "sqs:GetQueueUrl" and resource == "*":
+        resource = _named_queue_arn(request) or resource
     if request._action == "s3:DeleteObject" and "/" not in resource.removeprefix("arn:aws:s3:::"):
         # moto checks a multi-object delete against the bucket, which no key-scoped grant matches.
         keys = _deleted_keys(request)
