@@ -15,12 +15,12 @@ PIP_AUDIT_VERSION := 2.10.1
 CHECK_VENV  := .venv-checkov
 CHECK_STAMP := $(CHECK_VENV)/.installed-checkov-$(CHECKOV_VERSION)-pip-audit-$(PIP_AUDIT_VERSION)
 
-.PHONY: up test setup model lint checkov audit typecheck sam-validate unit integration e2e bench-embed clean
+.PHONY: up test setup model lint checkov audit typecheck sam-validate unit integration e2e browser chromium bench-embed clean
 
 up: setup
 	$(BIN)/stratus up
 
-test: setup lint typecheck sam-validate
+test: setup chromium lint typecheck sam-validate
 	$(BIN)/pytest -q
 
 setup: $(STAMP) model
@@ -33,6 +33,14 @@ $(STAMP):
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements/nodeps.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e shared
 	rm -f $(VENV)/.installed-* && touch $@
+
+# The console's browser tests (tests/browser) drive Debian's chromium with Playwright (pinned in dev.lock;
+# Playwright's own browser download is never used). Installed here when missing (CI runs as root).
+chromium:
+	@test -x /usr/bin/chromium || { \
+		echo "installing Debian's chromium for the browser tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; }
 
 # Idempotent: checks the manifest's hashes and returns at once when the model is already built.
 model: $(STAMP)
@@ -80,6 +88,9 @@ integration: setup
 
 e2e: setup
 	$(BIN)/pytest -q tests/e2e
+
+browser: setup chromium
+	$(BIN)/pytest -q tests/browser
 
 bench-embed: setup
 	$(BIN)/stratus bench embed

@@ -266,6 +266,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"-H 'x-api-key: {api_key}' -H 'Content-Type: application/json' -d '{body}'\n",
             flush=True,
         )
+        # The key travels in the fragment, which the browser never sends to a server.
+        print(f"  Console: {api_url}/ui/#key={api_key}\n", flush=True)
         console.print("Press Ctrl-C to stop.")
         if args.exit_when_ready:
             return 0
@@ -498,6 +500,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return keys(args.rest)
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Feedback tools (stratus.console.feedback parses the arguments)."""
+    from stratus.console.feedback import main as feedback
+
+    _use_target(args)  # STRATUS_STACK: the deployed stack's tables; else `stratus up`'s
+    return feedback(args.rest)
+
+
 def cmd_worker(args: argparse.Namespace) -> int:
     """Consume a stage queue outside Lambda until SIGINT/SIGTERM."""
     from stratus.embedding.encoder import get_encoder
@@ -621,6 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="create, list or revoke API keys (takes --help)")
     keys.add_argument("rest", nargs=argparse.REMAINDER, help="create|list|revoke and options")
     keys.set_defaults(func=cmd_keys)
+
+    feedback = sub.add_parser("feedback", help="export feedback as a BEIR folder (takes --help)")
+    feedback.add_argument("rest", nargs=argparse.REMAINDER, help="export COLLECTION --out DIR")
+    feedback.set_defaults(func=cmd_feedback)
     return parser
 
 
@@ -628,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `stratus` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    if argv and argv[0] in {"eval", "dlq", "bench", "keys", "doctor"}:
+    if argv and argv[0] in {"eval", "dlq", "bench", "keys", "doctor", "feedback"}:
         # These hand everything after their name (and the benchmark's) to their own parser, --help too.
         head = 2 if argv[0] == "bench" else 1
         args = parser.parse_args(argv[:head])

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratus.errors import PermanentError
+from stratus.ingest.formats import EXTENSIONS as FORMAT_EXTENSIONS
 from stratus.models import REQUEST_ID_METADATA, DocumentStatus, StageMessage, make_doc_id
 from stratus.stores.documents import normalise_version
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 MAX_SOURCE_CHARS = 512
 TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm")
-UPLOAD_SUFFIXES = (*TEXT_SUFFIXES, ".pdf", ".urls", ".metadata.json")
+UPLOAD_SUFFIXES = (*TEXT_SUFFIXES, ".pdf", ".urls", ".metadata.json", *FORMAT_EXTENSIONS)
 SPECIAL_SUFFIXES = (".metadata.json", ".urls")
 RESERVED_PREFIX = "_api/"
 MANIFEST_PREFIX = "_api/urls/"

@@ -11,6 +11,8 @@ OUTPUT_SETTINGS = {
     "BucketName": "STRATUS_BUCKET",
     "DocumentsTableName": "STRATUS_DOCUMENTS_TABLE",
     "ApiKeysTableName": "STRATUS_API_KEYS_TABLE",
+    "FeedbackTableName": "STRATUS_FEEDBACK_TABLE",
+    "ConversationsTableName": "STRATUS_CONVERSATIONS_TABLE",
     "AuditTableName": "STRATUS_AUDIT_TABLE",
     "ApiUsagePlanId": "STRATUS_API_USAGE_PLAN_ID",
     "FetchQueueUrl": "STRATUS_FETCH_QUEUE_URL",

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stratus.filters import CompiledFilter, compile_filter
 from stratus.observability import MetricName, emit_metric, logger
-from stratus.stores.vectors import HIT_COLUMNS, scoped
+from stratus.stores.vectors import HIT_COLUMNS, present, scoped
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -107,6 +107,9 @@ class SearchHit(BaseModel):
     title: str = ""
     section: str = ""
     page: int | None = None
+    sheet: str | None = Field(None, description="Spreadsheet sheet (or CSV file) the chunk came from.")
+    row_start: int | None = Field(None, description="First spreadsheet/CSV row of the chunk (1-based).")
+    row_end: int | None = Field(None, description="Last spreadsheet/CSV row of the chunk.")
     text: str
     score: float
     vector_rank: int | None = None
@@ -241,7 +244,7 @@ class _Rows:
         for table, index in self._tables:
             i = index.get(chunk_id)
             if i is not None:
-                return {name: table.column(name)[i].as_py() for name in HIT_COLUMNS}
+                return {name: table.column(name)[i].as_py() for name in present(table, HIT_COLUMNS)}
         return self._fetched.get(chunk_id)
 
     def fetch_missing(self, store_table: Any, chunk_ids: list[str]) -> None:
@@ -253,7 +256,7 @@ class _Rows:
         found = (
             store_table.search()
             .where(scoped(self._collection, f"chunk_id IN ({listed})"))
-            .select([*HIT_COLUMNS, "vector"])
+            .select(present(store_table, [*HIT_COLUMNS, "vector"]))
             .limit(len(missing))
             .to_arrow()
         )
@@ -299,6 +302,9 @@ def _hit(
         title=row.get("title") or "",
         section=row.get("section") or "",
         page=row.get("page"),
+        sheet=row.get("sheet"),
+        row_start=row.get("row_start"),
+        row_end=row.get("row_end"),
         text=row.get("text") or "",
         score=round(float(score), 6),
         vector_rank=vector_rank,
@@ -346,7 +352,7 @@ def search(
     columns = (
         ["chunk_id", "collection"]
         if snapshot is not None
-        else HIT_COLUMNS + (["vector"] if request.mmr else [])
+        else present(table, HIT_COLUMNS) + (["vector"] if request.mmr else [])
     )
     degraded: list[str] = []
     rows = _Rows(snapshot, collection)

@@ -44,7 +44,9 @@ if TYPE_CHECKING:
     from stratus.ratelimit import RateLimiter
     from stratus.stores.audit import AuditTable
     from stratus.stores.blobs import BlobStore
+    from stratus.stores.conversations import ConversationTable
     from stratus.stores.documents import DocumentTable
+    from stratus.stores.feedback import FeedbackTable
     from stratus.stores.gateway import UsagePlans
     from stratus.stores.keys import KeyTable
     from stratus.stores.queues import MessageQueue
@@ -73,6 +75,22 @@ def key_table() -> KeyTable:
     from stratus.stores.keys import KeyTable
 
     return KeyTable(aws.client("dynamodb"), get_settings().api_keys_table)
+
+
+@per_principal
+def feedback_table() -> FeedbackTable:
+    """The DynamoDB feedback table (ratings of answers and hits)."""
+    from stratus.stores.feedback import FeedbackTable
+
+    return FeedbackTable(aws.client("dynamodb"), get_settings().feedback_table)
+
+
+@per_principal
+def conversation_table() -> ConversationTable:
+    """The DynamoDB table of server-side chat conversations."""
+    from stratus.stores.conversations import ConversationTable
+
+    return ConversationTable(aws.client("dynamodb"), get_settings().conversations_table)
 
 
 @per_principal
@@ -182,6 +200,8 @@ def reset() -> None:
         blob_store,
         document_table,
         key_table,
+        feedback_table,
+        conversation_table,
         audit_table,
         key_verifier,
         usage_plans,

@@ -131,6 +131,26 @@ class Settings(BaseSettings):
         description="Fetch time kept before the function's timeout; records not started then are retried.",
     )
 
+    # --- Formats (Office, spreadsheets, e-mail, e-books, OCR) ----------------------------
+    format_zip_max_members: int = Field(
+        5000, ge=1, description="Most members of an Office/EPUB zip container; more fails the document."
+    )
+    format_zip_max_unzipped_bytes: int = Field(
+        256 * 1024 * 1024, ge=1, description="Most bytes an Office/EPUB container may unpack to (zip bombs)."
+    )
+    format_zip_max_ratio: float = Field(
+        200.0, ge=1, description="Highest unpacked/packed size ratio of a container over 1 MB (zip bombs)."
+    )
+    format_max_rows: int = Field(
+        50_000, ge=1, description="Most data rows of one spreadsheet or CSV document; more fails it."
+    )
+    format_max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest image (width x height, from its header) decoded for OCR."
+    )
+    ocr_enabled: bool = Field(True, description="Read images and PDF pages without a text layer by OCR.")
+    ocr_max_pages: int = Field(20, ge=1, description="Most pages (or image frames) one document may OCR.")
+    ocr_max_seconds: float = Field(120.0, gt=0, description="OCR time budget of one document.")
+
     # --- Search ------------------------------------------------------------------------
     search_default_top_k: int = Field(5, ge=1, le=100, description="top_k when a request names none.")
     search_candidates: int = Field(50, ge=1, le=1000, description="Candidates per retriever before fusion.")
@@ -458,6 +478,28 @@ class Settings(BaseSettings):
     )
     bedrock_region: str | None = Field(None, description="Region of Bedrock calls (unset: STRATUS_REGION).")
     bedrock_context_tokens: int = Field(200000, ge=256, description="Context window of the Bedrock model.")
+
+    # --- console, feedback and conversations -------------------------------------------
+    feedback_table: str = Field(
+        "stratus-feedback", description="DynamoDB table of answer and hit feedback (thumbs, comments)."
+    )
+    conversations_table: str = Field(
+        "stratus-conversations", description="DynamoDB table of server-side chat conversations."
+    )
+    conversation_ttl_s: int = Field(
+        7 * 86400, ge=60, description="A conversation's turns expire this long after its last turn (TTL)."
+    )
+    conversation_max_messages: int = Field(
+        40, ge=2, le=100, description="Latest messages of a conversation kept and sent back as history."
+    )
+    console_stream_url: str | None = Field(
+        None,
+        description="Base URL of the streaming Function URL (on AWS); the console sends chat there. "
+        "Unset: chat goes to the API's own origin.",
+    )
+    console_metrics_samples: int = Field(
+        2000, ge=10, description="Latest values per metric the Operations screen keeps in-process."
+    )
 
     @property
     def resolved_lancedb_uri(self) -> str:

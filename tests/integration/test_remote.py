@@ -61,6 +61,8 @@ def deployed(idle_stack: LocalStack) -> Iterator[str]:
         "BucketName": env["STRATUS_BUCKET"],
         "DocumentsTableName": env["STRATUS_DOCUMENTS_TABLE"],
         "ApiKeysTableName": get_settings().api_keys_table,
+        "FeedbackTableName": env["STRATUS_FEEDBACK_TABLE"],
+        "ConversationsTableName": env["STRATUS_CONVERSATIONS_TABLE"],
         "AuditTableName": get_settings().audit_table,
         "ApiUsagePlanId": "plan-1",
         "FetchQueueUrl": env["STRATUS_FETCH_QUEUE_URL"],

@@ -19,7 +19,14 @@ TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 EVENTS_DIR = REPO_ROOT / "events"
 
 SAMPLE_SOURCE = "inbox/docs/getting-started.md"
-FUNCTIONS = ["FetchFunction", "EmbedFunction", "IndexFunction", "ApiFunction", "MaintenanceFunction"]
+FUNCTIONS = [
+    "FetchFunction",
+    "EmbedFunction",
+    "IndexFunction",
+    "ApiFunction",
+    "StreamFunction",
+    "MaintenanceFunction",
+]
 # main queue -> its consuming function
 CONSUMERS = {"FetchQueue": "FetchFunction", "EmbedQueue": "EmbedFunction", "IndexQueue": "IndexFunction"}
 HEAVY_PACKAGES = {"lancedb", "pyarrow", "numpy", "onnxruntime", "onnxruntime-gpu", "botocore", "boto3"}
@@ -251,6 +258,7 @@ def test_functions_have_their_sizes_and_entry_points(resources: dict[str, Any]) 
         "EmbedFunction": (300, 3008),
         "IndexFunction": (300, 2048),
         "ApiFunction": (29, 2048),
+        "StreamFunction": (120, 2048),
         "MaintenanceFunction": (900, 2048),
     }
     assert sorted(_of_type(resources, "AWS::Serverless::Function")) == sorted(FUNCTIONS)
@@ -342,6 +350,8 @@ def test_policies_are_least_privilege(resources: dict[str, Any]) -> None:
             ("s3:PutObject", "inbox/"),
             ("s3:DeleteObject", "inbox/"),
         },
+        # chat behind the streaming Function URL only reads the store
+        "StreamFunction": {("s3:GetObject", "lancedb/")},
         "MaintenanceFunction": lancedb_rw,
     }
     expected_sends = {
@@ -349,7 +359,8 @@ def test_policies_are_least_privilege(resources: dict[str, Any]) -> None:
         "EmbedFunction": {"IndexQueue"},
         # DELETE /v1/collections/{c}/documents/{id} of a URL document has no inbox object whose S3
         # event could reach fetch, so the API sends the delete StageMessage to index itself.
-        "ApiFunction": {"IndexQueue"},
+        # ... and the console's DLQ redrive sends dead letters back to their stage's queue.
+        "ApiFunction": {"IndexQueue", "FetchQueue", "EmbedQueue"},
     }
     for name in FUNCTIONS:
         props = resources[name]["Properties"]
@@ -376,8 +387,10 @@ def test_only_the_api_function_uses_the_api_keys_table_with_the_actions_it_needs
             for policy in resources[name]["Properties"]["Policies"]
         ), name
     # Then only the API reads keys, writes them (admin routes) and updates buckets; nothing deletes
+    # (the streaming function verifies keys and spends their rate buckets, nothing more)
     assert grants == {
-        "ApiFunction": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Scan"}
+        "ApiFunction": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Scan"},
+        "StreamFunction": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
     }
     # And the table name reaches every process (the local stack reads only the globals)
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
@@ -900,14 +913,20 @@ def test_secure_string_under_a_customer_key_may_be_decrypted_through_ssm_only(
 
 
 def test_docs_and_schema_are_served_without_a_key(resources: dict[str, Any]) -> None:
-    """Finding 10: a browser opening /docs sends no API key."""
+    """Finding 10: a browser opening /docs (or the console's static files) sends no API key."""
     events = resources["ApiFunction"]["Properties"]["Events"].values()
     public = {
         (e["Properties"]["Path"], e["Properties"]["Method"])
         for e in events
         if e["Properties"].get("Auth", {}).get("ApiKeyRequired") is False
     }
-    assert {("/docs", "GET"), ("/openapi.json", "GET"), ("/health/{proxy+}", "GET")} == public
+    assert {
+        ("/docs", "GET"),
+        ("/openapi.json", "GET"),
+        ("/health/{proxy+}", "GET"),
+        ("/ui", "GET"),
+        ("/ui/{proxy+}", "GET"),
+    } == public
 
 
 def test_bucket_name_is_valid_for_any_stack_name(resources: dict[str, Any]) -> None:

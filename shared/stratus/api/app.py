@@ -12,7 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from stratus import __version__
-from stratus.api import routes_chat, routes_documents, routes_health, routes_keys, routes_search
+from stratus.api import (
+    routes_chat,
+    routes_console,
+    routes_documents,
+    routes_health,
+    routes_keys,
+    routes_search,
+)
 from stratus.api.limits import BodyLimitMiddleware
 from stratus.observability import log_context, logger
 from stratus.settings import Settings, get_settings
@@ -118,6 +125,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_documents.router)
     app.include_router(routes_chat.router)
     app.include_router(routes_keys.router)
+    app.include_router(routes_console.router)
+    app.include_router(routes_console.ui_router)
+    from stratus.console.metrics import recorder
+
+    recorder(settings.console_metrics_samples)  # the Operations screen counts from the first request
     # Outermost: the stage prefix is in place before any middleware or route sees the request.
     app.add_middleware(GatewayRootPath)
     return app

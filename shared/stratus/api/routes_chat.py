@@ -9,7 +9,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
@@ -17,6 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
+from stratus import services
 from stratus.api.deps import (
     AUTH_RESPONSES,
     AnyKey,
@@ -184,7 +185,7 @@ def _close(events: Iterator[Any]) -> None:
         close()
 
 
-def _sse_events(events: Iterator[tuple[str, dict[str, Any]]]) -> Iterator[str]:
+def _sse_events(events: Iterator[tuple[str, dict[str, Any]]]) -> Generator[str, None, None]:
     """Stratus' chat events as SSE text; closing this closes `events`."""
     try:
         for name, data in events:
@@ -223,19 +224,49 @@ def _sse(name: str | None, data: Any) -> str:
 def chat(
     collection: CollectionName,
     body: ChatRequest,
+    settings: Annotated[Settings, Depends(settings_dep)],
     principal: ReadKey,
     request: Request,
 ) -> Response:
     """Answer the conversation's last question from the collection, with numbered citations."""
     from stratus.chat.service import get_chat_service
+    from stratus.console import conversations
 
     service = get_chat_service()
     deadline = service.deadline(request.scope)
     try:
+        if body.conversation_id is not None:
+            body, _ = conversations.with_history(
+                services.conversation_table(), body, collection, principal.key_id
+            )
         prepared = service.prepare(body, collection, deadline)
         if body.stream:
-            return _stream(service, principal, deadline, _sse_events(service.events(prepared)))
-        return JSONResponse(service.respond(prepared).model_dump())
+            named: Iterator[tuple[str, dict[str, Any]]] = service.events(prepared)
+            if body.conversation_id is not None:
+                named = conversations.remembering(named, body, collection, principal.key_id, settings)
+            return _stream(service, principal, deadline, _sse_events(named))
+        answer = service.respond(prepared).model_dump()
+        if body.conversation_id is not None:
+            conversations.remember(
+                services.conversation_table(),
+                body,
+                collection,
+                principal.key_id,
+                answer["answer"],
+                settings.conversation_ttl_s,
+                settings.conversation_max_messages,
+            )
+            answer["conversation_id"] = body.conversation_id
+        return JSONResponse(answer)
+    except conversations.ConversationNotFoundError:
+        return JSONResponse(
+            {
+                "detail": f"conversation_id: no conversation {body.conversation_id!r} "
+                f"of this key in {collection!r}",
+                "code": "conversation_not_found",
+            },
+            status_code=404,
+        )
     except Exception as error:
         failure = _http_error(error, collection)
         return JSONResponse(

@@ -103,6 +103,9 @@ def citations_for(cited: list[int], chunks: list[ContextChunk]) -> list[Citation
             title=by_n[n].hit.title,
             section=by_n[n].hit.section,
             page=by_n[n].hit.page,
+            sheet=by_n[n].hit.sheet,
+            row_start=by_n[n].hit.row_start,
+            row_end=by_n[n].hit.row_end,
         )
         for n in cited
         if n in by_n

@@ -39,6 +39,12 @@ class ChatRequest(BaseModel):
     )
     max_tokens: int | None = Field(None, ge=1, le=8192, description="Longest answer in tokens.")
     temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
+    conversation_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{8,64}$",
+        description="Keep the conversation server-side (Bedrock's sessionId): its stored turns come before "
+        "`messages`, and the answer is added to it. A new id starts a conversation.",
+    )
 
     @field_validator("messages")
     @classmethod
@@ -65,6 +71,9 @@ class Citation(BaseModel):
     title: str = ""
     section: str = ""
     page: int | None = None
+    sheet: str | None = None
+    row_start: int | None = None
+    row_end: int | None = None
 
 
 class Fallback(BaseModel):

@@ -47,6 +47,13 @@ class ContextChunk:
         """Title > section (source) of the chunk; document metadata, so neutralised like its text."""
         parts = " > ".join(neutralise(p) for p in (self.hit.title, self.hit.section) if p)
         page = f", page {self.hit.page}" if self.hit.page is not None else ""
+        if self.hit.sheet is not None and self.hit.row_start is not None:
+            rows = (
+                f"row {self.hit.row_start}"
+                if self.hit.row_start == self.hit.row_end
+                else (f"rows {self.hit.row_start}-{self.hit.row_end}")
+            )
+            page += f", sheet {neutralise(self.hit.sheet)}, {rows}"
         source = neutralise(self.hit.source)
         heading = f"{parts} ({source}{page})" if parts else f"({source}{page})"
         return " ".join(heading.split())  # one line: metadata cannot start a line of its own

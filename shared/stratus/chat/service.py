@@ -382,6 +382,9 @@ class ChatService:
                     "title": h.title,
                     "section": h.section,
                     "page": h.page,
+                    "sheet": h.sheet,
+                    "row_start": h.row_start,
+                    "row_end": h.row_end,
                     "score": h.score,
                 }
                 for h in prepared.hits

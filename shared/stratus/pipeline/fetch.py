@@ -446,7 +446,7 @@ class FetchStage:
             source=content.source,
             title=parsed.title,
             content_sha256=sha,
-            metadata=metadata,
+            metadata={**parsed.metadata, **metadata},  # parser's (e-mail headers, OCR) under the sidecar's
             chunks=chunks,
         )
         staged = dump_chunk_batch(batch)

@@ -42,6 +42,9 @@ SCALAR_COLUMNS = [
     "title",
     "section",
     "page",
+    "sheet",
+    "row_start",
+    "row_end",
     "position",
     "token_count",
     "text",
@@ -72,6 +75,9 @@ def chunk_schema(dimension: int, filter_fields: Mapping[str, str] | None = None)
             pa.field("title", pa.string()),
             pa.field("section", pa.string()),
             pa.field("page", pa.int32()),
+            pa.field("sheet", pa.string()),
+            pa.field("row_start", pa.int32()),
+            pa.field("row_end", pa.int32()),
             pa.field("position", pa.int32()),
             pa.field("token_count", pa.int32()),
             pa.field("text", pa.string()),
@@ -150,9 +156,24 @@ HIT_COLUMNS = [
     "title",
     "section",
     "page",
+    "sheet",
+    "row_start",
+    "row_end",
     "text",
     "metadata_json",
 ]
+
+
+# Columns added after tables were first created (issue 15): a table made before lacks them, so reads
+# select only the columns a table has and its hits show None there; the index stage adds them.
+LATER_COLUMNS = ("sheet", "row_start", "row_end")
+
+
+def present(table: Any, columns: Sequence[str]) -> list[str]:
+    """`columns` less the later-added ones that this table (or Arrow schema) does not have."""
+    schema = getattr(table, "schema", table)
+    names = set(schema.names)
+    return [c for c in columns if c in names or c not in LATER_COLUMNS]
 
 
 class TableSnapshot:
@@ -170,7 +191,8 @@ class TableSnapshot:
         matrix = np.ascontiguousarray(flat.reshape(len(self.ids), -1), dtype=np.float32)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         self.vectors = matrix / np.maximum(norms, 1e-12)
-        self.rows = rows.select(HIT_COLUMNS).combine_chunks()
+        self.columns = present(rows, HIT_COLUMNS)
+        self.rows = rows.select(self.columns).combine_chunks()
         self._collections = np.asarray(self.rows.column(COLLECTION_COLUMN).to_pylist(), dtype=object)
         self._masks: dict[str, np.ndarray | None] = {}
 
@@ -209,7 +231,7 @@ class TableSnapshot:
         i = self.position.get(chunk_id)
         if i is None or self._collections[i] != collection:
             return None
-        return {name: self.rows.column(name)[i].as_py() for name in HIT_COLUMNS}
+        return {name: self.rows.column(name)[i].as_py() for name in self.columns}
 
     def has(self, chunk_id: str, collection: str) -> bool:
         """True when this version holds the chunk, in `collection`."""
@@ -479,7 +501,7 @@ class ChunkStore:
                 self._snapshots.pop(key, None)
                 self._snapshot_misses[key] = version
                 return None
-            data = table.search().select([*HIT_COLUMNS, "vector"]).limit(None).to_arrow()
+            data = table.search().select(present(table, [*HIT_COLUMNS, "vector"])).limit(None).to_arrow()
             snapshot = TableSnapshot(version, data)
             self._snapshots[key] = snapshot
             return snapshot
@@ -519,7 +541,7 @@ class ChunkStore:
         if table is None:
             return []
         rows: list[dict[str, Any]] = self.vector_query(
-            table, vector, limit, SCALAR_COLUMNS, scoped(collection, where)
+            table, vector, limit, present(table, SCALAR_COLUMNS), scoped(collection, where)
         ).to_pylist()
         return rows
 
@@ -531,7 +553,7 @@ class ChunkStore:
         if table is None:
             return []
         rows: list[dict[str, Any]] = self.keyword_query(
-            table, text, limit, SCALAR_COLUMNS, scoped(collection, where)
+            table, text, limit, present(table, SCALAR_COLUMNS), scoped(collection, where)
         ).to_pylist()
         return rows
 
@@ -543,6 +565,10 @@ class ChunkStore:
         from stratus.filters import COLUMN_PREFIX
 
         names = set(table.schema.names)
+        later = [f for f in rows.schema if f.name not in names and f.name in LATER_COLUMNS]
+        if later:
+            table.add_columns(later)  # nullable, nothing to back-fill: older chunks have no sheet/rows
+            names = set(table.schema.names)
         new = [f for f in rows.schema if f.name not in names and f.name.startswith(COLUMN_PREFIX)]
         if new:
             self._add_metadata_columns(table, new)
