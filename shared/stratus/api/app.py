@@ -12,7 +12,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from stratus import __version__
-from stratus.api import routes_chat, routes_documents, routes_health, routes_keys, routes_search
+from stratus.api import (
+    routes_chat,
+    routes_documents,
+    routes_health,
+    routes_keys,
+    routes_search,
+    routes_sources,
+)
 from stratus.api.limits import BodyLimitMiddleware
 from stratus.observability import log_context
 from stratus.settings import Settings, get_settings
@@ -75,6 +82,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_documents.router)
     app.include_router(routes_chat.router)
     app.include_router(routes_keys.router)
+    app.include_router(routes_sources.router)
     return app
 
 
