@@ -125,7 +125,7 @@ def settled(urls: list[str], timeout_s: float = 120) -> dict[str, Any]:
         records = services.document_table().get_many(COLLECTION, list(ids.values()))
         busy = [r for r in records.values() if r.status not in (DocumentStatus.INDEXED, DocumentStatus.DELETED,
                                                                   DocumentStatus.FAILED)]  # fmt: skip
-        if not busy or time.monotonic() > deadline:
+        if (not busy and len(records) == len(ids)) or time.monotonic() > deadline:
             return {url: records.get(doc_id) for url, doc_id in ids.items()}
         time.sleep(0.3)
 
@@ -178,3 +178,130 @@ def test_first_sync_crawls_the_site_within_scope_and_robots(
     assert chunks
     for chunk in chunks:
         assert not any(word in chunk["text"] for word in BOILERPLATE), chunk["text"]
+
+
+def test_second_sync_after_an_edit_a_removal_and_an_addition(
+    api: str, headers: dict[str, str], web_source: str, sites: tuple[Site, Site]
+) -> None:
+    site, _ = sites
+    base = site.url
+    before = settled([f"{base}/docs/e", f"{base}/docs/orphan"])
+    # given the site changed: a edited, b now 404 (still linked), c no longer linked anywhere, d added
+    site.pages["/docs/a"] = ("text/html", page("Alpha", "<p>Alpha now explains the axolotl gill care.</p>", ["/docs/"]))
+    del site.pages["/docs/b"]
+    index_links = ["/docs/a", "/docs/b", "/docs/d", "/docs/e", "/docs/private/secret", "/blog/post",
+                   "http://other.invalid/docs/x", "/docs/logo.png", "/docs/noindex"]  # fmt: skip
+    site.pages["/docs"] = ("text/html", page("Docs home", "<p>Welcome to the ACME documentation portal.</p>", index_links))
+    site.pages["/docs/d"] = ("text/html", page("Delta", "<p>Delta introduces the dingo training plan.</p>", ["/docs/"]))
+    site.log.clear()
+
+    # when the source is synced again
+    sync = run_sync(api, headers, web_source)
+
+    # then the counts are exact: d added; the index and a updated; e and the orphan unchanged (304);
+    # b deleted (404) and c deleted (a complete sync no longer reaches it)
+    assert sync["state"] == "SUCCEEDED", sync
+    assert sync["counts"] == {"discovered": 12, "added": 1, "updated": 2, "unchanged": 2, "deleted": 2,
+                              "failed": 0, "skipped": 6}, sync  # fmt: skip
+    # and each unchanged page cost one conditional request answered 304, and nothing was re-encoded
+    unchanged = [hit for hit in site.log if hit.path in ("/docs/e", "/docs/orphan")]
+    assert [hit.status for hit in unchanged] == [304, 304]
+    assert all(hit.headers.get("If-None-Match") for hit in unchanged)
+    records = settled([f"{base}/docs/{p}" for p in ("a", "b", "c", "d", "e", "orphan")])
+    for name in ("e", "orphan"):
+        record, old = records[f"{base}/docs/{name}"], before[f"{base}/docs/{name}"]
+        assert record is not None and old is not None
+        assert (record.version, record.updated_at, record.chunks_embedded) == (old.version, old.updated_at,
+                                                                              old.chunks_embedded)  # fmt: skip
+    assert records[f"{base}/docs/a"].status == DocumentStatus.INDEXED  # type: ignore[union-attr]
+    assert records[f"{base}/docs/b"].status == DocumentStatus.DELETED  # type: ignore[union-attr]
+    assert records[f"{base}/docs/c"].status == DocumentStatus.DELETED  # type: ignore[union-attr]
+    # and the removed pages are gone from search, the new and edited ones found
+    time.sleep(1.5)
+    sources = {hit["source"] for hit in search(api, headers, "bobcat enclosure chinchilla dust baths")}
+    assert f"{base}/docs/b" not in sources and f"{base}/docs/c" not in sources
+    assert search(api, headers, "dingo training plan")[0]["source"] == f"{base}/docs/d"
+    assert search(api, headers, "axolotl gill care")[0]["source"] == f"{base}/docs/a"
+    assert not any("aardvark" in chunk["text"] for chunk in all_chunks())
+
+
+def test_interrupted_sync_deletes_nothing(
+    api: str, headers: dict[str, str], web_source: str, sites: tuple[Site, Site], stack: LocalStack
+) -> None:
+    from stratus.sources.sync import build_engine
+
+    site, _ = sites
+    base = site.url
+    # given the index no longer links e (a complete sync would delete it), and the site hangs on a
+    index_links = ["/docs/a", "/docs/d"]
+    site.pages["/docs"] = ("text/html", page("Docs home", "<p>Welcome to the ACME documentation portal.</p>", index_links))
+    site.hang.add("/docs/a")
+    site.release.clear()
+    started = httpx.post(f"{api}/v1/collections/{COLLECTION}/sources/{web_source}/syncs", headers=headers)
+    assert started.status_code == 202
+    sync_id = started.json()["sync_id"]
+    deadline = time.monotonic() + 60
+    while "/docs/a" not in [h.path for h in site.log] and time.monotonic() < deadline:
+        if not any(h.path == "/docs/a" for h in list(site.log)):
+            time.sleep(0.2)
+        if len(site.log) > 0 and time.monotonic() > deadline:
+            break
+    # a second sync of the same source is refused while this one runs
+    assert httpx.post(f"{api}/v1/collections/{COLLECTION}/sources/{web_source}/syncs", headers=headers).status_code == 409
+
+    # when the sync makes no progress for longer than the stale limit
+    ended = build_engine().watchdog(now=time.time() + 10_000)
+    site.release.set()
+    site.hang.clear()
+
+    # then it is FAILED with the reason, and every document it did not prove gone is still there
+    assert sync_id in ended
+    view = wait_sync(api, headers, web_source, sync_id, 10)
+    assert view["state"] == "FAILED" and "interrupted" in (view["error"] or "")
+    time.sleep(3)  # (the hung unit finishes meanwhile: it must not finalize the failed sync)
+    records = settled([f"{base}/docs/e", f"{base}/docs/orphan", f"{base}/docs/d"])
+    assert all(r is not None and r.status == DocumentStatus.INDEXED for r in records.values()), records
+    assert wait_sync(api, headers, web_source, sync_id, 5)["state"] == "FAILED"
+    # and the source is free for the next sync
+    source = httpx.get(f"{api}/v1/collections/{COLLECTION}/sources/{web_source}", headers=headers).json()
+    assert source["active_sync"] is None
+
+
+def test_s3_source_sync_repairs_dropped_notifications(
+    api: str, headers: dict[str, str], stack: LocalStack
+) -> None:
+    s3 = stack.client("s3")
+    bucket = stack.plan.bucket
+    key_kept, key_gone = f"inbox/{COLLECTION}/handbook/kept.md", f"inbox/{COLLECTION}/handbook/gone.md"
+    # given two indexed handbook pages
+    s3.put_object(Bucket=bucket, Key=key_kept, Body=b"# Kept\n\nThe kestrel nest box stays.")
+    s3.put_object(Bucket=bucket, Key=key_gone, Body=b"# Gone\n\nThe gannet colony moved away.")
+    settled(["handbook/kept.md", "handbook/gone.md"])
+    # and, with notifications dropped, one object deleted and a new one written
+    config = s3.get_bucket_notification_configuration(Bucket=bucket)
+    config.pop("ResponseMetadata", None)
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={})
+    s3.delete_object(Bucket=bucket, Key=key_gone)
+    s3.put_object(Bucket=bucket, Key=f"inbox/{COLLECTION}/handbook/dropped.md",
+                  Body=b"# Dropped\n\nThe dormouse hibernation log.")  # fmt: skip
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=config)
+    documents = services.document_table()
+    assert documents.get(COLLECTION, make_doc_id(COLLECTION, "handbook/dropped.md")) is None
+
+    # when an S3 source of the prefix is synced
+    created = httpx.post(f"{api}/v1/collections/{COLLECTION}/sources", json={"kind": "s3", "prefix": "handbook/"},
+                         headers=headers)  # fmt: skip
+    assert created.status_code == 201, created.text
+    sync = run_sync(api, headers, created.json()["source_id"])
+
+    # then the never-indexed object is queued and indexed, the document of the deleted object deleted
+    assert sync["state"] == "SUCCEEDED", sync
+    assert sync["counts"] == {"discovered": 2, "added": 1, "updated": 0, "unchanged": 1, "deleted": 1,
+                              "failed": 0, "skipped": 0}, sync  # fmt: skip
+    records = settled(["handbook/dropped.md", "handbook/gone.md", "handbook/kept.md"])
+    assert records["handbook/dropped.md"].status == DocumentStatus.INDEXED  # type: ignore[union-attr]
+    assert records["handbook/gone.md"].status == DocumentStatus.DELETED  # type: ignore[union-attr]
+    assert records["handbook/kept.md"].status == DocumentStatus.INDEXED  # type: ignore[union-attr]
+    time.sleep(1.5)
+    assert search(api, headers, "dormouse hibernation")[0]["source"] == "handbook/dropped.md"
+    assert not any("gannet" in chunk["text"] for chunk in all_chunks())
