@@ -447,6 +447,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sources(args: argparse.Namespace) -> int:
+    """Sources and syncs through the API (stratus.sources.cli parses the arguments)."""
+    from stratus.sources.cli import main as sources
+
+    return sources(args.rest, _api_url, _api_headers())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `stratus` command."""
     parser = argparse.ArgumentParser(prog="stratus", description=__doc__)
@@ -526,6 +533,10 @@ def build_parser() -> argparse.ArgumentParser:
     keys = sub.add_parser("keys", help="create, list or revoke API keys (takes --help)")
     keys.add_argument("rest", nargs=argparse.REMAINDER, help="create|list|revoke and options")
     keys.set_defaults(func=cmd_keys)
+
+    sources = sub.add_parser("sources", help="web and S3 sources kept in sync: add, list, sync (takes --help)")
+    sources.add_argument("rest", nargs=argparse.REMAINDER, help="add|list|sync and options")
+    sources.set_defaults(func=cmd_sources)
     return parser
 
 
@@ -533,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `stratus` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    if argv and argv[0] in {"eval", "dlq", "bench", "keys"}:
+    if argv and argv[0] in {"eval", "dlq", "bench", "keys", "sources"}:
         # These hand everything after their name (and the benchmark's) to their own parser, --help too.
         head = 2 if argv[0] == "bench" else 1
         args = parser.parse_args(argv[:head])
