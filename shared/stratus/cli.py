@@ -534,7 +534,9 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("rest", nargs=argparse.REMAINDER, help="create|list|revoke and options")
     keys.set_defaults(func=cmd_keys)
 
-    sources = sub.add_parser("sources", help="web and S3 sources kept in sync: add, list, sync (takes --help)")
+    sources = sub.add_parser(
+        "sources", help="web and S3 sources kept in sync: add, list, sync (takes --help)"
+    )
     sources.add_argument("rest", nargs=argparse.REMAINDER, help="add|list|sync and options")
     sources.set_defaults(func=cmd_sources)
     return parser

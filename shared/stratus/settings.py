@@ -265,7 +265,9 @@ class Settings(BaseSettings):
     url_refetch_after_s: float = Field(
         900.0,
         ge=0,
-        description="A manifest URL fetched this recently is skipped when the manifest is re-sent (0: never).",
+        description=(
+            "A manifest URL fetched this recently is skipped when the manifest is re-sent (0: never)."
+        ),
     )
     url_max_bytes_in_flight: int = Field(
         128 * 1024 * 1024,
@@ -281,7 +283,9 @@ class Settings(BaseSettings):
     )
 
     # --- Sources and syncs (sources/) -------------------------------------------------
-    sources_table: str = Field("stratus-sources", description="DynamoDB table of sources, syncs and crawl state.")
+    sources_table: str = Field(
+        "stratus-sources", description="DynamoDB table of sources, syncs and crawl state."
+    )
     source_requests_per_s: float = Field(
         2.0, gt=0, le=1000, description="Politeness: requests per second to one host, all fetchers together."
     )

@@ -61,7 +61,7 @@ class Site:
             def log_message(self, *args: Any) -> None:
                 pass
 
-            def do_GET(self) -> None:  # noqa: N802 - the http.server API
+            def do_GET(self) -> None:
                 path = self.path
                 if path in site.hang:
                     site.release.wait(60)

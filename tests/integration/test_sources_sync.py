@@ -60,7 +60,9 @@ def test_frontier_drains_exactly_once_under_concurrency(store: SourceStore) -> N
             if int(sync["pending"]) == 0:
                 won = store.claim_finish("src_0000000000000001", sync_id)
                 claims.append(won)
-                queued = [k for k, v in store.get_seen(sync_id, list(children)).items() if v["state"] == "queued"]
+                queued = [
+                    k for k, v in store.get_seen(sync_id, list(children)).items() if v["state"] == "queued"
+                ]
                 if won and queued:
                     premature.extend(queued)
 
@@ -77,8 +79,10 @@ def test_frontier_drains_exactly_once_under_concurrency(store: SourceStore) -> N
     assert claims.count(True) == 1
     assert premature == []
     sync = store.get_sync("src_0000000000000001", sync_id)
-    assert sync is not None and sync["state"] == "FINALIZING" and int(sync["pending"]) == 0
-    unique = len([k for k in store.get_seen(sync_id, list(children))])
+    assert sync is not None
+    assert sync["state"] == "FINALIZING"
+    assert int(sync["pending"]) == 0
+    unique = len(store.get_seen(sync_id, list(children)))
     assert int(sync["c_discovered"]) == unique
     assert int(sync["c_added"]) == unique + 1  # (the start unit too; duplicates counted once)
 
@@ -94,11 +98,16 @@ def test_conditional_get_answers_304_without_a_body(site: Site) -> None:
 
     # given a first fetch that returned the page and its ETag
     first = asyncio.run(fetch(None))
-    assert first.ok and first.status == 200 and first.body == b"<p>hello</p>" and first.etag
+    assert first.ok
+    assert first.status == 200
+    assert first.body == b"<p>hello</p>"
+    assert first.etag
     # when it is fetched again with If-None-Match
     second = asyncio.run(fetch({"If-None-Match": first.etag}))
     # then the answer is a 304 with no body to parse
-    assert second.ok and second.status == 304 and second.body is None
+    assert second.ok
+    assert second.status == 304
+    assert second.body is None
     assert site.log[-1].headers.get("If-None-Match") == first.etag
 
 
@@ -112,7 +121,10 @@ def _engine(store: SourceStore, site: Site, sent: list[str]) -> SyncEngine:
 def test_guard_refuses_internal_redirects_of_robots_and_sitemaps(store: SourceStore, site: Site) -> None:
     # given a site whose robots.txt and sitemap redirect to the cloud metadata address
     site.pages.clear()
-    redirect = {"/robots.txt": "http://169.254.169.254/latest/meta-data/", "/sm.xml": "http://10.0.0.1/sm.xml"}
+    redirect = {
+        "/robots.txt": "http://169.254.169.254/latest/meta-data/",
+        "/sm.xml": "http://10.0.0.1/sm.xml",
+    }
     original = site.answer
 
     def answer(path: str, headers: dict[str, str]) -> tuple[int, str, bytes, dict[str, str]]:
@@ -120,7 +132,7 @@ def test_guard_refuses_internal_redirects_of_robots_and_sitemaps(store: SourceSt
             return 302, "text/plain", b"", {"Location": redirect[path]}
         return original(path, headers)
 
-    site.answer = answer  # type: ignore[method-assign]
+    site.answer = answer
     engine = _engine(store, site, [])
     sync_id = new_sync_id()
     # when robots.txt is read and the sitemap fetched
@@ -128,6 +140,29 @@ def test_guard_refuses_internal_redirects_of_robots_and_sitemaps(store: SourceSt
     result = engine._fetch(sync_id, f"{site.url}/sm.xml", {}, engine._options)
     # then both hops were refused by the guard: everything is disallowed, the sitemap failed with the reason
     assert not policy.allows(f"{site.url}/docs/a")
-    assert not result.ok and result.permanent
+    assert not result.ok
+    assert result.permanent
     assert "10.0.0.1" in (result.error or "")
     assert site.paths() == ["/robots.txt", "/sm.xml"]
+
+
+def test_a_due_schedule_starts_one_sync_however_many_ticks_overlap(store: SourceStore, site: Site) -> None:
+    import time
+
+    # given a source whose rate(1 hour) schedule came due a minute ago
+    now = time.time()
+    store.put_source("sched", "src_00000000000000aa", {"kind": "web", "schedule": "rate(1 hour)"}, now - 60)
+    sent: list[str] = []
+    engines = [_engine(store, site, sent) for _ in range(4)]
+    # when four ticks run at once
+    with ThreadPoolExecutor(4) as pool:
+        started = [s for batch in pool.map(lambda e: e.run_due(now), engines) for s in batch]
+    # then exactly one sync started, its first unit was queued, and the schedule moved on by an hour
+    assert len(started) == 1
+    assert len(sent) == 1
+    source = store.get_source("sched", "src_00000000000000aa")
+    assert source is not None
+    assert source["active_sync"] == started[0]
+    assert source["next_due"] == pytest.approx(now + 3600)
+    # and a tick before the next due time starts nothing
+    assert _engine(store, site, sent).run_due(now + 60) == []

@@ -93,7 +93,7 @@ MEASURED: dict[str, list[tuple[str, float, float]]] = {}
 
 
 def cases() -> list[tuple[str, str, bytes]]:
-    found = []
+    found: list[tuple[str, str, bytes]] = []
     for fmt in sorted(PARSERS):
         for name, data in {**GENERIC, **SPECIFIC.get(fmt, {})}.items():
             found.append((fmt, name, data))

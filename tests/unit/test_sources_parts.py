@@ -1,4 +1,4 @@
-"""Sources building blocks: URL normalisation and scope, robots.txt, sitemaps as hostile XML, links, schedules."""
+"""Sources building blocks: URL normalisation, scope, robots.txt, hostile sitemaps, links, schedules."""
 
 from __future__ import annotations
 
@@ -51,7 +51,8 @@ def test_scope_is_scheme_host_and_path_prefix_with_include_and_exclude() -> None
     assert not scope.allows("http://other.com/docs/a")
     assert not scope.allows("http://e.com/docs/old/page")
     only = Scope.build(["http://e.com/"], [], ["*/api/*"], [])
-    assert only.allows("http://e.com/api/x") and not only.allows("http://e.com/guide/x")
+    assert only.allows("http://e.com/api/x")
+    assert not only.allows("http://e.com/guide/x")
 
 
 def test_robots_rules_crawl_delay_and_sitemaps() -> None:
@@ -68,7 +69,8 @@ def test_robots_rules_crawl_delay_and_sitemaps() -> None:
 
 
 def test_sitemap_urlset_index_and_gzip() -> None:
-    urlset = b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><url><loc> http://e.com/a </loc></url></urlset>'
+    urlset = b'<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">'
+    urlset += b"<url><loc> http://e.com/a </loc></url></urlset>"
     assert parse_sitemap(urlset, 10_000).urls == ["http://e.com/a"]
     assert parse_sitemap(gzip.compress(urlset), 10_000).urls == ["http://e.com/a"]
     index = b"<sitemapindex><sitemap><loc>http://e.com/s1.xml.gz</loc></sitemap></sitemapindex>"
@@ -101,7 +103,8 @@ def test_links_canonical_and_robots_meta() -> None:
     found = read_links(html, "http://e.com/start")
     assert found.links == ["http://e.com/docs/b", "http://other.com/y"]
     assert found.canonical == "http://e.com/docs/a"
-    assert found.noindex and not found.nofollow
+    assert found.noindex
+    assert not found.nofollow
 
 
 def test_cookie_banner_and_div_sidebar_never_reach_the_text() -> None:
@@ -113,7 +116,9 @@ def test_cookie_banner_and_div_sidebar_never_reach_the_text() -> None:
     text = "\n".join(s.text for s in parse_document(html, "guide.html", "text/html").sections)
     # then only the content is left
     assert "real content" in text
-    assert "COOKIETEXT" not in text and "SIDEBARTEXT" not in text and "Home / Docs" not in text
+    assert "COOKIETEXT" not in text
+    assert "SIDEBARTEXT" not in text
+    assert "Home / Docs" not in text
 
 
 def test_schedules_rate_and_cron() -> None:
@@ -128,5 +133,5 @@ def test_schedules_rate_and_cron() -> None:
 
 @pytest.mark.parametrize("bad", ["daily", "rate(5 fortnights)", "cron(0 3 * *)", "cron(99 3 * * ? *)"])
 def test_bad_schedules_are_refused(bad: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"rate|cron"):
         WebSourceRequest(kind="web", urls=["http://e.com/"], schedule=bad)

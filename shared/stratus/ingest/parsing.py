@@ -663,8 +663,10 @@ _CONTENT_TAGS = frozenset({"body", "main", "article", "html"})
 def _is_boilerplate(tag: Tag) -> bool:
     if tag.name in _CONTENT_TAGS:
         return False
-    classes = tag.attrs.get("class") or []
-    names = " ".join([str(tag.attrs.get("id", "")), *(classes if isinstance(classes, list) else [str(classes)])])
+    classes: Any = tag.attrs.get("class") or []
+    names = " ".join(
+        [str(tag.attrs.get("id", "")), *(classes if isinstance(classes, list) else [str(classes)])]
+    )
     return not _BOILERPLATE_WORDS.isdisjoint(_NAME_WORD_RE.findall(names.lower()[:500]))
 
 

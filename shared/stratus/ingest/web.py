@@ -505,9 +505,7 @@ def fetch_urls_sync(
 
 
 @contextlib.asynccontextmanager
-async def open_fetcher(
-    options: FetchOptions, resolver: Resolver | None = None
-) -> AsyncIterator[Any]:
+async def open_fetcher(options: FetchOptions, resolver: Resolver | None = None) -> AsyncIterator[Any]:
     """One guarded client for a caller that fetches URLs one by one (`await fetcher.fetch(url, headers)`)."""
     backend = GuardedNetworkBackend(
         allow_hosts=options.allow_hosts, resolver=resolver, resolve_timeout_s=options.connect_timeout_s

@@ -593,7 +593,7 @@ def run_fetch_message(
     `deadline` (time.monotonic()) is the record's time budget (see `handle_fetch_batch`).
     """
     from stratus.settings import get_settings
-    from stratus.sources.sync import is_sync_message
+    from stratus.sources import is_sync_message
 
     if is_sync_message(body):
         # A unit of a source sync (a URL, a sitemap, an S3 listing page): the crawl frontier.

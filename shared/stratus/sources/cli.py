@@ -52,9 +52,16 @@ def main(argv: list[str], api_url: Callable[[argparse.Namespace], str], headers:
     if args.action == "add":
         body: dict[str, Any]
         if args.kind == "web":
-            body = {"kind": "web", "urls": args.urls, "sitemaps": args.sitemap, "include": args.include,
-                    "exclude": args.exclude, "max_depth": args.max_depth, "max_pages": args.max_pages,
-                    "schedule": args.schedule}  # fmt: skip
+            body = {
+                "kind": "web",
+                "urls": args.urls,
+                "sitemaps": args.sitemap,
+                "include": args.include,
+                "exclude": args.exclude,
+                "max_depth": args.max_depth,
+                "max_pages": args.max_pages,
+                "schedule": args.schedule,
+            }
         else:
             body = {"kind": "s3", "prefix": args.prefix, "schedule": args.schedule}
         response = httpx.post(base, json=body, headers=headers, timeout=30)
@@ -78,11 +85,18 @@ def _sources_table(console: Any, sources: list[dict[str, Any]]) -> None:
 
     table = Table("source_id", "kind", "where", "schedule", "running sync")
     for source in sources:
-        where = ", ".join(source.get("urls", []) + source.get("sitemaps", [])) if source["kind"] == "web" else (
-            source.get("prefix", "")
-        )  # fmt: skip
-        table.add_row(source["source_id"], source["kind"], where, source.get("schedule") or "",
-                      source.get("active_sync") or "")  # fmt: skip
+        where = (
+            ", ".join(source.get("urls", []) + source.get("sitemaps", []))
+            if source["kind"] == "web"
+            else (source.get("prefix", ""))
+        )
+        table.add_row(
+            source["source_id"],
+            source["kind"],
+            where,
+            source.get("schedule") or "",
+            source.get("active_sync") or "",
+        )
     console.print(table)
 
 
@@ -98,7 +112,9 @@ def _sync(console: Any, base: str, source_id: str, headers: dict[str, str], time
     sync_id = started.json()["sync_id"]
     view: dict[str, Any] = {}
     deadline = time.monotonic() + timeout_s
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+    with Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console
+    ) as bar:
         task = bar.add_task(f"sync {sync_id}", total=None)
         while time.monotonic() < deadline:
             response = httpx.get(f"{base}/{source_id}/syncs/{sync_id}", headers=headers, timeout=30)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urljoin
 
 from stratus.ingest.parsing import MAX_HTML_TAGS
@@ -39,7 +40,7 @@ def read_links(html: bytes, base_url: str) -> PageLinks:
             result.noindex |= "noindex" in content or "none" in content
             result.nofollow |= "nofollow" in content or "none" in content
     for tag in soup.find_all("link", href=True):
-        rel = tag.get("rel") or []
+        rel: Any = tag.get("rel") or []
         rels = [r.lower() for r in (rel if isinstance(rel, list) else [rel])]
         if "canonical" in rels and result.canonical is None:
             result.canonical = urljoin(base, str(tag["href"]).strip())

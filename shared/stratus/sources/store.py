@@ -6,9 +6,10 @@ One DynamoDB table, keys pk/sk:
   seen#<sync_id>     / <unit key>                 visited set: one item per URL, sitemap or listing
   page#<source_id>   / <url>                      per page: doc id, ETag, Last-Modified, last sync seen
   pace#<origin>      / next                       the next request slot of a host (politeness)
-A unit (one URL, one sitemap, one listing page) is counted in the sync's `pending` when it is queued,
-in the same transaction that creates its visited item, and leaves it in the transaction that marks it
-done: `pending` reaches 0 exactly once, when the frontier has drained, whatever runs concurrently.
+A unit (one URL, one sitemap, one listing page) is counted in the sync's `pending` before its visited
+item is created, and leaves it only after the visited item moved from queued to done (once): `pending`
+reaches 0 only when the frontier has drained, whatever runs concurrently; a crash can leave it too high
+(the sync then ends FAILED, deleting nothing), never too low.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from stratus.stores.aws import call_dynamodb
 
 SOURCES_PK = "sources"
 MAX_FAILURES_KEPT = 100
+MAX_LINKS_BYTES = 300_000  # a DynamoDB item holds 400 KB
 SEEN_TTL_S = 14 * 24 * 3600
 
 
@@ -135,7 +137,7 @@ class SourceStore:
     # -- syncs -------------------------------------------------------------------------------
 
     def start_sync(self, collection: str, source_id: str, sync_id: str, kind: str) -> bool:
-        """Lock the source for `sync_id` and create the sync with its first unit pending; False if one runs."""
+        """Lock the source and create the sync with its first unit pending; False if a sync runs."""
         now = time.time()
         try:
             self._call(
@@ -146,7 +148,9 @@ class SourceStore:
                             "TableName": self.table_name,
                             "Key": {"pk": _s(SOURCES_PK), "sk": _s(f"{collection}#{source_id}")},
                             "UpdateExpression": "SET active_sync = :id, last_sync = :id",
-                            "ConditionExpression": "attribute_exists(pk) AND attribute_not_exists(active_sync)",
+                            "ConditionExpression": (
+                                "attribute_exists(pk) AND attribute_not_exists(active_sync)"
+                            ),
                             "ExpressionAttributeValues": {":id": _s(sync_id)},
                         }
                     },
@@ -214,6 +218,10 @@ class SourceStore:
             "ConditionExpression": "attribute_not_exists(pk)",
         }
 
+    def _put_seen(self, sync_id: str, key: str, parent: str, depth: int, state: str = "queued") -> bool:
+        put = self._seen_put(sync_id, key, parent, depth, state)
+        return self._conditional("put_item", Item=put["Item"], ConditionExpression=put["ConditionExpression"])
+
     def get_seen(self, sync_id: str, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Visited items of a sync by key (absent keys left out)."""
         found: dict[str, dict[str, Any]] = {}
@@ -251,7 +259,7 @@ class SourceStore:
                                 "expires_at": expires,
                             }
                         }
-                    }  # fmt: skip
+                    }
                     for k in keys[start : start + 25]
                 ]
             }
@@ -262,100 +270,82 @@ class SourceStore:
                     break
                 time.sleep(min(1.0, 0.05 * 2**attempt))
 
+    def _sync_update(
+        self,
+        source_id: str,
+        sync_id: str,
+        adds: dict[str, int],
+        condition: str | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> bool:
+        """ADD counters on the sync item (and progress_at), optionally under a condition."""
+        names: dict[str, str] = {"#st": "state"} if condition and "#st" in condition else {}
+        vals: dict[str, Any] = {":now": _n(time.time()), **(values or {})}
+        parts = []
+        for i, (name, value) in enumerate(adds.items()):
+            names[f"#c{i}"] = name
+            vals[f":c{i}"] = _n(value)
+            parts.append(f"#c{i} :c{i}")
+        params: dict[str, Any] = {
+            "Key": {"pk": _s(f"sync#{source_id}"), "sk": _s(sync_id)},
+            "UpdateExpression": "ADD " + ", ".join(parts) + " SET progress_at = :now",
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": vals,
+        }
+        if condition:
+            params["ConditionExpression"] = condition
+        return self._conditional("update_item", **params)
+
     def enqueue(
         self, source_id: str, sync_id: str, key: str, parent: str, depth: int, max_units: int | None
     ) -> str:
-        """Add a unit to the frontier: 'queued' (counted pending), 'seen' (already there), 'full' or 'stopped'."""
+        """Add a unit to the frontier: 'queued' (now pending), 'seen' (already there), 'full' or 'stopped'.
+
+        Order matters (no transaction: single-item writes scale, and moto copies a table per transaction):
+        `pending` goes up first, then the visited item is created; a unit is therefore counted before
+        anyone can see it, and `pending` can only be too high after a crash (the sync then ends FAILED,
+        deleting nothing), never reach 0 early. A unit already seen takes its count back.
+        """
+        page = key.startswith("u#")
+        adds = {"pending": 1, **({"queued": 1, "c_discovered": 1} if page else {})}
         condition = "#st = :running"
-        values: dict[str, Any] = {":one": _n(1), ":running": _s("RUNNING"), ":now": _n(time.time())}
+        values: dict[str, Any] = {":running": _s("RUNNING")}
         if max_units is not None:
             condition += " AND queued < :max"
             values[":max"] = _n(max_units)
-        counted = "ADD pending :one" + (", queued :one, c_discovered :one" if key.startswith("u#") else "")
-        try:
-            self._call(
-                "transact_write_items",
-                TransactItems=[
-                    {"Put": self._seen_put(sync_id, key, parent, depth)},
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": {"pk": _s(f"sync#{source_id}"), "sk": _s(sync_id)},
-                            "UpdateExpression": counted + " SET progress_at = :now",
-                            "ConditionExpression": condition,
-                            "ExpressionAttributeNames": {"#st": "state"},
-                            "ExpressionAttributeValues": values,
-                        }
-                    },
-                ],
-            )
-        except self._ddb.exceptions.TransactionCanceledException:
-            if self.get_seen(sync_id, [key]):
-                return "seen"
+        if not self._sync_update(source_id, sync_id, adds, condition, values):
             sync = self.get_sync(source_id, sync_id)
             return "stopped" if sync is None or sync["state"] != "RUNNING" else "full"
+        if not self._put_seen(sync_id, key, parent, depth):
+            self._sync_update(source_id, sync_id, {name: -value for name, value in adds.items()})
+            return "seen"
         return "queued"
 
     def skip(self, source_id: str, sync_id: str, key: str, parent: str, why: str) -> bool:
         """Record a URL found but not fetched (once per sync): discovered and skipped, by class."""
-        try:
-            self._call(
-                "transact_write_items",
-                TransactItems=[
-                    {"Put": self._seen_put(sync_id, key, parent, 0, state=f"skipped:{why}")},
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": {"pk": _s(f"sync#{source_id}"), "sk": _s(sync_id)},
-                            "UpdateExpression": "ADD c_discovered :one, c_skipped :one, #k :one",
-                            "ExpressionAttributeNames": {"#k": f"k_{why}"},
-                            "ExpressionAttributeValues": {":one": _n(1)},
-                        }
-                    },
-                ],
-            )
-        except self._ddb.exceptions.TransactionCanceledException:
+        if not self._put_seen(sync_id, key, parent, 0, state=f"skipped:{why}"):
             return False
+        self._sync_update(source_id, sync_id, {"c_discovered": 1, "c_skipped": 1, f"k_{why}": 1})
         return True
 
     def finish_unit(
         self, source_id: str, sync_id: str, key: str, counts: dict[str, int], failure: dict[str, str] | None
     ) -> bool:
-        """Mark a unit done and apply its counts, exactly once; False when it was already done."""
-        adds = ["pending :minus"]
-        values: dict[str, Any] = {":minus": _n(-1), ":now": _n(time.time()), ":queued": _s("queued")}
-        names: dict[str, str] = {}
-        for i, (name, value) in enumerate(counts.items()):
-            names[f"#c{i}"] = name
-            values[f":c{i}"] = _n(value)
-            adds.append(f"#c{i} :c{i}")
-        try:
-            self._call(
-                "transact_write_items",
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": {"pk": _s(f"seen#{sync_id}"), "sk": _s(key)},
-                            "UpdateExpression": "SET #st = :done",
-                            "ConditionExpression": "#st = :queued",
-                            "ExpressionAttributeNames": {"#st": "state"},
-                            "ExpressionAttributeValues": {":done": _s("done"), ":queued": _s("queued")},
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self.table_name,
-                            "Key": {"pk": _s(f"sync#{source_id}"), "sk": _s(sync_id)},
-                            "UpdateExpression": "ADD " + ", ".join(adds) + " SET progress_at = :now",
-                            **({"ExpressionAttributeNames": names} if names else {}),
-                            "ExpressionAttributeValues": {k: v for k, v in values.items() if k != ":queued"},
-                        }
-                    },
-                ],
-            )
-        except self._ddb.exceptions.TransactionCanceledException:
+        """Mark a unit done and apply its counts, exactly once; False when it was already done.
+
+        The visited item goes queued -> done first (a duplicate delivery stops there), then `pending`
+        goes down with the counts: a crash between the two leaves `pending` too high, never too low.
+        """
+        if not self._conditional(
+            "update_item",
+            Key={"pk": _s(f"seen#{sync_id}"), "sk": _s(key)},
+            UpdateExpression="SET #st = :done",
+            ConditionExpression="#st = :queued",
+            ExpressionAttributeNames={"#st": "state"},
+            ExpressionAttributeValues={":done": _s("done"), ":queued": _s("queued")},
+        ):
             return False
+        self._sync_update(source_id, sync_id, {"pending": -1, **counts})
         if failure is not None:
             self._conditional(
                 "update_item",
@@ -364,7 +354,7 @@ class SourceStore:
                 ConditionExpression="attribute_not_exists(failures) OR size(failures) < :max",
                 ExpressionAttributeValues={
                     ":empty": {"L": []},
-                    ":f": {"L": [{"M": {k: _s(v) for k, v in failure.items()}}]},
+                    ":f": {"L": [{"M": {k: _s(v[:1000]) for k, v in failure.items()}}]},
                     ":max": _n(MAX_FAILURES_KEPT),
                 },
             )
@@ -436,10 +426,25 @@ class SourceStore:
         return _plain(item) if item else None
 
     def put_page(
-        self, source_id: str, url: str, sync_id: str, etag: str | None, last_modified: str | None
+        self,
+        source_id: str,
+        url: str,
+        sync_id: str,
+        etag: str | None,
+        last_modified: str | None,
+        links: list[str] | None = None,
     ) -> None:
-        """Remember that `sync_id` reached the page, and its validators."""
+        """Remember that `sync_id` reached the page, its validators and its links.
+
+        The links let a later sync that gets a 304 still follow them (a 304 has no body to read). When
+        they do not fit the item, no validators are kept: the next sync fetches the page in full.
+        """
         item = {"pk": _s(f"page#{source_id}"), "sk": _s(url), "seen_sync": _s(sync_id)}
+        encoded = json.dumps(links or [])
+        if len(encoded) > MAX_LINKS_BYTES:
+            etag = last_modified = None
+        else:
+            item["links"] = _s(encoded)
         if etag:
             item["etag"] = _s(etag[:512])
         if last_modified:
@@ -502,7 +507,7 @@ class SourceStore:
             condition = "attribute_not_exists(pk)" if previous is None else "#at = :prev"
             values: dict[str, Any] = {":at": _n(slot + interval_s), ":ttl": _n(int(now) + 3600)}
             if previous is not None:
-                values[":prev"] = item["at"] if item else _n(0)  # type: ignore[index]
+                values[":prev"] = item["at"] if item else _n(0)
             if self._conditional(
                 "update_item",
                 Key=key,

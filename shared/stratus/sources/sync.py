@@ -10,6 +10,7 @@ and deletes nothing it did not prove gone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import time
@@ -24,6 +25,7 @@ from urllib.parse import quote_plus
 from stratus.errors import PermanentError, TransientError
 from stratus.models import DocumentStatus, make_doc_id
 from stratus.observability import MetricName, emit_metric, logger
+from stratus.sources import MESSAGE_TAG
 from stratus.sources.robots import MAX_ROBOTS_BYTES, RobotsPolicy, product_token
 from stratus.sources.urls import FILE_EXTENSIONS, PAGE_EXTENSIONS, Scope, extension, normalise_url, origin
 from stratus.stores.documents import normalise_version
@@ -34,11 +36,16 @@ if TYPE_CHECKING:
     from stratus.sources.store import SourceStore
     from stratus.stores.documents import DocumentRecord, DocumentTable
 
-MESSAGE_TAG = "stratus_sync"
 SITEMAP_TYPES = frozenset(
-    {"application/xml", "text/xml", "application/gzip", "application/x-gzip", "application/octet-stream",
-     "text/plain"}
-)  # fmt: skip
+    {
+        "application/xml",
+        "text/xml",
+        "application/gzip",
+        "application/x-gzip",
+        "application/octet-stream",
+        "text/plain",
+    }
+)
 ROBOTS_TYPES = frozenset({"text/plain", "text/html", "application/octet-stream"})
 HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
 SITEMAP_SLICE = 500
@@ -62,11 +69,6 @@ class SyncConfig:
     requests_per_s: float
     stale_s: float
     user_agent: str
-
-
-def is_sync_message(body: str) -> bool:
-    """Whether a fetch-queue body is a sync unit (not an S3 notification)."""
-    return f'"{MESSAGE_TAG}"' in body[:64]
 
 
 def new_sync_id() -> str:
@@ -131,9 +133,15 @@ class SyncEngine:
     @staticmethod
     def _message(collection: str, source_id: str, sync_id: str, op: str, **fields: Any) -> str:
         return json.dumps(
-            {MESSAGE_TAG: 1, "op": op, "collection": collection, "source_id": source_id, "sync_id": sync_id,
-             **fields}
-        )  # fmt: skip
+            {
+                MESSAGE_TAG: 1,
+                "op": op,
+                "collection": collection,
+                "source_id": source_id,
+                "sync_id": sync_id,
+                **fields,
+            }
+        )
 
     # -- units -----------------------------------------------------------------------------
 
@@ -174,7 +182,7 @@ class SyncEngine:
             self._queue_unit(source, sync_id, "l#", "start", 0, op="s3list", token="")
             return
         scope = self._scope(source)
-        sitemaps = [u for u in source.get("sitemaps", [])]
+        sitemaps = list(source.get("sitemaps", []))
         for host in scope.hosts():
             sitemaps.extend(s for s in self._policy(sync_id, host).sitemaps() if origin(s) == host)
         for sitemap in dict.fromkeys(sitemaps):
@@ -191,8 +199,13 @@ class SyncEngine:
     ) -> str:
         outcome = self._store.enqueue(source["source_id"], sync_id, key, parent, depth, None)
         if outcome == "queued":
-            self._send([self._message(source["collection"], source["source_id"], sync_id, key=key, depth=depth,
-                                      **fields)])  # fmt: skip
+            self._send(
+                [
+                    self._message(
+                        source["collection"], source["source_id"], sync_id, key=key, depth=depth, **fields
+                    )
+                ]
+            )
         return outcome
 
     def _scope(self, source: dict[str, Any]) -> Scope:
@@ -236,8 +249,9 @@ class SyncEngine:
                 item = seen[key]
                 # Our own child, queued by an earlier delivery of this unit that died before it sent.
                 if item.get("state") == "queued" and item.get("parent") == parent:
-                    resend.append(self._message(collection, source_id, sync_id, "page", key=key, url=url,
-                                                depth=depth))  # fmt: skip
+                    resend.append(
+                        self._message(collection, source_id, sync_id, "page", key=key, url=url, depth=depth)
+                    )
                 continue
             if why is not None:
                 self._store.skip(source_id, sync_id, key, parent, why)
@@ -272,8 +286,17 @@ class SyncEngine:
         emit_metric(MetricName.PAGES_FETCHED, 1)
         if result.ok and result.status == 304:
             emit_metric(MetricName.PAGES_NOT_MODIFIED, 1)
-            self._store.put_page(source_id, url, sync_id, result.etag or page and page.get("etag"),
-                                 result.last_modified or page and page.get("last_modified"))  # fmt: skip
+            stored_links = json.loads((page or {}).get("links") or "[]")
+            self._store.put_page(
+                source_id,
+                url,
+                sync_id,
+                result.etag or (page or {}).get("etag"),
+                result.last_modified or (page or {}).get("last_modified"),
+                stored_links,
+            )
+            # Not modified, so its links are the ones read last time: follow them as if fetched.
+            self._discover(source, sync_id, stored_links, message["key"], depth + 1)
             return {"c_unchanged": 1}, None
         if not result.ok:
             if result.status in (404, 410):
@@ -285,18 +308,18 @@ class SyncEngine:
                 return {"c_skipped": 1, "k_type": 1}, None
             return {"c_failed": 1}, {"url": url, "reason": result.error or "fetch failed"}
         final = result.final_url
-        try:
+        with contextlib.suppress(ValueError):
             final = normalise_url(final)
-        except ValueError:
-            pass
         if final != url and not self._scope(source).allows(final):
             return {"c_skipped": 1, "k_scope": 1}, None
         body = result.body or b""
+        outlinks: list[str] = []
         media = (result.content_type or "").split(";", 1)[0].strip().lower()
         if media in HTML_TYPES:
             from stratus.sources.links import read_links
 
             found = read_links(body, result.final_url)
+            outlinks = [] if found.nofollow else found.links
             if not found.nofollow:
                 self._discover(source, sync_id, found.links, message["key"], depth + 1)
             if found.canonical:
@@ -311,12 +334,18 @@ class SyncEngine:
             if found.noindex:
                 deleted = self._remove_if_live(collection, source_id, url, record)
                 return {"c_skipped": 1, "k_noindex": 1, **({"c_deleted": 1} if deleted else {})}, None
-        return self._ingest(source, sync_id, url, record, result, media)
+        return self._ingest(source, sync_id, url, record, result, media, outlinks)
 
     def _ingest(
-        self, source: dict[str, Any], sync_id: str, url: str, before: DocumentRecord | None, result: FetchResult,
+        self,
+        source: dict[str, Any],
+        sync_id: str,
+        url: str,
+        before: DocumentRecord | None,
+        result: FetchResult,
         media: str,
-    ) -> tuple[dict[str, int], dict[str, str] | None]:  # fmt: skip
+        links: list[str],
+    ) -> tuple[dict[str, int], dict[str, str] | None]:
         from stratus.pipeline.fetch import FetchedContent
 
         collection, source_id = source["collection"], source["source_id"]
@@ -326,7 +355,7 @@ class SyncEngine:
         content = FetchedContent(url, result.body or b"", filename, result.content_type)
         version = after_version(before.version) if before is not None else time_version()
         self._stage.ingest(collection, content, version, {"source_id": source_id}, None)
-        self._store.put_page(source_id, url, sync_id, result.etag, result.last_modified)
+        self._store.put_page(source_id, url, sync_id, result.etag, result.last_modified, _normalised(links))
         after = self._documents.get(collection, make_doc_id(collection, url))
         if after is None or after.status == DocumentStatus.FAILED:
             reason = after.error if after is not None and after.error else "not ingested"
@@ -343,11 +372,11 @@ class SyncEngine:
         from stratus.sources.sitemaps import parse_sitemap
 
         url, offset = message["url"], int(message.get("offset", 0))
-        if not self._scope(source).allows(url) and url not in [
-            normalise_url(s) for s in source.get("sitemaps", [])
-        ]:
-            if not self._policy(sync_id, origin(url)).allows(url):
-                return {}, {"url": url, "reason": "sitemap disallowed by robots.txt"}
+        named = url in [normalise_url(s) for s in source.get("sitemaps", [])]
+        # A sitemap the user named is fetched; any other one must be allowed by robots.txt (or in scope).
+        outside = not named and not self._scope(source).allows(url)
+        if outside and not self._policy(sync_id, origin(url)).allows(url):
+            return {}, {"url": url, "reason": "sitemap disallowed by robots.txt"}
         options = dataclasses.replace(self._options, allowed_content_types=SITEMAP_TYPES)
         result = self._fetch(sync_id, url, {}, options)
         if not result.ok:
@@ -363,15 +392,31 @@ class SyncEngine:
                 except ValueError:
                     continue
                 if origin(nested_url) == origin(url):
-                    self._queue_unit(source, sync_id, f"m#{nested_url}", message["key"], 0, op="sitemap",
-                                     url=nested_url, offset=0)  # fmt: skip
+                    self._queue_unit(
+                        source,
+                        sync_id,
+                        f"m#{nested_url}",
+                        message["key"],
+                        0,
+                        op="sitemap",
+                        url=nested_url,
+                        offset=0,
+                    )
         urls = sitemap.urls
         position = offset
         while position < len(urls):
             if self._deadline is not None and time.monotonic() > self._deadline - 5:
                 # The rest in a unit of its own: no invocation holds a 50,000-URL sitemap to the end.
-                self._queue_unit(source, sync_id, f"m#{url}#{position}", message["key"], 0, op="sitemap",
-                                 url=url, offset=position)  # fmt: skip
+                self._queue_unit(
+                    source,
+                    sync_id,
+                    f"m#{url}#{position}",
+                    message["key"],
+                    0,
+                    op="sitemap",
+                    url=url,
+                    offset=position,
+                )
                 break
             self._discover(source, sync_id, urls[position : position + SITEMAP_SLICE], message["key"], 0)
             position += SITEMAP_SLICE
@@ -381,10 +426,13 @@ class SyncEngine:
         from stratus.ingest.parsing import is_metadata_sidecar
         from stratus.pipeline.fetch import is_manifest
 
-        collection, source_id = source["collection"], source["source_id"]
+        collection = source["collection"]
         root = f"{self._config.inbox_prefix}{collection}/"
-        params: dict[str, Any] = {"Bucket": self._config.bucket, "Prefix": root + source.get("prefix", ""),
-                                  "MaxKeys": 1000}  # fmt: skip
+        params: dict[str, Any] = {
+            "Bucket": self._config.bucket,
+            "Prefix": root + source.get("prefix", ""),
+            "MaxKeys": 1000,
+        }
         if message.get("token"):
             params["ContinuationToken"] = message["token"]
         listing = self._s3.list_objects_v2(**params)
@@ -430,8 +478,14 @@ class SyncEngine:
             self._store.end_sync(collection, source_id, sync_id, "FAILED", ("FINALIZING",), "source deleted")
             return
         if reached == 0 and int(sync.get("c_failed", 0)) > 0 and source["kind"] == "web":
-            self._store.end_sync(collection, source_id, sync_id, "FAILED", ("FINALIZING",),
-                                 "no page could be fetched; nothing deleted")  # fmt: skip
+            self._store.end_sync(
+                collection,
+                source_id,
+                sync_id,
+                "FAILED",
+                ("FINALIZING",),
+                "no page could be fetched; nothing deleted",
+            )
             emit_metric(MetricName.SYNCS_FAILED, 1)
             return
         if source["kind"] == "web" and not int(sync.get("k_max_pages", 0)):
@@ -456,10 +510,13 @@ class SyncEngine:
         while True:
             records, cursor = self._documents.list(collection, 500, cursor)
             candidates = [
-                r for r in records
-                if r.source.startswith(prefix) and "://" not in r.source and r.status != DocumentStatus.DELETED
+                r
+                for r in records
+                if r.source.startswith(prefix)
+                and "://" not in r.source
+                and r.status != DocumentStatus.DELETED
                 and r.title != "URL manifest"
-            ]  # fmt: skip
+            ]
             seen = self._store.get_seen(sync_id, [f"o#{r.source}" for r in candidates])
             for record in candidates:
                 if f"o#{record.source}" not in seen:
@@ -567,8 +624,9 @@ class SyncEngine:
         token = product_token(self._config.user_agent)
         stored = self._store.get_robots(sync_id, host)
         if stored is None:
-            options = dataclasses.replace(self._options, allowed_content_types=ROBOTS_TYPES,
-                                          max_bytes=MAX_ROBOTS_BYTES)  # fmt: skip
+            options = dataclasses.replace(
+                self._options, allowed_content_types=ROBOTS_TYPES, max_bytes=MAX_ROBOTS_BYTES
+            )
             result = self._fetch(sync_id, f"{host}/robots.txt", {}, options, robots=False)
             if result.ok:
                 text: str | None = (result.body or b"").decode("utf-8", errors="replace")
@@ -598,6 +656,15 @@ class SyncEngine:
         if wait > 0:
             time.sleep(wait)
         return self._fetch_one(url, headers, options)
+
+
+def _normalised(links: list[str]) -> list[str]:
+    """Distinct normalised URLs of `links` (what a page item keeps for its next 304)."""
+    found: dict[str, None] = {}
+    for link in links:
+        with contextlib.suppress(ValueError):
+            found[normalise_url(link)] = None
+    return list(found)
 
 
 _LIVE = {DocumentStatus.FETCHED, DocumentStatus.EMBEDDED, DocumentStatus.INDEXED}

@@ -19,7 +19,7 @@ FILE_EXTENSIONS = frozenset({".pdf", ".md", ".markdown", ".txt"})
 
 
 def normalise_url(url: str) -> str:
-    """The canonical form of an http(s) URL: no fragment, default port, tracking parameters or trailing slash."""
+    """An http(s) URL's canonical form: no fragment, default port, tracking parameter or trailing slash."""
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     host = (parts.hostname or "").lower().rstrip(".")
