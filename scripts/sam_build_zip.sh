@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the zip part of the stack - FetchFunction and its FetchDepsLayer - with the SAM CLI.
-# Needs no Docker: only `sam` (SAM=/path/to/sam to pick one), python3.11 on PATH (SAM checks the
-# runtime's interpreter; PY=/path/to/python3.11 to pick one), PyPI for the layer's wheels, and the model folder from
+# Needs no Docker: only `sam` (SAM=/path/to/sam to pick one), python3.12 on PATH (SAM checks the
+# runtime's interpreter; PY=/path/to/python3.12 to pick one), PyPI for the layer's wheels, and the model folder from
 # scripts/build_model.py (the layer carries its tokenizer.json). The image functions are built by
 # `sam build` on a machine with Docker.
 #
@@ -15,11 +15,21 @@ cd "$(dirname "$0")/.."
 
 SAM=${SAM:-sam}
 BUILD_DIR=${BUILD_DIR:-.aws-sam/build}
-PY=${PY:-$(command -v python3.11 || true)}
+# The first python3.12 that runs: on PATH (a pyenv shim may name a version that is not selected), else a
+# pyenv-installed 3.12, else the system's.
+find_python312() {
+  local candidate
+  for candidate in "$(command -v python3.12 || true)" "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.12*/bin/python3.12 \
+    /usr/local/bin/python3.12 /usr/bin/python3.12; do
+    [ -n "$candidate" ] && [ -x "$candidate" ] && "$candidate" -c 'import sys; assert sys.version_info[:2] == (3, 12)' \
+      2>/dev/null && { echo "$candidate"; return; }
+  done
+}
+PY=${PY:-$(find_python312)}
 RUNTIME_SITE=${RUNTIME_SITE:-$(.venv/bin/python -c 'import boto3, pathlib; print(pathlib.Path(boto3.__file__).parents[1])' 2>/dev/null || true)}
 LIMIT_MB=250
 
-[ -n "$PY" ] || { echo "python3.11 is not on PATH (sam build needs it for runtime python3.11)" >&2; exit 1; }
+[ -n "$PY" ] || { echo "no python3.12 found (PATH, pyenv, /usr): sam build needs it for runtime python3.12; set PY=/path/to/python3.12" >&2; exit 1; }
 export PATH="$(dirname "$PY"):$PATH" SAM_CLI_TELEMETRY=0
 
 start=$(date +%s)

@@ -15,7 +15,7 @@ from stratus.local.stack import LocalStack
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 # Fails the session when a test secret or a Stratus API key shows up in any log line or output.
-pytest_plugins = ["plugins.secrets_scan"]
+pytest_plugins = ["plugins.secrets_scan", "plugins.iam_report"]
 
 
 # --- embedding model (owner: encoder) ---------------------------------------------------------
@@ -43,7 +43,16 @@ def start_local_stack(run_functions: bool) -> LocalStack:
     """A LocalStack on 127.0.0.1 with short visibility timeouts so retries happen within a test."""
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    stack = LocalStack(REPO_ROOT, visibility_timeout_s=2, poll_wait_s=1, batch_window_cap_s=0.5)
+    # Each function has its own stores, as on AWS (IAM: each runs as its role), so the API no longer
+    # shares the index function's open table: read the latest version on every query, so that a
+    # document INDEXED is searchable at once (test_search_api and test_ingestion test the staleness).
+    stack = LocalStack(
+        REPO_ROOT,
+        visibility_timeout_s=2,
+        poll_wait_s=1,
+        batch_window_cap_s=0.5,
+        extra_environment={"STRATUS_READ_CONSISTENCY_S": "0"},
+    )
     return stack.start(run_functions=run_functions)
 
 

@@ -9,6 +9,7 @@ the usage plan), since the gateway requires one of its own keys; the CLI and the
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import secrets
 import threading
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
+from stratus.display import unsafe_characters
 from stratus.errors import StratusError
 from stratus.stores.keys import KeyRecord, KeyTable
 
@@ -29,6 +31,9 @@ ALL_COLLECTIONS = "*"
 _COLLECTION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # Bounds memory when many distinct valid keys are used; entries also expire after the TTL.
 _CACHE_MAX_ENTRIES = 10_000
+# Per-key limits a key may be given: finite, and small enough for DynamoDB numbers and token arithmetic.
+MAX_RATE_PER_S = 1_000_000.0
+MAX_BURST = 1_000_000
 
 
 class Role(StrEnum):
@@ -105,11 +110,12 @@ def generate_key() -> str:
 
 def key_id_of(key: str) -> str | None:
     """The key_id part of a well-formed key, else None."""
-    match = KEY_PATTERN.match(key)
+    match = KEY_PATTERN.fullmatch(key)
     return match.group(1) if match else None
 
 
-def _principal(record: KeyRecord) -> Principal:
+def principal_of(record: KeyRecord) -> Principal:
+    """The principal a stored key stands for."""
     return Principal(
         key_id=record.key_id,
         name=record.name,
@@ -136,19 +142,24 @@ def create_key(
     role_names = sorted(set(roles))
     if not name.strip() or len(name) > 100:
         raise ValueError("name: 1 to 100 characters")
+    if unsafe_characters(name):
+        # Names are printed by `stratus keys list`: no terminal escapes, bidi overrides or other controls.
+        raise ValueError("name: control, format and bidi characters are not allowed")
     if not collections:
         raise ValueError("collections: name at least one collection, or *")
-    bad = [c for c in collections if c != ALL_COLLECTIONS and not _COLLECTION.match(c)]
+    bad = [c for c in collections if c != ALL_COLLECTIONS and not _COLLECTION.fullmatch(c)]
     if bad:
         raise ValueError(f"collections: invalid collection name {bad[0]!r}")
     unknown = [r for r in role_names if r not in _ROLE_NAMES]
     if unknown or not role_names:
         raise ValueError(f"roles: each one of {', '.join(Role)} (got {', '.join(unknown) or 'none'})")
     role_names.sort(key=lambda r: _RANK[Role(r)])
-    if rate_limit_per_s is not None and rate_limit_per_s < 0:
-        raise ValueError("rate_limit_per_s: 0 (unlimited) or more")
-    if rate_limit_burst is not None and rate_limit_burst < 1:
-        raise ValueError("rate_limit_burst: 1 or more")
+    if rate_limit_per_s is not None and not (
+        math.isfinite(rate_limit_per_s) and 0 <= rate_limit_per_s <= MAX_RATE_PER_S
+    ):
+        raise ValueError(f"rate_limit_per_s: a finite number from 0 (unlimited) to {MAX_RATE_PER_S:g}")
+    if rate_limit_burst is not None and not 1 <= rate_limit_burst <= MAX_BURST:
+        raise ValueError(f"rate_limit_burst: 1 to {MAX_BURST}")
     plaintext = key or generate_key()
     key_id = key_id_of(plaintext)
     if key_id is None:
@@ -165,6 +176,63 @@ def create_key(
     )
     table.put(record)
     return NewKey(plaintext, record)
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a key may hand on: the limits a new key ends up with after `check_grant`."""
+
+    rate_limit_per_s: float | None
+    rate_limit_burst: int | None
+
+
+def _effective(value: float | None, default: float) -> float:
+    """A key's limit: its own, else the default; 0 (unlimited) as infinity, for comparisons."""
+    limit = default if value is None else value
+    return math.inf if limit <= 0 else limit
+
+
+def check_grant(
+    principal: Principal,
+    collections: Iterable[str],
+    roles: Iterable[str],
+    rate_limit_per_s: float | None,
+    rate_limit_burst: int | None,
+    default_per_s: float,
+    default_burst: int,
+) -> Grant:
+    """Raise ForbiddenError unless the new key asks at most what `principal` has: collections, role, rate.
+
+    Unset limits take the lesser of the server's default and the granting key's own (recorded on the
+    new key when the granting key's is lower), so a limited key cannot mint a faster one by omission.
+    """
+    outside = [
+        c for c in collections if c == ALL_COLLECTIONS and ALL_COLLECTIONS not in principal.collections
+    ]
+    outside += [c for c in collections if c != ALL_COLLECTIONS and not principal.covers(c)]
+    if outside:
+        raise ForbiddenError(f"key {principal.key_id} may not grant collection {outside[0]!r}")
+    own_rank = max((_RANK[r] for r in principal.roles), default=0)
+    higher = [r for r in roles if r in _ROLE_NAMES and _RANK[Role(r)] > own_rank]
+    if higher:
+        raise ForbiddenError(f"key {principal.key_id} may not grant role {higher[0]!r}, above its own")
+    own_rate = _effective(principal.rate_limit_per_s, default_per_s)
+    own_burst = _effective(principal.rate_limit_burst, default_burst)
+    rate, burst = rate_limit_per_s, rate_limit_burst
+    if rate is None and own_rate < _effective(None, default_per_s):
+        rate = own_rate
+    if burst is None and own_burst < _effective(None, default_burst):
+        burst = int(own_burst)
+    if _effective(rate, default_per_s) > own_rate:
+        asked = "0 (unlimited)" if rate == 0 else f"{rate:g}" if rate is not None else "the default"
+        raise ForbiddenError(
+            f"key {principal.key_id} may not grant rate_limit_per_s {asked}: at most its own, {own_rate:g}"
+        )
+    if _effective(burst, default_burst) > own_burst:
+        raise ForbiddenError(
+            f"key {principal.key_id} may not grant rate_limit_burst {burst}: at most its own, {own_burst:g}"
+        )
+    return Grant(rate, burst)
 
 
 def revoke_key(table: KeyTable, key_id: str, now: Callable[[], float] = time.time) -> KeyRecord | None:
@@ -298,7 +366,7 @@ class KeyVerifier:
         if record is None or record.revoked_at is not None:
             self.forget(digest)
             raise UnauthenticatedError("invalid or revoked API key")
-        principal = _principal(record)
+        principal = principal_of(record)
         if self._cache_s > 0:
             with self._lock:
                 if len(self._cache) >= _CACHE_MAX_ENTRIES:

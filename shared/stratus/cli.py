@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from stratus.display import line, plain, text
+
 STATE_FILE = Path(".stratus") / "local.json"
 SAMPLE_QUERY = "How do I run the tests?"
 # Beyond this many documents the summary lists only those not INDEXED, and totals the rest.
@@ -67,7 +69,7 @@ def _use_target(args: argparse.Namespace) -> dict[str, Any] | None:
     try:
         outputs = StackOutputs(aws.client("cloudformation")).get(name)
     except StackNotFoundError as error:
-        _console().print(f"[red]{error}[/]")
+        _console().print(text(error, "red"))
         raise SystemExit(2) from error
     os.environ.update({**stack_environment(outputs), "STRATUS_STACK": name})
     get_settings.cache_clear()
@@ -134,18 +136,19 @@ def _summary_table(console: Any, records: list[Any], collection: str, list_all: 
         for column in ("source", "status", "chunks", "embedded", "reused", "error"):
             table.add_column(column)
         for r in rows:
+            # Sources and reasons are the uploader's text: no terminal sequences, no Rich markup.
             table.add_row(
-                r.source,
+                text(r.source),
                 r.status.value,
                 str(r.chunk_count),
                 str(r.chunks_embedded),
                 str(r.chunks_reused),
-                r.error or r.detail or "",
+                text(r.error or r.detail or ""),
             )
         console.print(table)
     if left_out:
         every = f"`stratus status -c {collection} --all`"
-        console.print(f"({left_out} of {len(records)} not listed; {every} lists every one)")
+        console.print(line(f"({left_out} of {len(records)} not listed; ", every, " lists every one)"))
     console.print(summary_totals(records))
 
 
@@ -263,6 +266,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             f"-H 'x-api-key: {api_key}' -H 'Content-Type: application/json' -d '{body}'\n",
             flush=True,
         )
+        # The key travels in the fragment, which the browser never sends to a server.
+        print(f"  Console: {api_url}/ui/#key={api_key}\n", flush=True)
         console.print("Press Ctrl-C to stop.")
         if args.exit_when_ready:
             return 0
@@ -341,15 +346,15 @@ def cmd_search(args: argparse.Namespace) -> int:
         timeout=60,
     )
     if response.status_code != 200:
-        console.print(f"[red]{response.status_code}[/] {response.text}")
+        console.print(line((str(response.status_code), "red"), " ", response.text))
         return 1
     if args.json:
         print(json.dumps(response.json(), indent=2))
         return 0
     for i, hit in enumerate(response.json()["hits"], start=1):
         where = " > ".join(x for x in (hit["source"], hit["section"]) if x)
-        console.print(f"[bold]{i}.[/] {where}  [dim]score {hit['score']:.4f}[/]")
-        console.print(f"   {hit['text'][:300]}")
+        console.print(line((f"{i}.", "bold"), " ", where, "  ", (f"score {hit['score']:.4f}", "dim")))
+        console.print(line("   ", hit["text"][:300]))
     return 0
 
 
@@ -368,20 +373,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
         timeout=args.timeout,
     )
     if response.status_code != 200:
-        console.print(f"[red]{response.status_code}[/] {response.text}")
+        console.print(line((str(response.status_code), "red"), " ", response.text))
         return 1
     result = response.json()
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(result["answer"])
+    print(plain(result["answer"]))
     if result["citations"]:
         print()
     for citation in result["citations"]:
         where = " > ".join(x for x in (citation["source"], citation.get("section", "")) if x)
         page = f", page {citation['page']}" if citation.get("page") else ""
-        print(f"[{citation['n']}] {where}{page}")
-    console.print(f"[dim]answered by {result['provider']} {result.get('model', '')}[/]")
+        print(plain(f"[{citation['n']}] {where}{page}"))
+    console.print(text(f"answered by {result['provider']} {result.get('model', '')}", "dim"))
     return 0
 
 
@@ -395,6 +400,64 @@ def cmd_status(args: argparse.Namespace) -> int:
         more, cursor = services.document_table().list(args.collection, limit=1000, cursor=cursor)
         records.extend(more)
     _summary_table(_console(), records, args.collection, list_all=args.all)
+    return 0
+
+
+def cmd_migrate_tables(args: argparse.Namespace) -> int:
+    """Move chunk tables of the first layout into one table per collection (idempotent)."""
+    from stratus import services
+    from stratus.stores.migration import migrate_legacy_tables
+
+    _use_target(args)
+    reports = migrate_legacy_tables(services.chunk_store(), args.collection or [], dry_run=args.dry_run)
+    left = sum(r.unresolved for r in reports)
+    if args.json:
+        print(json.dumps([r.to_public() for r in reports], indent=2))
+        return 1 if left else 0
+    console = _console()
+    if not reports:
+        console.print("no tables of the first layout: nothing to migrate")
+    verb = "would move" if args.dry_run else "moved"
+    for r in reports:
+        moved = ", ".join(f"{n} to {c}" for c, n in sorted(r.moved.items())) or "none"
+        # Table and collection names come from the store's listing: printed as text, never as markup.
+        console.print(
+            text(
+                f"{r.table}: {r.rows} rows; {verb} {moved}; {r.kept_newer} kept newer; "
+                f"{r.unresolved} unresolved; {'dropped' if r.dropped else 'kept'}"
+            )
+        )
+    if left:
+        console.print(
+            f"[yellow]{left} row(s) belong to no candidate collection and stay in the old table: "
+            "name their collection with --collection and run again[/]"
+        )
+    return 1 if left else 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print recent audit entries (administrative actions), newest first."""
+    from stratus import services
+    from stratus.audit import key_actor
+
+    _use_target(args)
+    actor = key_actor(args.key) if args.key else args.actor
+    entries = services.audit_table().recent(args.days, args.limit, action=args.action, actor=actor)
+    if args.json:
+        print(json.dumps(entries, indent=2))
+        return 0
+    from rich.table import Table
+
+    table = Table(title=f"Audit log, last {args.days} day(s)")
+    for column in ("time", "actor", "action", "target", "outcome", "detail"):
+        table.add_column(column)
+    for e in entries:
+        table.add_row(
+            *(text(e.get(name) or "") for name in ("time", "actor", "action", "target", "outcome", "detail"))
+        )
+    console = _console()
+    console.print(table)
+    console.print(f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}")
     return 0
 
 
@@ -422,12 +485,27 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return dlq(args.rest)
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """The deploy check (stratus.doctor parses the arguments)."""
+    from stratus.doctor import main as doctor
+
+    return doctor(args.rest)
+
+
 def cmd_keys(args: argparse.Namespace) -> int:
     """API keys in the keys table (stratus.keys parses the arguments)."""
     from stratus.keys import main as keys
 
     _use_target(args)  # STRATUS_STACK: the deployed stack's tables and usage plan; else `stratus up`'s
     return keys(args.rest)
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Feedback tools (stratus.console.feedback parses the arguments)."""
+    from stratus.console.feedback import main as feedback
+
+    _use_target(args)  # STRATUS_STACK: the deployed stack's tables; else `stratus up`'s
+    return feedback(args.rest)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -510,6 +588,29 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--stack", default=None, help=STACK_HELP)
     status.set_defaults(func=cmd_status)
 
+    migrate = sub.add_parser(
+        "migrate-tables", help="move chunk tables of the first layout to one table per collection"
+    )
+    migrate.add_argument(
+        "--collection", "-c", action="append", help="also try this collection name for old rows (repeat)"
+    )
+    migrate.add_argument("--dry-run", action="store_true", help="report what would move; write nothing")
+    migrate.add_argument("--json", action="store_true")
+    migrate.add_argument("--stack", default=None, help=STACK_HELP)
+    migrate.set_defaults(func=cmd_migrate_tables)
+
+    audit = sub.add_parser("audit", help="recent administrative actions (keys, deletes, DLQ redrives)")
+    audit.add_argument(
+        "--action", default=None, help="key.create, key.revoke, document.delete, dlq.redrive, or key"
+    )
+    audit.add_argument("--key", default=None, help="only actions made with this key_id")
+    audit.add_argument("--actor", default=None, help="only this actor (key:<key_id>, cli:<user>)")
+    audit.add_argument("--days", type=int, default=7, help="how many UTC days back (default 7)")
+    audit.add_argument("--limit", type=int, default=100, help="entries at most (default 100)")
+    audit.add_argument("--json", action="store_true")
+    audit.add_argument("--stack", default=None, help=STACK_HELP)
+    audit.set_defaults(func=cmd_audit)
+
     worker = sub.add_parser("worker", help="consume a stage queue outside Lambda (the GPU embed worker)")
     worker.add_argument("stage", choices=["embed"])
     worker.add_argument("--wait", type=int, default=20, help="SQS long-poll seconds")
@@ -530,6 +631,10 @@ def build_parser() -> argparse.ArgumentParser:
     dlq.add_argument("rest", nargs=argparse.REMAINDER, help="redrive|list and options")
     dlq.set_defaults(func=cmd_dlq)
 
+    doctor = sub.add_parser("doctor", help="check a deployed stack: configuration, grants, a probe (--help)")
+    doctor.add_argument("rest", nargs=argparse.REMAINDER, help="--stack NAME and options")
+    doctor.set_defaults(func=cmd_doctor)
+
     keys = sub.add_parser("keys", help="create, list or revoke API keys (takes --help)")
     keys.add_argument("rest", nargs=argparse.REMAINDER, help="create|list|revoke and options")
     keys.set_defaults(func=cmd_keys)
@@ -539,6 +644,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sources.add_argument("rest", nargs=argparse.REMAINDER, help="add|list|sync and options")
     sources.set_defaults(func=cmd_sources)
+    feedback = sub.add_parser("feedback", help="export feedback as a BEIR folder (takes --help)")
+    feedback.add_argument("rest", nargs=argparse.REMAINDER, help="export COLLECTION --out DIR")
+    feedback.set_defaults(func=cmd_feedback)
     return parser
 
 
@@ -546,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `stratus` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    if argv and argv[0] in {"eval", "dlq", "bench", "keys", "sources"}:
+    if argv and argv[0] in {"eval", "dlq", "bench", "keys", "doctor", "feedback", "sources"}:
         # These hand everything after their name (and the benchmark's) to their own parser, --help too.
         head = 2 if argv[0] == "bench" else 1
         args = parser.parse_args(argv[:head])

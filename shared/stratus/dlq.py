@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from stratus.stores.queues import send_batches
+from stratus.stores.queues import is_fifo, send_batches
 
 STAGES = ("fetch", "embed", "index")
 # Fields of a received message attribute that send_message accepts.
@@ -107,6 +107,7 @@ def redrive(
             VisibilityTimeout=visibility_timeout_s,
             WaitTimeSeconds=1,
             MessageAttributeNames=["All"],
+            AttributeNames=["MessageGroupId"],
         )
         messages = response.get("Messages", [])
         if not messages:
@@ -121,6 +122,10 @@ def redrive(
             attributes = _send_attributes(message)
             if attributes:
                 entry["MessageAttributes"] = attributes
+            if is_fifo(queue_url):
+                # Same group as before; a fresh deduplication id, or SQS drops a redrive within 5 minutes.
+                entry["MessageGroupId"] = message.get("Attributes", {}).get("MessageGroupId", "redrive")
+                entry["MessageDeduplicationId"] = f"redrive-{message['MessageId']}"
             entries.append(entry)
         sent: set[str] = set()
         for batch in send_batches(entries):
@@ -198,12 +203,33 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "list":
         reports = list_dlqs(sqs, stages, args.samples)
     else:
-        reports = redrive_dlqs(sqs, stages, args.max)
+        from stratus.audit import cli_actor, record
+
+        try:
+            reports = redrive_dlqs(sqs, stages, args.max)
+        except Exception as error:
+            record(
+                cli_actor(),
+                "dlq.redrive",
+                ",".join(stages),
+                "failed",
+                detail=f"{type(error).__name__}: {error}",
+            )
+            raise
+        failed = sum(r.failed for r in reports)
+        summary = "; ".join(
+            f"{r.stage}: {r.messages} in DLQ, {r.moved} moved, {r.failed} failed" for r in reports
+        )
+        record(
+            cli_actor(), "dlq.redrive", ",".join(stages), "failed" if failed else "success", detail=summary
+        )
     if args.json:
         print(json.dumps([r.to_json() for r in reports], indent=2))
         return 0
     from rich.console import Console
     from rich.table import Table
+
+    from stratus.display import line
 
     console = Console(highlight=False)
     table = Table(title="Dead-letter queues" if args.action == "list" else "Redrive")
@@ -215,5 +241,5 @@ def main(argv: list[str] | None = None) -> int:
     console.print(table)
     for r in reports:
         for body in r.samples:
-            console.print(f"[bold]{r.stage}[/] {body[:300]}")
+            console.print(line((r.stage, "bold"), " ", body[:300]))
     return 1 if any(r.failed for r in reports) else 0

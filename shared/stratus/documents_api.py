@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from stratus.errors import PermanentError
+from stratus.ingest.formats import EXTENSIONS as FORMAT_EXTENSIONS
 from stratus.models import REQUEST_ID_METADATA, DocumentStatus, StageMessage, make_doc_id
 from stratus.stores.documents import normalise_version
 
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
 
 MAX_SOURCE_CHARS = 512
 TEXT_SUFFIXES = (".md", ".markdown", ".txt", ".html", ".htm")
-UPLOAD_SUFFIXES = (*TEXT_SUFFIXES, ".pdf", ".urls", ".metadata.json")
+UPLOAD_SUFFIXES = (*TEXT_SUFFIXES, ".pdf", ".urls", ".metadata.json", *FORMAT_EXTENSIONS)
 SPECIAL_SUFFIXES = (".metadata.json", ".urls")
 RESERVED_PREFIX = "_api/"
 MANIFEST_PREFIX = "_api/urls/"
@@ -286,7 +287,7 @@ class DocumentsApi:
         if request.size > limit:
             raise FieldError("size", f"{request.size} bytes; at most {limit}")
         content_type = request.content_type or mimetypes.guess_type(source)[0] or "application/octet-stream"
-        if not _MEDIA_TYPE.match(content_type):
+        if not _MEDIA_TYPE.fullmatch(content_type):
             raise FieldError("content_type", "is not a media type such as text/markdown")
         expires = self.settings.upload_url_expiry_s
         url: str = self.presign.generate_presigned_url(

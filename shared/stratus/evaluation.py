@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 MODES = ("keyword", "vector", "hybrid")
-INDEX_FORMAT = 2  # bump when the bulk index layout changes
+INDEX_FORMAT = 3  # bump when the bulk index layout changes (3: chunks-<collection> tables, collection column)
 COLLECTION = "eval"
 
 Qrels = dict[str, dict[str, int]]

@@ -11,7 +11,9 @@ import argparse
 import json
 import sys
 
+from stratus.audit import cli_actor, record
 from stratus.auth import ALL_COLLECTIONS, Role
+from stratus.display import plain
 
 
 def create(args: argparse.Namespace) -> int:
@@ -31,15 +33,25 @@ def create(args: argparse.Namespace) -> int:
             rate_limit_burst=args.rate_limit_burst,
         )
     except ValueError as error:
-        print(f"error: {error}", file=sys.stderr)
+        record(cli_actor(), "key.create", "(new key)", "refused", detail=str(error))
+        print(f"error: {plain(error)}", file=sys.stderr)
         return 2
     if gateway is not None:
         try:
             mirror_key(table, created, gateway)
         except GatewayMirrorError as error:
-            print(f"error: {error}", file=sys.stderr)
+            record(cli_actor(), "key.create", created.record.key_id, "failed", detail=str(error))
+            print(f"error: {plain(error)}", file=sys.stderr)
             return 1
     public = created.record.to_public()
+    record(
+        cli_actor(),
+        "key.create",
+        public["key_id"],
+        "success",
+        collection=",".join(public["collections"]),
+        detail=f"name {public['name']!r}; roles {','.join(public['roles'])}",
+    )
     if args.json:
         print(json.dumps({**public, "key": created.key}, indent=2))
     else:
@@ -63,7 +75,8 @@ def list_keys(args: argparse.Namespace) -> int:
     for r in records:
         state = "revoked" if r["revoked_at"] is not None else "active"
         roles, collections = ",".join(r["roles"]), ",".join(r["collections"])
-        print(f"{r['key_id']}  {state:7}  {roles:16}  {collections:24}  {r['name']}")
+        # Names were chosen by whoever made the key: shown with control characters neutralised.
+        print(plain(f"{r['key_id']}  {state:7}  {roles:16}  {collections:24}  {r['name']}"))
     return 0
 
 
@@ -72,18 +85,24 @@ def revoke(args: argparse.Namespace) -> int:
     from stratus import services
     from stratus.auth import GatewayMirrorError, disable_mirror, gateway_keys, revoke_key
 
-    record = revoke_key(services.key_table(), args.key_id)
-    if record is None:
-        print(f"error: no key {args.key_id}", file=sys.stderr)
+    revoked = revoke_key(services.key_table(), args.key_id)
+    if revoked is None:
+        record(cli_actor(), "key.revoke", args.key_id, "refused", detail="no such key")
+        print(f"error: no key {plain(args.key_id)}", file=sys.stderr)
         return 1
     gateway = gateway_keys()
     if gateway is not None:
         try:
-            disable_mirror(record, gateway)
+            disable_mirror(revoked, gateway)
         except GatewayMirrorError as error:
-            print(f"error: {error}", file=sys.stderr)
+            record(cli_actor(), "key.revoke", revoked.key_id, "failed", detail=str(error))
+            print(f"error: {plain(error)}", file=sys.stderr)
             return 1
-    print(f"revoked {record.key_id} ({record.name}); API instances drop it within STRATUS_API_KEY_CACHE_S")
+    record(cli_actor(), "key.revoke", revoked.key_id, "success", detail=f"name {revoked.name!r}")
+    print(
+        f"revoked {revoked.key_id} ({plain(revoked.name)}); "
+        "API instances drop it within STRATUS_API_KEY_CACHE_S"
+    )
     return 0
 
 

@@ -53,6 +53,9 @@ class Section(BaseModel):
     heading_path: list[str] = Field(default_factory=list)
     text: str
     page: int | None = None
+    sheet: str | None = None  # spreadsheets and CSV: the sheet (or file) and rows the text came from
+    row_start: int | None = None
+    row_end: int | None = None
 
 
 class ParsedDocument(BaseModel):
@@ -60,6 +63,9 @@ class ParsedDocument(BaseModel):
 
     title: str = ""
     sections: list[Section]
+    metadata: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="What the parser learnt (e-mail headers, OCR confidence)."
+    )
 
 
 class Chunk(BaseModel):
@@ -70,6 +76,9 @@ class Chunk(BaseModel):
     text: str
     section: str = ""
     page: int | None = None
+    sheet: str | None = None
+    row_start: int | None = None
+    row_end: int | None = None
     token_count: int
 
 

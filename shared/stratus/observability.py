@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 
@@ -59,6 +59,8 @@ class MetricName(StrEnum):
 _METRICS_LOCK = threading.Lock()
 # Lists that capture_metrics() hands out: every emitted value is appended to each while it is open.
 _CAPTURES: list[list[tuple[MetricName, float, str]]] = []
+# Callables that see every emitted value (the console's in-process recorder of the Operations screen).
+_SINKS: list[Callable[[MetricName, float, str], None]] = []
 
 
 def emit_metric(name: MetricName, value: float, unit: str = "Count") -> None:
@@ -67,6 +69,15 @@ def emit_metric(name: MetricName, value: float, unit: str = "Count") -> None:
         metrics.add_metric(name=name, unit=unit, value=value)
         for captured in _CAPTURES:
             captured.append((name, value, unit))
+        for sink in _SINKS:
+            sink(name, value, unit)
+
+
+def add_metric_sink(sink: Callable[[MetricName, float, str], None]) -> None:
+    """Also hand every emitted value to `sink` (called under the metrics lock: keep it quick)."""
+    with _METRICS_LOCK:
+        if sink not in _SINKS:
+            _SINKS.append(sink)
 
 
 @contextmanager

@@ -3,7 +3,9 @@ cross-encoder reranking and MMR diversification. The API and `stratus eval` both
 
 from __future__ import annotations
 
+import contextvars
 import json
+import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -14,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stratus.filters import CompiledFilter, compile_filter
 from stratus.observability import MetricName, emit_metric, logger
-from stratus.stores.vectors import HIT_COLUMNS
+from stratus.stores.vectors import HIT_COLUMNS, present, scoped
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -28,6 +30,25 @@ MAX_INTERNAL_TOP_K = 1000
 
 # Vector and keyword retrieval of one request run side by side; LanceDB releases the GIL while it works.
 _POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="search")
+
+
+_TERM = re.compile(r"\w+")
+
+
+def query_problem(text: str) -> str | None:
+    """Why `text` cannot be searched (only whitespace, punctuation or stop words), or None when it can.
+
+    The search route and a chat question without earlier turns both refuse such text with 422: nothing
+    in it selects a chunk, so any hits would be arbitrary.
+    """
+    from stratus.chat.extractive import STOPWORDS
+
+    terms = _TERM.findall(text)
+    if not terms:
+        return "query: no words to search for (only whitespace or punctuation)"
+    if all(term.lower() in STOPWORDS for term in terms):
+        return "query: only stop words (such as 'the', 'of'); name what to look for"
+    return None
 
 
 class CollectionNotFoundError(LookupError):
@@ -86,6 +107,9 @@ class SearchHit(BaseModel):
     title: str = ""
     section: str = ""
     page: int | None = None
+    sheet: str | None = Field(None, description="Spreadsheet sheet (or CSV file) the chunk came from.")
+    row_start: int | None = Field(None, description="First spreadsheet/CSV row of the chunk (1-based).")
+    row_end: int | None = Field(None, description="Last spreadsheet/CSV row of the chunk.")
     text: str
     score: float
     vector_rank: int | None = None
@@ -183,33 +207,44 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray, lambda_: float, count:
 
 
 class _Rows:
-    """Hit rows by chunk_id: from the in-memory snapshot, the candidate tables, or one lookup query."""
+    """Hit rows by chunk_id: from the in-memory snapshot, the candidate tables, or one lookup query.
 
-    def __init__(self, snapshot: TableSnapshot | None) -> None:
+    Only rows of `collection` are ever handed out, whatever the retrievers returned.
+    """
+
+    def __init__(self, snapshot: TableSnapshot | None, collection: str) -> None:
         self._snapshot = snapshot
+        self._collection = collection
         self._tables: list[tuple[pa.Table, dict[str, int]]] = []
         self._fetched: dict[str, dict[str, Any]] = {}
 
-    def add(self, table: pa.Table) -> list[str]:
+    def add(self, table: pa.Table) -> tuple[list[str], pa.Table]:
+        """Keep a retriever's rows (those of the collection); their ids and the rows kept, in order."""
         ids: list[str] = table.column("chunk_id").to_pylist()
+        if "collection" in table.column_names:
+            owners = table.column("collection").to_pylist()
+            keep = [i for i, owner in enumerate(owners) if owner == self._collection]
+            if len(keep) != len(ids):
+                table = table.take(keep)
+                ids = [ids[i] for i in keep]
         if self._snapshot is None:
             self._tables.append((table, {cid: i for i, cid in enumerate(ids)}))
-        return ids
+        return ids, table
 
     def has(self, chunk_id: str) -> bool:
-        if self._snapshot is not None and chunk_id in self._snapshot.position:
+        if self._snapshot is not None and self._snapshot.has(chunk_id, self._collection):
             return True
         return chunk_id in self._fetched or any(chunk_id in index for _, index in self._tables)
 
     def _local(self, chunk_id: str) -> dict[str, Any] | None:
         if self._snapshot is not None:
-            found = self._snapshot.row(chunk_id)
+            found = self._snapshot.row(chunk_id, self._collection)
             if found is not None:
                 return found
         for table, index in self._tables:
             i = index.get(chunk_id)
             if i is not None:
-                return {name: table.column(name)[i].as_py() for name in HIT_COLUMNS}
+                return {name: table.column(name)[i].as_py() for name in present(table, HIT_COLUMNS)}
         return self._fetched.get(chunk_id)
 
     def fetch_missing(self, store_table: Any, chunk_ids: list[str]) -> None:
@@ -220,13 +255,14 @@ class _Rows:
         listed = ", ".join("'" + cid.replace("'", "''") + "'" for cid in missing)
         found = (
             store_table.search()
-            .where(f"chunk_id IN ({listed})")
-            .select([*HIT_COLUMNS, "vector"])
+            .where(scoped(self._collection, f"chunk_id IN ({listed})"))
+            .select(present(store_table, [*HIT_COLUMNS, "vector"]))
             .limit(len(missing))
             .to_arrow()
         )
         for row in found.to_pylist():
-            self._fetched[row["chunk_id"]] = row
+            if row.get("collection") == self._collection:
+                self._fetched[row["chunk_id"]] = row
 
     def row(self, chunk_id: str) -> dict[str, Any]:
         found = self._local(chunk_id)
@@ -237,7 +273,7 @@ class _Rows:
     def vectors(self, chunk_ids: list[str]) -> np.ndarray:
         out = []
         for chunk_id in chunk_ids:
-            vector = self._snapshot.vector(chunk_id) if self._snapshot is not None else None
+            vector = self._snapshot.vector(chunk_id, self._collection) if self._snapshot is not None else None
             if vector is None:
                 for table, index in self._tables:
                     i = index.get(chunk_id)
@@ -266,6 +302,9 @@ def _hit(
         title=row.get("title") or "",
         section=row.get("section") or "",
         page=row.get("page"),
+        sheet=row.get("sheet"),
+        row_start=row.get("row_start"),
+        row_end=row.get("row_end"),
         text=row.get("text") or "",
         score=round(float(score), 6),
         vector_rank=vector_rank,
@@ -304,13 +343,19 @@ def search(
     compiled: CompiledFilter | None = None
     if request.filters:
         compiled = compile_filter(request.filters, store.filter_fields, set(table.schema.names))
-    where = compiled.where if compiled else None
+    # The collection is in every retriever's prefilter, filters or not: rows of another collection
+    # cannot be returned even from a table they should never have reached.
+    where = scoped(collection, compiled.where if compiled else None)
     depth = max(fusion.candidates, limit, fusion.rerank_candidates if request.rerank else 0)
     snapshot = store.snapshot(table)
     # With a snapshot, the retrievers return ids only and hits are read from memory.
-    columns = ["chunk_id"] if snapshot is not None else HIT_COLUMNS + (["vector"] if request.mmr else [])
+    columns = (
+        ["chunk_id", "collection"]
+        if snapshot is not None
+        else present(table, HIT_COLUMNS) + (["vector"] if request.mmr else [])
+    )
     degraded: list[str] = []
-    rows = _Rows(snapshot)
+    rows = _Rows(snapshot, collection)
     vector_ids: list[str] = []
     keyword_ids: list[str] = []
     vector_scores: list[float] = []
@@ -326,7 +371,7 @@ def search(
 
     pending: Future[pa.Table] | None = None
     if request.mode in ("hybrid", "keyword"):
-        pending = _POOL.submit(keyword) if request.mode == "hybrid" else None
+        pending = _POOL.submit(contextvars.copy_context().run, keyword) if request.mode == "hybrid" else None
     if request.mode in ("hybrid", "vector") or request.mmr:
         t0 = time.perf_counter()
         try:
@@ -339,11 +384,11 @@ def search(
     if request.mode in ("hybrid", "vector") and query_vector is not None:
         t0 = time.perf_counter()
         try:
-            if snapshot is not None and where is None:
-                vector_ids, vector_scores = snapshot.nearest(query_vector, depth)
+            if snapshot is not None and compiled is None:
+                vector_ids, vector_scores = snapshot.nearest(query_vector, depth, collection)
             else:
                 found = store.vector_query(table, query_vector, depth, columns, where)
-                vector_ids = rows.add(found)
+                vector_ids, found = rows.add(found)
                 vector_scores = [1.0 - d for d in found.column("_distance").to_pylist()]
         except Exception:
             logger.exception("vector search failed", extra={"collection": collection})
@@ -352,7 +397,7 @@ def search(
     if request.mode in ("hybrid", "keyword"):
         try:
             found = pending.result() if pending is not None else keyword()
-            keyword_ids = rows.add(found)
+            keyword_ids, found = rows.add(found)
             keyword_scores = found.column("_score").to_pylist()
         except Exception:
             logger.exception("keyword search failed", extra={"collection": collection})

@@ -1,27 +1,59 @@
-"""Process-wide stores and models built from settings: created on first use, reused while warm."""
+"""Process-wide stores and models built from settings: created on first use, reused while warm.
+
+Stores that hold AWS clients are cached per principal (`aws.current_credentials()`): on Lambda
+there is one (the role's, from the environment); the local stack runs each function's pollers and
+the API with that function's role session, so each sees only what its role grants.
+"""
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from functools import cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from stratus.settings import get_settings
 from stratus.stores import aws
+
+_T = TypeVar("_T")
+_T_co = TypeVar("_T_co", covariant=True)
+
+
+class _Cached(Protocol[_T_co]):
+    def __call__(self, *args: Any) -> _T_co: ...
+
+    def cache_clear(self) -> None: ...
+
+
+def per_principal(function: Callable[..., _T]) -> _Cached[_T]:
+    """`functools.cache`, keyed also by the current AWS principal (cache_clear kept)."""
+    cached = cache(lambda _principal, *args: function(*args))
+
+    @functools.wraps(function)
+    def wrapper(*args: Any) -> _T:
+        return cached(aws.current_credentials(), *args)
+
+    wrapper.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
     from stratus.auth import KeyVerifier
     from stratus.ratelimit import RateLimiter
+    from stratus.stores.audit import AuditTable
     from stratus.stores.blobs import BlobStore
+    from stratus.stores.conversations import ConversationTable
     from stratus.stores.documents import DocumentTable
+    from stratus.stores.feedback import FeedbackTable
     from stratus.stores.gateway import UsagePlans
     from stratus.stores.keys import KeyTable
     from stratus.stores.queues import MessageQueue
     from stratus.stores.vectors import ChunkStore
 
 
-@cache
+@per_principal
 def blob_store() -> BlobStore:
     """The bucket of inbox, staging and LanceDB objects."""
     from stratus.stores.blobs import BlobStore
@@ -29,7 +61,7 @@ def blob_store() -> BlobStore:
     return BlobStore(aws.client("s3"), get_settings().bucket)
 
 
-@cache
+@per_principal
 def document_table() -> DocumentTable:
     """The DynamoDB documents table."""
     from stratus.stores.documents import DocumentTable
@@ -37,7 +69,7 @@ def document_table() -> DocumentTable:
     return DocumentTable(aws.client("dynamodb"), get_settings().documents_table)
 
 
-@cache
+@per_principal
 def key_table() -> KeyTable:
     """The DynamoDB API keys table (keys by hash, and rate-limit buckets)."""
     from stratus.stores.keys import KeyTable
@@ -45,7 +77,32 @@ def key_table() -> KeyTable:
     return KeyTable(aws.client("dynamodb"), get_settings().api_keys_table)
 
 
-@cache
+@per_principal
+def feedback_table() -> FeedbackTable:
+    """The DynamoDB feedback table (ratings of answers and hits)."""
+    from stratus.stores.feedback import FeedbackTable
+
+    return FeedbackTable(aws.client("dynamodb"), get_settings().feedback_table)
+
+
+@per_principal
+def conversation_table() -> ConversationTable:
+    """The DynamoDB table of server-side chat conversations."""
+    from stratus.stores.conversations import ConversationTable
+
+    return ConversationTable(aws.client("dynamodb"), get_settings().conversations_table)
+
+
+@per_principal
+def audit_table() -> AuditTable:
+    """The DynamoDB audit table of administrative actions."""
+    from stratus.stores.audit import AuditTable
+
+    settings = get_settings()
+    return AuditTable(aws.client("dynamodb"), settings.audit_table, settings.audit_retention_days)
+
+
+@per_principal
 def key_verifier() -> KeyVerifier:
     """The process-wide key verifier and its short cache of verified keys."""
     from stratus.auth import KeyVerifier
@@ -53,7 +110,7 @@ def key_verifier() -> KeyVerifier:
     return KeyVerifier(key_table(), get_settings().api_key_cache_s)
 
 
-@cache
+@per_principal
 def usage_plans() -> UsagePlans:
     """API Gateway usage plans by API stage (the key routes mirror keys into the stage's plan)."""
     from stratus.stores.gateway import UsagePlans
@@ -61,7 +118,7 @@ def usage_plans() -> UsagePlans:
     return UsagePlans(aws.client("apigateway"))
 
 
-@cache
+@per_principal
 def rate_limiter() -> RateLimiter:
     """Per-key token buckets in the backend the settings name."""
     from stratus.ratelimit import DynamoBuckets, Limit, MemoryBuckets, RateLimiter
@@ -71,7 +128,7 @@ def rate_limiter() -> RateLimiter:
     return RateLimiter(buckets, Limit(settings.rate_limit_per_s, settings.rate_limit_burst))
 
 
-@cache
+@per_principal
 def queue(stage: str) -> MessageQueue:
     """The SQS queue read by `stage` (fetch, embed or index)."""
     from stratus.stores.queues import MessageQueue
@@ -82,7 +139,7 @@ def queue(stage: str) -> MessageQueue:
     return MessageQueue(aws.client("sqs"), url)
 
 
-@cache
+@per_principal
 def chunk_store() -> ChunkStore:
     """The LanceDB chunk tables; reads see other writers' commits within read_consistency_s."""
     from stratus.stores.vectors import ChunkStore, storage_options_for
@@ -98,16 +155,30 @@ def chunk_store() -> ChunkStore:
         # One folder per store (bucket, prefix and endpoint): replicas of different stores never mix.
         key = hashlib.sha256(f"{settings.aws_endpoint_url}|{uri}".encode()).hexdigest()[:16]
         root = settings.search_replica_dir / key
-        replica = TableReplica(aws.client("s3"), uri, root, settings.read_consistency_s)
+        replica = TableReplica(
+            aws.client("s3"),
+            uri,
+            root,
+            settings.read_consistency_s,
+            max_bytes=settings.search_replica_max_bytes,
+        )
+    storage_options = storage_options_for(
+        uri,
+        settings.region,
+        settings.aws_endpoint_url,
+        connect_timeout_s=settings.aws_connect_timeout_s,
+        timeout_s=settings.lancedb_timeout_s,
+    )
+    credentials = aws.current_credentials()
+    if credentials is not None and uri.startswith("s3://"):
+        # LanceDB's object store signs its own requests: hand it the same principal's keys.
+        storage_options["aws_access_key_id"] = credentials.access_key_id
+        storage_options["aws_secret_access_key"] = credentials.secret_access_key
+        if credentials.session_token:
+            storage_options["aws_session_token"] = credentials.session_token
     return ChunkStore(
         uri,
-        storage_options_for(
-            uri,
-            settings.region,
-            settings.aws_endpoint_url,
-            connect_timeout_s=settings.aws_connect_timeout_s,
-            timeout_s=settings.lancedb_timeout_s,
-        ),
+        storage_options,
         read_consistency_s=settings.read_consistency_s,
         filter_fields=settings.filter_fields,
         replica=replica,
@@ -129,15 +200,18 @@ def reset() -> None:
         blob_store,
         document_table,
         key_table,
+        feedback_table,
+        conversation_table,
+        audit_table,
         key_verifier,
         usage_plans,
         rate_limiter,
         queue,
         chunk_store,
         chunk_tokenizer,
-        aws.client,
     ):
         cached.cache_clear()
+    aws.clear_clients()
     get_settings.cache_clear()
     from stratus.rerank import get_reranker
 

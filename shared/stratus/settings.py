@@ -131,6 +131,26 @@ class Settings(BaseSettings):
         description="Fetch time kept before the function's timeout; records not started then are retried.",
     )
 
+    # --- Formats (Office, spreadsheets, e-mail, e-books, OCR) ----------------------------
+    format_zip_max_members: int = Field(
+        5000, ge=1, description="Most members of an Office/EPUB zip container; more fails the document."
+    )
+    format_zip_max_unzipped_bytes: int = Field(
+        256 * 1024 * 1024, ge=1, description="Most bytes an Office/EPUB container may unpack to (zip bombs)."
+    )
+    format_zip_max_ratio: float = Field(
+        200.0, ge=1, description="Highest unpacked/packed size ratio of a container over 1 MB (zip bombs)."
+    )
+    format_max_rows: int = Field(
+        50_000, ge=1, description="Most data rows of one spreadsheet or CSV document; more fails it."
+    )
+    format_max_image_pixels: int = Field(
+        40_000_000, ge=1, description="Largest image (width x height, from its header) decoded for OCR."
+    )
+    ocr_enabled: bool = Field(True, description="Read images and PDF pages without a text layer by OCR.")
+    ocr_max_pages: int = Field(20, ge=1, description="Most pages (or image frames) one document may OCR.")
+    ocr_max_seconds: float = Field(120.0, gt=0, description="OCR time budget of one document.")
+
     # --- Search ------------------------------------------------------------------------
     search_default_top_k: int = Field(5, ge=1, le=100, description="top_k when a request names none.")
     search_candidates: int = Field(50, ge=1, le=1000, description="Candidates per retriever before fusion.")
@@ -172,6 +192,12 @@ class Settings(BaseSettings):
         description="Local read replica of S3-backed tables (copied when the table version moves); "
         "empty: query S3 directly.",
     )
+    search_replica_max_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Most bytes the local read replica holds, every table together: a table that would "
+        "pass it is queried on S3 directly (Lambda's /tmp is bounded, and a first query copies the table).",
+    )
 
     @field_validator("filter_fields", mode="before")
     @classmethod
@@ -207,6 +233,14 @@ class Settings(BaseSettings):
     api_keys_table: str = Field(
         "stratus-api-keys",
         description="DynamoDB table of API keys (sha256 of each key, never the key) and rate-limit buckets.",
+    )
+    audit_table: str = Field(
+        "stratus-audit",
+        description="DynamoDB table of the audit log: key create/revoke, document delete, DLQ redrive "
+        "(`stratus audit` reads it).",
+    )
+    audit_retention_days: int = Field(
+        365, ge=1, le=3650, description="Days an audit entry is kept before DynamoDB's TTL removes it."
     )
     api_key_cache_s: float = Field(
         5.0,
@@ -265,9 +299,7 @@ class Settings(BaseSettings):
     url_refetch_after_s: float = Field(
         900.0,
         ge=0,
-        description=(
-            "A manifest URL fetched this recently is skipped when the manifest is re-sent (0: never)."
-        ),
+        description="Seconds within which a re-sent manifest skips a URL already fetched (0: never skip).",
     )
     url_max_bytes_in_flight: int = Field(
         128 * 1024 * 1024,
@@ -298,7 +330,10 @@ class Settings(BaseSettings):
 
     # --- Ingestion API (documents_api.py) ----------------------------------------------
     upload_url_expiry_s: int = Field(
-        900, ge=1, le=604800, description="Lifetime of a presigned upload URL (POST .../uploads)."
+        300,
+        ge=1,
+        le=3600,
+        description="Lifetime of a presigned upload URL (POST .../uploads); one key, type, size.",
     )
     upload_max_bytes: int = Field(
         50 * 1024 * 1024, ge=1, description="Largest file a presigned upload may declare."
@@ -327,6 +362,12 @@ class Settings(BaseSettings):
     )
     health_timeout_s: float = Field(
         1.0, gt=0, description="Longest wait for one dependency check of /health/ready."
+    )
+    health_cold_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="Longest wait for a /health/ready check that has not passed yet on this instance "
+        "(a cold start opens the store and its first connections).",
     )
     health_cache_s: float = Field(
         5.0, ge=0, description="How long /health/ready reuses a healthy result (0: check on every call)."
@@ -387,6 +428,18 @@ class Settings(BaseSettings):
     chat_timeout_s: float = Field(
         25.0, gt=0, description="Longest wait for a provider's response or its next streamed chunk."
     )
+    chat_deadline_s: float = Field(
+        26.0,
+        gt=0,
+        description="Whole-request bound of a chat answer (rewrite, every provider tried, the stream); on "
+        "Lambda the invocation's remaining time less chat_deadline_margin_s when that is shorter.",
+    )
+    chat_deadline_margin_s: float = Field(
+        1.5, ge=0, description="Time kept back from a Lambda invocation's remaining time to send the answer."
+    )
+    chat_streams_per_key: int = Field(
+        4, ge=1, description="Concurrent streamed chat answers one API key may hold (429 beyond)."
+    )
     chat_breaker_failures: int = Field(
         3, ge=1, description="Consecutive retryable failures that open a provider's circuit."
     )
@@ -439,6 +492,28 @@ class Settings(BaseSettings):
     )
     bedrock_region: str | None = Field(None, description="Region of Bedrock calls (unset: STRATUS_REGION).")
     bedrock_context_tokens: int = Field(200000, ge=256, description="Context window of the Bedrock model.")
+
+    # --- console, feedback and conversations -------------------------------------------
+    feedback_table: str = Field(
+        "stratus-feedback", description="DynamoDB table of answer and hit feedback (thumbs, comments)."
+    )
+    conversations_table: str = Field(
+        "stratus-conversations", description="DynamoDB table of server-side chat conversations."
+    )
+    conversation_ttl_s: int = Field(
+        7 * 86400, ge=60, description="A conversation's turns expire this long after its last turn (TTL)."
+    )
+    conversation_max_messages: int = Field(
+        40, ge=2, le=100, description="Latest messages of a conversation kept and sent back as history."
+    )
+    console_stream_url: str | None = Field(
+        None,
+        description="Base URL of the streaming Function URL (on AWS); the console sends chat there. "
+        "Unset: chat goes to the API's own origin.",
+    )
+    console_metrics_samples: int = Field(
+        2000, ge=10, description="Latest values per metric the Operations screen keeps in-process."
+    )
 
     @property
     def resolved_lancedb_uri(self) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from stratus.ingest.formats import EXTENSIONS
 from stratus.models import DocumentStatus, make_doc_id
 
 if TYPE_CHECKING:
@@ -20,7 +21,7 @@ TERMINAL = {DocumentStatus.INDEXED, DocumentStatus.FAILED, DocumentStatus.DELETE
 # What progress reports read of each pending document while waiting.
 PROGRESS_FIELDS = ("updated_at", "chunk_count", "error")
 POLL_S_PER_PENDING = 0.001
-SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".urls"}
+SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".urls", *EXTENSIONS}
 SIDECAR_SUFFIX = ".metadata.json"
 MANIFEST_SUFFIX = ".urls"
 

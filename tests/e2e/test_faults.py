@@ -235,8 +235,8 @@ def test_s3_errors_on_lancedb_objects_are_retried(faults: Faults, tmp_path: Path
     # given S3 failing the first writes and reads of the chunk table's own objects (LanceDB's client)
     reset_log(faults)
     faults.proxy.inject(
-        Fault("PUT", f"^/{BUCKET}/lancedb/chunks_s3lance", status=503, first=3),
-        Fault("GET", f"^/{BUCKET}/lancedb/chunks_s3lance", status=500, first=3),
+        Fault("PUT", f"^/{BUCKET}/lancedb/chunks-s3lance", status=503, first=3),
+        Fault("GET", f"^/{BUCKET}/lancedb/chunks-s3lance", status=500, first=3),
     )
 
     # when documents are uploaded
@@ -324,7 +324,16 @@ def delivered_twice(faults: Faults, tmp_path: Path, handover: str) -> None:
         ) -> Any:
             for record in event["Records"]:
                 if record["attributes"].get("ApproximateReceiveCount") == "1":
-                    sqs.send_message(QueueUrl=url, MessageBody=record["body"])
+                    # A FIFO queue (index) takes the copy in the record's group, as a distinct message
+                    fifo = (
+                        {
+                            "MessageGroupId": record["attributes"]["MessageGroupId"],
+                            "MessageDeduplicationId": f"copy-{record['messageId']}",
+                        }
+                        if url.endswith(".fifo")
+                        else {}
+                    )
+                    sqs.send_message(QueueUrl=url, MessageBody=record["body"], **fifo)
                     copied.append(record["body"])
             return handler(event, context)
 
@@ -458,7 +467,7 @@ def test_index_writer_killed_between_merge_insert_and_delete(faults: Faults, tmp
     faults.proxy.inject(
         Fault(
             "PUT",
-            rf"^/{BUCKET}/lancedb/chunks_{collection}\.lance/_versions/",
+            rf"^/{BUCKET}/lancedb/chunks-{collection}\.lance/_versions/",
             kind="stall",
             after=1,
             first=1,

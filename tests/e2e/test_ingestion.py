@@ -209,13 +209,18 @@ def test_the_same_embed_and_index_message_twice_leaves_no_duplicate(
             "key": staging_key("staging/", COLLECTION, doc_id, record.content_sha256, "embeddings.parquet")
         }
     )
-    for message, queue in (
-        (embed, "EmbedQueue"),
-        (embed, "EmbedQueue"),
-        (index, "IndexQueue"),
-        (index, "IndexQueue"),
+    for copy, (message, queue) in enumerate(
+        ((embed, "EmbedQueue"), (embed, "EmbedQueue"), (index, "IndexQueue"), (index, "IndexQueue"))
     ):
-        sqs.send_message(QueueUrl=stack.queue_urls[queue], MessageBody=message.model_dump_json())
+        url = stack.queue_urls[queue]
+        # The FIFO index queue: the collection's group, and distinct deduplication ids so that both
+        # copies are delivered (as after SQS's 5-minute deduplication window)
+        fifo = (
+            {"MessageGroupId": message.collection, "MessageDeduplicationId": f"copy-{copy}-{time.time()}"}
+            if url.endswith(".fifo")
+            else {}
+        )
+        sqs.send_message(QueueUrl=url, MessageBody=message.model_dump_json(), **fifo)
     assert drained(stack, "EmbedQueue", "IndexQueue")
     time.sleep(1.0)  # the last index batch's delete and status write
     assert drained(stack, "EmbedQueue", "IndexQueue")
@@ -337,3 +342,40 @@ def test_a_dead_lettered_fetch_is_redriven_after_the_fix(
     assert record.status == DocumentStatus.INDEXED
     assert top_source(stack, api_headers, "lyrebird mimicry", f"{web}/flaky.txt") == f"{web}/flaky.txt"
     assert stack.queue_depth("FetchDLQ") == 0
+
+
+def test_health_answers_while_a_hostile_markdown_document_is_ingested(
+    stack: LocalStack, api_headers: dict[str, str]
+) -> None:
+    # given a Markdown document whose headings made the old regexes backtrack for minutes
+    # ("# a" + 60,000 spaces + "b", and a heading of 30,000 backticks), submitted through the API
+    hostile = "# a" + " " * 60_000 + "b\n\n## " + "`" * 30_000 + "\n\nThe body of a hostile page.\n"
+    since = time.time()
+    submitted = httpx.post(
+        f"{stack.api_url}/v1/collections/hostile/documents",
+        json={"documents": [{"source": "redos.md", "text": hostile}]},
+        headers=api_headers,
+        timeout=30,
+    )
+    assert submitted.status_code == 202, submitted.text
+    doc_id = submitted.json()["accepted"][0]["doc_id"]
+
+    # when /health/live is asked every 0.1 s while the pipeline (in this process) ingests it
+    worst = 0.0
+    record = None
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        started = time.perf_counter()
+        live = httpx.get(f"{stack.api_url}/health/live", timeout=30)
+        worst = max(worst, time.perf_counter() - started)
+        assert live.status_code == 200
+        record = services.document_table().get("hostile", doc_id)
+        if record is not None and record.status == DocumentStatus.INDEXED and record.updated_at >= since:
+            break
+        time.sleep(0.1)
+
+    # then the document is indexed and the health check never took as long as a second
+    print(f"\nhostile markdown: slowest /health/live {worst * 1000:.0f} ms while ingesting")
+    assert record is not None
+    assert record.status == DocumentStatus.INDEXED, (record.status, record.error)
+    assert worst < 1.0, f"/health/live took {worst:.2f}s"

@@ -156,7 +156,13 @@ def test_poison_message_reaches_the_dlq_while_the_rest_is_indexed(
 ) -> None:
     # given a malformed message in the index queue next to a good upload
     sqs = running_stack.client("sqs")
-    sqs.send_message(QueueUrl=running_stack.queue_urls["IndexQueue"], MessageBody='{"action": "upsert"')
+    # (the index queue is FIFO: a group of its own, so it holds back nothing but itself)
+    sqs.send_message(
+        QueueUrl=running_stack.queue_urls["IndexQueue"],
+        MessageBody='{"action": "upsert"',
+        MessageGroupId="poison",
+        MessageDeduplicationId=f"poison-{time.time()}",
+    )
     (good,) = ingest(running_stack, {"good.md": "# Good\n\nThe axolotl regrows its limbs."}, tmp_path)
 
     # then the good document is indexed and searchable

@@ -68,6 +68,10 @@ def test_stratus_up_serves_the_sample_docs_and_stops_on_ctrl_c(model_dir: Path, 
         state = json.loads((ROOT / ".stratus" / "local.json").read_text())
         key_in_curl = f"-H 'x-api-key: {state['api_key']}'" in curl_line
         assert key_in_curl
+        # and the console's sign-in link is printed, and its page is served
+        console_line = next(line.strip() for line in lines if line.strip().startswith("Console: "))
+        assert console_line == f"Console: http://127.0.0.1:{port}/ui/#key={state['api_key']}"
+        assert httpx.get(f"http://127.0.0.1:{port}/ui/", timeout=30).status_code == 200
         url = f"http://127.0.0.1:{port}/v1/collections/docs/search"
         assert httpx.post(url, json={"query": "tests"}, timeout=30).status_code == 401
 

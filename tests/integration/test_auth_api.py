@@ -395,3 +395,131 @@ def test_keys_cli_mirrors_keys_into_the_api_gateway_usage_plan(
     assert keys(["revoke", created["key_id"]]) == 0
     capsys.readouterr()
     assert apigw.get_api_key(apiKey=gateway_id)["enabled"] is False
+
+
+# --- what a key may grant (issue 19, Medium 8) ------------------------------------------------------
+
+
+def create_status(client: TestClient, key: str, **spec: Any) -> tuple[int, dict[str, Any]]:
+    body = {"name": "child", "collections": [COLLECTION], "roles": ["read"], **spec}
+    response = client.post("/v1/keys", json=body, headers=auth(key))
+    answer = response.json()
+    answer.pop("key", None)  # never kept: the secrets scan fails the session on a key in any output
+    return response.status_code, answer
+
+
+def test_a_key_grants_at_most_its_own_rate_burst_collections_and_role(client: TestClient) -> None:
+    # given an admin scoped to one collection, limited to 5 requests/s and a burst of 10
+    admin = new_key(["admin"], rate_limit_per_s=5, rate_limit_burst=10)
+
+    # when it asks for children beyond its own rate, burst or collections
+    # then each is 403 naming what was refused
+    for spec in (
+        {"rate_limit_per_s": 0},  # unlimited
+        {"rate_limit_per_s": 6},
+        {"rate_limit_burst": 11},
+        {"collections": ["elsewhere"]},
+        {"collections": ["*"]},
+    ):
+        status, answer = create_status(client, admin, **spec)
+        assert status == 403, (spec, answer)
+        assert next(iter(k for k in spec)) in answer["detail"] or "collection" in answer["detail"], answer
+    # and a child within its limits is made, an unset rate inheriting the admin's (lower than the default)
+    status, answer = create_status(client, admin, rate_limit_per_s=2)
+    assert status == 201, answer
+    assert (answer["rate_limit_per_s"], answer["rate_limit_burst"]) == (2, 10)
+    status, answer = create_status(client, admin)
+    assert status == 201, answer
+    assert (answer["rate_limit_per_s"], answer["rate_limit_burst"]) == (5, 10)
+
+
+def test_an_unlimited_admin_may_grant_any_rate(client: TestClient) -> None:
+    # given an admin on every collection without a rate limit
+    admin = new_key(["admin"], ["*"], rate_limit_per_s=0)
+    # when it creates an unlimited child, then that is allowed
+    status, answer = create_status(client, admin, rate_limit_per_s=0, roles=["admin"])
+    assert status == 201, answer
+    assert answer["rate_limit_per_s"] == 0
+
+
+def test_a_key_cannot_grant_a_role_above_its_own() -> None:
+    # given a write key (the routes need admin, so this is the library's own check)
+    from stratus.auth import ForbiddenError, Principal, Role, check_grant
+
+    writer = Principal("000000000000", "w", (COLLECTION,), frozenset({Role.WRITE}))
+    # then it may grant read and write, never admin
+    assert check_grant(writer, [COLLECTION], ["read", "write"], None, None, 20, 40).rate_limit_per_s is None
+    with pytest.raises(ForbiddenError, match="admin"):
+        check_grant(writer, [COLLECTION], ["admin"], None, None, 20, 40)
+
+
+@pytest.mark.parametrize("raw", ["Infinity", "-Infinity", "NaN", "-1", "1e309", "1e300"])
+def test_a_non_finite_or_huge_rate_is_422_not_500(client: TestClient, raw: str) -> None:
+    # given an admin on every collection, unlimited
+    admin = new_key(["admin"], ["*"], rate_limit_per_s=0)
+    # when it sends a rate that JSON allows but no bucket can hold
+    body = f'{{"name": "x", "collections": ["{COLLECTION}"], "roles": ["read"], "rate_limit_per_s": {raw}}}'
+    headers = {**auth(admin), "content-type": "application/json"}
+    response = client.post("/v1/keys", content=body, headers=headers)
+    # then it is refused as invalid, naming the field
+    assert response.status_code == 422, response.text
+    assert "rate_limit_per_s" in response.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "name", ["evil\x1b[2J\x1b[Hname", "admin\u202egpj.exe", "two\nlines", "bell\x07", "zero\u200bwidth"]
+)
+def test_key_names_with_control_or_bidi_characters_are_422(client: TestClient, name: str) -> None:
+    # given an admin key
+    admin = new_key(["admin"], ["*"], rate_limit_per_s=0)
+    # when it names a key with a terminal escape, a bidi override or another control character
+    status, answer = create_status(client, admin, name=name)
+    # then the key is refused
+    assert status == 422, answer
+    assert "name" in answer["detail"]
+
+
+def test_the_last_admin_key_cannot_be_revoked(client: TestClient) -> None:
+    # given a keys table where one admin key, on every collection, is the only active admin
+    table = services.key_table()
+    for record in table.list():
+        if record.revoked_at is None and "admin" in record.roles:
+            revoke_key(table, record.key_id)
+    admin = create_key(table, "only-admin", ["*"], ["admin"])
+
+    # when it revokes itself, then that is 409 with a message, and the key still works
+    response = client.delete(f"/v1/keys/{admin.record.key_id}", headers=auth(admin.key))
+    assert response.status_code == 409, response.text
+    assert "last active admin key" in response.json()["detail"]
+    assert client.get("/v1/keys", headers=auth(admin.key)).status_code == 200
+
+    # and once a second admin exists, the first may go, and then the second is the last one
+    second = create_key(table, "second-admin", ["*"], ["admin"])
+    assert client.delete(f"/v1/keys/{admin.record.key_id}", headers=auth(second.key)).status_code == 200
+    assert client.delete(f"/v1/keys/{second.record.key_id}", headers=auth(second.key)).status_code == 409
+    # and an admin of one collection may be revoked while an admin over every collection remains
+    scoped = create_key(table, "scoped-admin", [COLLECTION], ["admin"])
+    assert client.delete(f"/v1/keys/{scoped.record.key_id}", headers=auth(scoped.key)).status_code == 200
+
+
+def test_keys_list_neutralises_terminal_escapes_in_names(
+    configure: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # given a key record whose name holds terminal escapes and a bidi override (written before names
+    # were checked, or straight into the table)
+    from stratus.keys import main as keys
+    from stratus.stores.keys import KeyRecord
+
+    configure()
+    name = "ops\x1b[2J\x1b[31m\u202eevil"
+    services.key_table().put(KeyRecord("e" * 64, "eeeeeeeeeeee", name, [COLLECTION], ["read"], time.time()))
+
+    # when `stratus keys list` prints the keys
+    assert keys(["list"]) == 0
+    out = capsys.readouterr().out
+
+    # then the name is shown with its escapes visible, and no raw control or bidi character is printed
+    (line,) = [row for row in out.splitlines() if "eeeeeeeeeeee" in row]
+    assert "ops\\x1b[2J\\x1b[31m\\u202eevil" in line
+    assert "\x1b" not in out
+    assert "\u202e" not in out

@@ -300,3 +300,17 @@ def test_a_url_submission_names_where_the_manifest_outcome_is_reported(client: T
     assert answer["manifest_status_url"] == (
         f"/v1/collections/{COLLECTION}/documents/{make_doc_id(COLLECTION, answer['manifest'])}"
     )
+
+
+def test_presigned_uploads_are_short_lived_and_bound_to_one_key_type_and_size(client: TestClient) -> None:
+    # given a presigned upload ticket with the default settings
+    ticket = client.post(
+        f"/v1/collections/{COLLECTION}/uploads",
+        json={"source": "short/x.md", "content_type": "text/markdown", "size": 5},
+    ).json()
+    query = parse_qs(urlparse(ticket["upload_url"]).query)
+    # then it lives five minutes at most, and signs the one key, its content type and its exact size
+    assert int(query["X-Amz-Expires"][0]) <= 300
+    assert ticket["expires_in"] <= 300
+    assert urlparse(ticket["upload_url"]).path.endswith(f"/inbox/{COLLECTION}/short/x.md")
+    assert set(query["X-Amz-SignedHeaders"][0].split(";")) >= {"content-length", "content-type"}

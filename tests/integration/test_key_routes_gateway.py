@@ -155,7 +155,9 @@ def test_a_key_the_gateway_refuses_is_revoked_and_the_answer_is_502(
             "ResponseMetadata": {"HTTPStatusCode": 403},
         }
 
-    aws.client("apigateway").meta.events.register("before-call.api-gateway.CreateUsagePlanKey", refuse)
+    # (on the API function's client: the local stack runs the handler as the function's role)
+    with aws.use_credentials(idle_stack.credentials["ApiFunction"]):
+        aws.client("apigateway").meta.events.register("before-call.api-gateway.CreateUsagePlanKey", refuse)
     known = gateway_key_ids(apigw)
 
     # when an admin creates a key behind the gateway

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import subprocess
@@ -12,16 +13,26 @@ from stratus.local.cfn_yaml import load_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SAM = REPO_ROOT / ".venv-sam" / "bin" / "sam"
+PYENV_VERSIONS = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
 
 
-def _runtime_python(runtime: str) -> str:
-    """An interpreter of the template's runtime: this one when it matches, else the one on PATH."""
+def _runtime_python(runtime: str) -> str | None:
+    """An interpreter that runs and is of the template's runtime (on PATH or pyenv's), else None."""
     version = runtime.removeprefix("python")
     if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
         return sys.executable
-    found = shutil.which(f"python{version}")
-    assert found, f"sam build needs python{version} on PATH (the template's runtime)"
-    return found
+    candidates = [
+        shutil.which(f"python{version}"),
+        *sorted(glob.glob(str(PYENV_VERSIONS / f"{version}*/bin/python{version}"))),
+    ]
+    for candidate in filter(None, candidates):
+        # a pyenv shim is on PATH even where it names a version that is not selected
+        probe = subprocess.run(
+            [candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True, text=True
+        )
+        if probe.returncode == 0:
+            return candidate
+    return None
 
 
 def test_sam_build_of_the_zip_function_and_layer(tmp_path: Path) -> None:
@@ -30,10 +41,12 @@ def test_sam_build_of_the_zip_function_and_layer(tmp_path: Path) -> None:
     runtime = load_template(REPO_ROOT / "template.yaml")["Resources"]["FetchFunction"]["Properties"][
         "Runtime"
     ]
+    python = _runtime_python(runtime)
+    assert python, f"sam build needs a python{runtime.removeprefix('python')} (the template's runtime)"
     env = {
         **os.environ,
         "SAM": str(SAM),
-        "PY": _runtime_python(runtime),
+        "PY": python,
         "BUILD_DIR": str(tmp_path / "build"),
         "SAM_CLI_TELEMETRY": "0",
     }

@@ -16,6 +16,7 @@ from fakes.chunks import single_chunk_batch
 from stratus import services
 from stratus.local.stack import LocalStack
 from stratus.pipeline.embed import chunk_rows
+from stratus.stores import aws
 from stratus.stores.replica import TableReplica
 
 pytestmark = pytest.mark.integration
@@ -353,3 +354,95 @@ def test_an_interrupted_sync_keeps_serving_the_previous_version(
     assert replica.refresh(name) == table_of(store.open(COLLECTION)).version
     assert table_of(replica.table(name)).count_rows() == rows_before + 1
     assert not list(tmp_path.rglob("*.replica-tmp"))
+
+
+def test_dash_and_underscore_collections_stay_apart_through_the_replica_and_snapshot(
+    stack: LocalStack, api_headers: dict[str, str]
+) -> None:
+    # given iso-a and iso_a on S3, each with a private document on the same subject (issue 19, High 1)
+    from stratus.embedding.encoder import get_encoder
+
+    store = services.chunk_store()
+    for collection, source in (("iso-a", "dash.md"), ("iso_a", "underscore.md")):
+        text = f"The private salary table of {collection}."
+        batch = single_chunk_batch(collection, source, "Salaries", text)
+        store.write(collection, chunk_rows(batch, get_encoder().embed_documents([text])), {}, [], 384)
+    assert store.replica is not None
+    assert store.memory_max_rows > 0
+
+    # when each is searched over HTTP (the API reads the local replica and its in-memory copy)
+    for collection, source in (("iso-a", "dash.md"), ("iso_a", "underscore.md")):
+        for mode in ("hybrid", "vector", "keyword"):
+            body = {"query": "private salary table", "top_k": 10, "mode": mode}
+            response = post(stack, api_headers, body, collection=collection)
+            # then each sees its own document only
+            assert response.status_code == 200, response.text
+            assert {h["source"] for h in response.json()["hits"]} == {source}, (collection, mode)
+    # and both are listed as collections, each by its own name
+    listed = httpx.get(f"{stack.api_url}/v1/collections", headers=api_headers, timeout=30).json()
+    assert {"iso-a", "iso_a"} <= set(listed["collections"])
+
+
+def test_an_unreachable_store_is_a_503_not_an_empty_collection(
+    stack: LocalStack, api_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given an API whose S3 reads fail (issue 20, finding 11: the replica's S3 client points at a dead
+    # port, as when IAM or the network refuses), for a collection whose table it has not read yet
+    import boto3
+    from botocore.config import Config
+
+    with aws.use_credentials(stack.credentials["ApiFunction"]):  # the API's own store (its role's)
+        store = services.chunk_store()
+    assert store.replica is not None
+    dead = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9",
+        region_name="us-east-1",
+        aws_access_key_id="x",
+        aws_secret_access_key="y",
+        config=Config(connect_timeout=0.5, retries={"max_attempts": 1}),
+    )
+    monkeypatch.setattr(store.replica, "_s3", dead)
+
+    # when it is searched
+    response = post(stack, api_headers, {"query": "tides"}, collection="never-read")
+
+    # then the answer is a retryable 503, not a 404 or an empty list of hits
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "1"
+    assert "unavailable" in response.json()["detail"]
+
+
+def test_stratus_search_prints_hostile_sources_and_text_inert(
+    stack: LocalStack,
+    api_headers: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a chunk whose source, section and text carry terminal escapes, a bidi override and Rich markup
+    from stratus.cli import main
+    from stratus.embedding.encoder import get_encoder
+
+    source = "evil\x1b[2J\u202egpj.md"
+    text = "Hostile [bold]lighthouse[/bold] keeper \x1b]8;;http://x\x07 notes [/red]"
+    batch = single_chunk_batch("hostile", source, "T", text, section="[link=http://x]S[/link]")
+    rows = chunk_rows(batch, get_encoder().embed_documents([text]))
+    services.chunk_store().write("hostile", rows, {}, [], 384)
+    monkeypatch.setenv("STRATUS_API_KEY", api_headers["x-api-key"])
+    from stratus.settings import get_settings
+
+    get_settings.cache_clear()
+
+    # when `stratus search` prints the hits
+    code = main(["search", "lighthouse keeper", "-c", "hostile", "--api-url", stack.api_url])
+    get_settings.cache_clear()
+
+    # then it prints them (no MarkupError), escapes visible, markup as text, no raw control character
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "\x1b" not in out
+    assert "\u202e" not in out
+    assert "\x07" not in out
+    assert "evil\\x1b[2J\\u202egpj.md" in out
+    assert "[bold]lighthouse[/bold]" in out
+    assert "[link=http://x]S[/link]" in out

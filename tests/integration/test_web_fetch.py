@@ -485,6 +485,7 @@ def test_decompression_bomb_is_refused_with_peak_memory_under_8_mib(
     assert not result.ok
     assert result.permanent
     assert "Content-Encoding" in (result.error or "") or "larger than" in (result.error or "")
+    print(f"\n{encoding} bomb of {len(body)} bytes: {result.error}; peak growth {peak / 2**20:.2f} MiB")
     assert peak < 8 * 1024 * 1024, f"peak growth {peak / 2**20:.0f} MiB"
 
 
@@ -542,4 +543,5 @@ def test_manifest_bodies_in_flight_are_bounded_and_handed_on_as_they_complete(wo
     assert sorted(seen) == sorted(urls)
     assert seen[0] != urls[0]
     assert world.max_in_flight <= 3
+    print(f"\n16 bodies of 1 MiB, 3 slots: peak growth {peak / 2**20:.2f} MiB")
     assert peak < 8 * len(page), f"peak growth {peak / 2**20:.1f} MiB"

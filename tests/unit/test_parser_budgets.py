@@ -4,9 +4,10 @@ Every parser registered with `stratus.ingest.parsing.register_parser` is fed eve
 hostile input below (a parser added later is covered by registering it), plus the inputs of its
 own format. The bounds, stated in the test names:
 
-- time: at most 5 s per MB of input, 10 s per MB for HTML (BeautifulSoup alone builds its tree
-  at ~4 s per MB of tags on this shared machine), and 1.5 s for any input under 300 KB; the
-  quadratic scans these tests caught measured 40+ s per MB here, so the bound separates linear from not;
+- time (CPU time of the parsing thread): at most 5 s per MB of input, 10 s per MB for HTML and
+  PDF (BeautifulSoup alone builds its tree at ~4 s per MB of tags on this shared machine; pypdf
+  costs ~1.5 ms a page), and 1.5 s for any input under 300 KB; the quadratic scans these tests
+  caught measured 40+ s per MB here, so the bound separates linear from not;
 - memory: tracemalloc's peak growth at most 40 times the input, plus 16 MB; for HTML 150 times
   (BeautifulSoup's tree costs ~500 bytes a tag; the parser refuses more than MAX_HTML_TAGS tags,
   which bounds it at ~110 MB whatever the input).
@@ -32,7 +33,7 @@ from stratus.ingest.web import parse_url_manifest
 MB = 1024 * 1024
 SECONDS_PER_MB = 5.0
 MIN_SECONDS = 1.5
-SECONDS_PER_MB_BY_FORMAT = {"html": 10.0}
+SECONDS_PER_MB_BY_FORMAT = {"html": 10.0, "pdf": 10.0}
 MEMORY_MULTIPLE = 40
 MEMORY_MULTIPLE_BY_FORMAT = {"html": 150}
 MEMORY_SLACK = 16 * MB
@@ -113,9 +114,10 @@ def measure(
     multiple: int = MEMORY_MULTIPLE,
     seconds_per_mb: float = SECONDS_PER_MB,
 ) -> None:
-    started = time.perf_counter()
+    # CPU time of this thread: wall time on a machine shared by several test runs measures the load.
+    started = time.thread_time()
     run(function)
-    elapsed = time.perf_counter() - started
+    elapsed = time.thread_time() - started
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
@@ -131,7 +133,7 @@ def measure(
 
 
 @pytest.mark.parametrize(("fmt", "name", "data"), cases(), ids=[f"{f}:{n}" for f, n, _ in cases()])
-def test_every_registered_parser_stays_within_5s_per_mb_10_for_html_and_40x_input_150x_for_html_plus_16mb(
+def test_every_registered_parser_stays_within_5s_per_mb_10_for_html_pdf_and_40x_input_150x_for_html_plus_16mb(
     fmt: str, name: str, data: bytes
 ) -> None:
     # given a registered parser and an adversarial input
@@ -143,7 +145,7 @@ def test_every_registered_parser_stays_within_5s_per_mb_10_for_html_and_40x_inpu
 
 
 @pytest.mark.parametrize(("label", "name"), [(k, n) for k in OTHER for n in OTHER_INPUTS])
-def test_sidecar_and_manifest_readers_stay_within_2s_per_mb_and_40x_input_memory(
+def test_sidecar_and_manifest_readers_stay_within_5s_per_mb_and_40x_input_plus_16mb_memory(
     label: str, name: str
 ) -> None:
     # given a reader of untrusted bytes outside the registry, and an adversarial input

@@ -54,3 +54,27 @@ def test_a_healthy_report_is_reused_and_a_failure_names_its_type() -> None:
 
     # and the healthy result was checked once, then reused
     assert calls == [1]
+
+
+def test_a_cold_instance_gets_the_cold_timeout_until_each_check_has_passed_once() -> None:
+    """Issue 20 finding 5: the 1 s timeout failed the first store open on a cold instance."""
+
+    # given a store check that takes 0.5 s every time (a cold LanceDB open, then a slow S3)
+    def slow_store() -> None:
+        time.sleep(0.5)
+
+    readiness = Readiness({"store": slow_store}, timeout_s=0.2, ttl_s=0, cold_timeout_s=3)
+
+    # when readiness is asked on the cold instance / then the first open may take the cold timeout
+    assert readiness.report() == {"store": "ok"}
+    # and once it has passed, a slow answer is over the (warm) timeout again
+    assert readiness.report() == {"store": "error: no answer within 0.2s"}
+
+
+def test_the_default_cold_timeout_outlasts_a_cold_store_open_inside_the_api_limit() -> None:
+    from stratus.settings import Settings
+
+    fields = Settings.model_fields
+    cold, warm = fields["health_cold_timeout_s"].default, fields["health_timeout_s"].default
+    # then the cold instance gets several seconds, well inside API Gateway's 29 s
+    assert warm < 5 <= cold < 29

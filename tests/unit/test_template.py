@@ -19,7 +19,14 @@ TEMPLATE_PATH = REPO_ROOT / "template.yaml"
 EVENTS_DIR = REPO_ROOT / "events"
 
 SAMPLE_SOURCE = "inbox/docs/getting-started.md"
-FUNCTIONS = ["FetchFunction", "EmbedFunction", "IndexFunction", "ApiFunction", "MaintenanceFunction"]
+FUNCTIONS = [
+    "FetchFunction",
+    "EmbedFunction",
+    "IndexFunction",
+    "ApiFunction",
+    "StreamFunction",
+    "MaintenanceFunction",
+]
 # main queue -> its consuming function
 CONSUMERS = {"FetchQueue": "FetchFunction", "EmbedQueue": "EmbedFunction", "IndexQueue": "IndexFunction"}
 HEAVY_PACKAGES = {"lancedb", "pyarrow", "numpy", "onnxruntime", "onnxruntime-gpu", "botocore", "boto3"}
@@ -136,14 +143,29 @@ def test_every_sqs_event_source_reports_partial_batch_failures(resources: dict[s
         assert isinstance(props["BatchSize"], int)
 
 
-def test_index_is_a_single_batching_writer(resources: dict[str, Any]) -> None:
-    # Given the index function
+def test_index_has_one_writer_per_collection_without_reserved_concurrency(resources: dict[str, Any]) -> None:
+    # Given the index function, its queue and its dead-letter queue
     props = resources["IndexFunction"]["Properties"]
-    event = next(iter(props["Events"].values()))
-    # Then it runs one at a time and batches up to 100 messages for 10 seconds
-    assert props["ReservedConcurrentExecutions"] == 1
-    assert event["Properties"]["BatchSize"] == 100
-    assert event["Properties"]["MaximumBatchingWindowInSeconds"] == 10
+    event = next(iter(props["Events"].values()))["Properties"]
+    queue = resources["IndexQueue"]["Properties"]
+    dlq = resources["IndexDLQ"]["Properties"]
+    # Then no function reserves concurrency (an account with the default quota of 10 rejects the stack)
+    for name in FUNCTIONS:
+        assert "ReservedConcurrentExecutions" not in resources[name]["Properties"], name
+    # And the index queue is FIFO (one message group per collection: one writer per table), with a
+    # FIFO dead-letter queue, deduplication ids from the senders and high-throughput mode
+    assert queue["FifoQueue"] is True
+    assert dlq["FifoQueue"] is True
+    assert queue["ContentBasedDeduplication"] is False
+    assert (queue["DeduplicationScope"], queue["FifoThroughputLimit"]) == (
+        "messageGroup",
+        "perMessageGroupId",
+    )
+    # And its event source fits FIFO's limits (10 records, no batching window) and caps concurrency
+    # at the poller (MaximumConcurrency), so nothing is throttled and no receive is burnt
+    assert event["BatchSize"] <= 10
+    assert "MaximumBatchingWindowInSeconds" not in event
+    assert event["ScalingConfig"]["MaximumConcurrency"] == {"Ref": "IndexMaxConcurrency"}
 
 
 def test_embed_event_source_exists_only_for_the_lambda_consumer(template: dict[str, Any]) -> None:
@@ -179,10 +201,12 @@ def test_bucket_notifies_fetch_of_inbox_creates_and_deletes(resources: dict[str,
     assert statement["Action"] == "sqs:SendMessage"
     assert set(statement["Condition"]["ArnLike"]) == {"aws:SourceArn"}
     assert set(statement["Condition"]["StringEquals"]) == {"aws:SourceAccount"}
-    # And the name in that condition is the bucket's explicit name (no circular dependency)
-    name = bucket["Properties"]["BucketName"]["Fn::Sub"]
-    assert name == "${AWS::StackName}-${AWS::AccountId}-${AWS::Region}-docs"
-    assert statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"].endswith(f":s3:::{name}")
+    # And the name in that condition is the bucket's explicit name (no circular dependency; the name's
+    # form is test_bucket_name_is_valid_for_any_stack_name's)
+    name, variables = bucket["Properties"]["BucketName"]["Fn::Sub"]
+    arn, arn_variables = statement["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    assert arn.endswith(f":s3:::{name}")
+    assert arn_variables == variables
 
 
 def test_bucket_is_private_encrypted_and_expires_staging(resources: dict[str, Any]) -> None:
@@ -234,6 +258,7 @@ def test_functions_have_their_sizes_and_entry_points(resources: dict[str, Any]) 
         "EmbedFunction": (300, 3008),
         "IndexFunction": (300, 2048),
         "ApiFunction": (29, 2048),
+        "StreamFunction": (120, 2048),
         "MaintenanceFunction": (900, 2048),
     }
     assert sorted(_of_type(resources, "AWS::Serverless::Function")) == sorted(FUNCTIONS)
@@ -242,11 +267,11 @@ def test_functions_have_their_sizes_and_entry_points(resources: dict[str, Any]) 
         props = res["Properties"]
         assert (props["Timeout"], props["MemorySize"]) == (timeout, memory), name
         if name == "FetchFunction":
-            # Then fetch is a python3.11 zip (the tests' interpreter: `sam build` runs here) whose
-            # handler is app.handler in its CodeUri
+            # Then fetch is a python3.12 zip (Amazon Linux 2023, the images' Python; python3.11 ran on
+            # Amazon Linux 2, deprecated 2026-06-30) whose handler is app.handler in its CodeUri
             assert (props["PackageType"], props["Runtime"], props["Handler"]) == (
                 "Zip",
-                "python3.11",
+                "python3.12",
                 "app.handler",
             )
             handler_file = REPO_ROOT / props["CodeUri"] / "app.py"
@@ -264,17 +289,20 @@ def test_functions_have_their_sizes_and_entry_points(resources: dict[str, Any]) 
 
 
 def test_every_function_has_a_log_group_with_retention(resources: dict[str, Any]) -> None:
-    # Given the log groups / Then each function's group exists and expires by the parameter
-    groups = {
-        res["Properties"]["LogGroupName"]["Fn::Sub"]: res
-        for res in _of_type(resources, "AWS::Logs::LogGroup").values()
-    }
+    # Given the log groups and each function's logging configuration
     for name in FUNCTIONS:
-        group = groups[f"/aws/lambda/${{{name}}}"]
+        props = resources[name]["Properties"]
+        # Then each function logs to its own group, by reference: the group is created before the
+        # function (a group named after the function came after it and raced its first invocation)
+        group_id = props["LoggingConfig"]["LogGroup"]["Ref"]
+        group = resources[group_id]
+        assert group["Type"] == "AWS::Logs::LogGroup"
+        assert name not in json.dumps(group), "the group must not depend on its function"
+        # And it expires by the parameter
         assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}
 
 
-def _s3_grants(props: dict[str, Any]) -> set[tuple[str, str]]:
+def _s3_grants(props: dict[str, Any], name: str = "") -> set[tuple[str, str]]:
     """(action, key prefix) pairs of a function's object-level S3 statements."""
     grants = set()
     for policy in props["Policies"]:
@@ -285,9 +313,8 @@ def _s3_grants(props: dict[str, Any]) -> set[tuple[str, str]]:
             assert all(action.startswith("s3:") for action in actions), statement
             resource = statement["Resource"]
             if "Fn::Sub" not in resource:
-                # Bucket-level: only listing, and only under named prefixes
+                # Bucket-level: only listing (unconditional: test_object_readers_may_list_the_bucket)
                 assert actions == ["s3:ListBucket"], statement
-                assert statement["Condition"]["StringLike"]["s3:prefix"], statement
                 continue
             match = re.fullmatch(r"\$\{DocumentBucket\.Arn\}/([a-z]+/)\*", resource["Fn::Sub"])
             assert match, f"object access must be scoped to one prefix: {resource}"
@@ -323,6 +350,8 @@ def test_policies_are_least_privilege(resources: dict[str, Any]) -> None:
             ("s3:PutObject", "inbox/"),
             ("s3:DeleteObject", "inbox/"),
         },
+        # chat behind the streaming Function URL only reads the store
+        "StreamFunction": {("s3:GetObject", "lancedb/")},
         "MaintenanceFunction": lancedb_rw,
     }
     expected_sends = {
@@ -331,13 +360,14 @@ def test_policies_are_least_privilege(resources: dict[str, Any]) -> None:
         "EmbedFunction": {"IndexQueue"},
         # DELETE /v1/collections/{c}/documents/{id} of a URL document has no inbox object whose S3
         # event could reach fetch, so the API sends the delete StageMessage to index itself.
-        # POST .../sources/{id}/syncs sends a sync's first unit to FetchQueue.
-        "ApiFunction": {"IndexQueue", "FetchQueue"},
+        # POST .../sources/{id}/syncs sends a sync's first unit to FetchQueue, and the console's DLQ
+        # redrive sends dead letters back to their stage's queue.
+        "ApiFunction": {"IndexQueue", "FetchQueue", "EmbedQueue"},
     }
     for name in FUNCTIONS:
         props = resources[name]["Properties"]
         # Then S3 object access is exactly the stage's prefixes, and sends go to the next queues only
-        assert _s3_grants(props) == expected_s3[name], name
+        assert _s3_grants(props, name) == expected_s3[name], name
         assert _queues_sent_to(props) == expected_sends.get(name, set()), name
     # And the embed function may poll its queue itself (its mapping is not a SAM event)
     embed_policies = resources["EmbedFunction"]["Properties"]["Policies"]
@@ -359,8 +389,10 @@ def test_only_the_api_function_uses_the_api_keys_table_with_the_actions_it_needs
             for policy in resources[name]["Properties"]["Policies"]
         ), name
     # Then only the API reads keys, writes them (admin routes) and updates buckets; nothing deletes
+    # (the streaming function verifies keys and spends their rate buckets, nothing more)
     assert grants == {
-        "ApiFunction": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Scan"}
+        "ApiFunction": {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:Scan"},
+        "StreamFunction": {"dynamodb:GetItem", "dynamodb:UpdateItem"},
     }
     # And the table name reaches every process (the local stack reads only the globals)
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
@@ -395,18 +427,25 @@ def test_only_the_api_function_manages_gateway_keys_with_the_calls_it_needs(
                 )
                 grants.setdefault(name, set()).update((a, t["Fn::Sub"]) for a in actions for t in targets)
 
-    # Then only the API may list usage plans, create a key on a plan and disable keys: no DELETE,
-    # no wildcard action, nothing outside the region's usage plans and keys
+    # Then only the API may list usage plans, create a key and disable keys: no DELETE, no wildcard
+    # action, nothing outside the region's usage plans and keys
     arn = "arn:${AWS::Partition}:apigateway:${AWS::Region}::"
     assert grants == {
         "ApiFunction": {
             ("apigateway:GET", f"{arn}/usageplans"),
-            ("apigateway:GET", f"{arn}/usageplans/*"),
             ("apigateway:POST", f"{arn}/apikeys"),
-            ("apigateway:POST", f"{arn}/usageplans/*/keys"),
             ("apigateway:PATCH", f"{arn}/apikeys/*"),
         }
     }
+    # And it may attach keys to this stack's usage plan only (issue 20 finding 12: usageplans/* was any
+    # API's plan in the region), through a policy of its own on the function's role
+    (attach,) = list(_of_type(resources, "AWS::IAM::Policy").values())
+    assert attach["Properties"]["Roles"] == [{"Ref": "ApiFunctionRole"}]
+    (statement,) = attach["Properties"]["PolicyDocument"]["Statement"]
+    assert (statement["Action"], statement["Resource"]) == (
+        ["apigateway:POST"],
+        {"Fn::Sub": f"{arn}/usageplans/${{StratusApiUsagePlan}}/keys"},
+    )
     # And the API function does not name the usage plan (that would be a circular dependency): it finds it
     api = resources["ApiFunction"]
     assert "StratusApiUsagePlan" not in json.dumps(api)
@@ -742,3 +781,223 @@ def test_llm_grants_exist_only_when_a_provider_is_configured(resources: dict[str
         resources_ = policy["Statement"][0]["Resource"]
         for resource in resources_ if isinstance(resources_, list) else [resources_]:
             assert "*" not in resource["Fn::Sub"]
+
+
+# --------------------------------------------------------------------------- issue 20: deployability
+
+
+def _statements(policies: list[Any]) -> list[dict[str, Any]]:
+    """Every inline statement of a function's policies, conditional ones included."""
+    found: list[dict[str, Any]] = []
+    for policy in policies:
+        if "Fn::If" in policy:
+            policy = policy["Fn::If"][1]
+        if isinstance(policy, dict):
+            found.extend(policy.get("Statement", []))
+    return found
+
+
+def _actions(statement: dict[str, Any]) -> list[str]:
+    action = statement["Action"]
+    return action if isinstance(action, list) else [action]
+
+
+def _resources(statement: dict[str, Any]) -> list[Any]:
+    resource = statement["Resource"]
+    return resource if isinstance(resource, list) else [resource]
+
+
+BUCKET_ARN = {"Fn::GetAtt": ["DocumentBucket", "Arn"]}
+
+
+def test_object_readers_may_list_the_bucket_unconditionally(resources: dict[str, Any]) -> None:
+    """Finding 1: without an unconditional s3:ListBucket, S3 answers a missing key with 403, not 404."""
+    # Given every function and the GPU worker policy that read objects
+    readers = {
+        name: resources[name]["Properties"]["Policies"]
+        for name in FUNCTIONS
+        if any("s3:GetObject" in _actions(s) for s in _statements(resources[name]["Properties"]["Policies"]))
+    }
+    readers["EmbedWorkerPolicy"] = [resources["EmbedWorkerPolicy"]["Properties"]["PolicyDocument"]]
+    assert set(readers) == {*FUNCTIONS, "EmbedWorkerPolicy"}
+    for name, policies in readers.items():
+        listing = [s for s in _statements(policies) if "s3:ListBucket" in _actions(s)]
+        # Then each may list the bucket, with no s3:prefix condition (a GET carries no prefix)
+        assert listing, name
+        assert any(BUCKET_ARN in _resources(s) and "Condition" not in s for s in listing), name
+
+
+def _dynamodb_actions(policies: list[Any], table: str) -> set[str]:
+    return {
+        a
+        for s in _statements(policies)
+        if {"Fn::GetAtt": [table, "Arn"]} in _resources(s)
+        for a in _actions(s)
+        if a.startswith("dynamodb:")
+    }
+
+
+def test_documents_table_grants_are_the_calls_the_store_makes(resources: dict[str, Any]) -> None:
+    """Finding 12: DynamoDBCrudPolicy granted Scan, DeleteItem and batch writes nobody makes."""
+    # Given the calls stores/documents.py makes
+    source = (REPO_ROOT / "shared/stratus/stores/documents.py").read_text()
+    calls = set(
+        re.findall(r'"(get_item|batch_get_item|query|update_item|put_item|scan|delete_item)"', source)
+    )
+    used = {"dynamodb:" + "".join(p.capitalize() for p in c.split("_")) for c in calls}
+    assert used == {"dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:UpdateItem"}
+    for name in [*FUNCTIONS, "EmbedWorkerPolicy"]:
+        res = resources[name]
+        policies = res["Properties"].get("Policies") or [res["Properties"]["PolicyDocument"]]
+        # Then no function uses the CRUD policy template, and its documents-table actions are used ones
+        assert not any("DynamoDBCrudPolicy" in p for p in policies if isinstance(p, dict)), name
+        assert _dynamodb_actions(policies, "DocumentsTable") <= used, name
+
+
+def test_gpu_worker_policy_grants_what_the_embed_function_has(resources: dict[str, Any]) -> None:
+    """Finding 4: the worker lacked dynamodb:BatchGetItem and read access to lancedb/*."""
+    # Given the embed function's inline statements and the worker's managed policy
+    embed = _statements(resources["EmbedFunction"]["Properties"]["Policies"])
+    worker = resources["EmbedWorkerPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+
+    def pairs(statements: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        return {
+            (a, json.dumps(r, sort_keys=True)) for s in statements for a in _actions(s) for r in _resources(s)
+        }
+
+    # Then every (action, resource) the function is granted, the worker is granted too
+    assert pairs(embed) <= pairs(worker), pairs(embed) - pairs(worker)
+    # And the worker may poll the embed queue and send to the index queue (the SAM templates' part)
+    actions = {a for s in worker for a in _actions(s)}
+    assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:SendMessage", "dynamodb:BatchGetItem"} <= actions
+
+
+def test_api_may_ask_every_queue_readiness_checks(resources: dict[str, Any]) -> None:
+    """Finding 5: /health/ready calls sqs:GetQueueAttributes, which the API role lacked (always 503)."""
+    statements = _statements(resources["ApiFunction"]["Properties"]["Policies"])
+    queues = {
+        json.dumps(r) for s in statements if "sqs:GetQueueAttributes" in _actions(s) for r in _resources(s)
+    }
+    for queue in ("FetchQueue", "EmbedQueue", "IndexQueue"):
+        assert json.dumps({"Fn::GetAtt": [queue, "Arn"]}) in queues, queue
+
+
+def test_bedrock_inference_profiles_reach_their_base_model_in_every_region(resources: dict[str, Any]) -> None:
+    """Finding 7: a profile (us.anthropic...) needs the profile ARN and foundation-model/* in each region."""
+    policies = resources["ApiFunction"]["Properties"]["Policies"]
+    (bedrock,) = [p["Fn::If"][1] for p in policies if "Fn::If" in p and p["Fn::If"][0] == "HasBedrockModel"]
+    statements = bedrock["Statement"]
+    subs = [r["Fn::Sub"] for s in statements for r in _resources(s)]
+    profile = (
+        "arn:${AWS::Partition}:bedrock:${AWS::Region}:${AWS::AccountId}:inference-profile/${BedrockModelId}"
+    )
+    # Then the profile itself is granted
+    assert profile in subs
+    # And the base model in any region, but only when called through that profile
+    (routed,) = [s for s in statements if "Condition" in s]
+    assert [r["Fn::Sub"] for r in _resources(routed)] == [
+        "arn:${AWS::Partition}:bedrock:*::foundation-model/*"
+    ]
+    assert routed["Condition"]["StringEquals"]["bedrock:InferenceProfileArn"] == {"Fn::Sub": profile}
+
+
+def test_secure_string_under_a_customer_key_may_be_decrypted_through_ssm_only(
+    resources: dict[str, Any],
+) -> None:
+    """Finding 12: a SecureString with a customer-managed key needs kms:Decrypt."""
+    policies = resources["ApiFunction"]["Properties"]["Policies"]
+    (kms,) = [p["Fn::If"][1] for p in policies if "Fn::If" in p and p["Fn::If"][0] == "HasSsmKmsKey"]
+    (statement,) = kms["Statement"]
+    assert _actions(statement) == ["kms:Decrypt"]
+    assert statement["Condition"]["StringEquals"]["kms:ViaService"] == {
+        "Fn::Sub": "ssm.${AWS::Region}.${AWS::URLSuffix}"
+    }
+
+
+def test_docs_and_schema_are_served_without_a_key(resources: dict[str, Any]) -> None:
+    """Finding 10: a browser opening /docs (or the console's static files) sends no API key."""
+    events = resources["ApiFunction"]["Properties"]["Events"].values()
+    public = {
+        (e["Properties"]["Path"], e["Properties"]["Method"])
+        for e in events
+        if e["Properties"].get("Auth", {}).get("ApiKeyRequired") is False
+    }
+    assert {
+        ("/docs", "GET"),
+        ("/openapi.json", "GET"),
+        ("/health/{proxy+}", "GET"),
+        ("/ui", "GET"),
+        ("/ui/{proxy+}", "GET"),
+    } == public
+
+
+def test_bucket_name_is_valid_for_any_stack_name(resources: dict[str, Any]) -> None:
+    """Finding 12: a name from the stack name failed with upper case or over ~30 characters."""
+    name, variables = resources["DocumentBucket"]["Properties"]["BucketName"]["Fn::Sub"]
+    assert "AWS::StackName" not in json.dumps(name)
+    # Given the longest stack id part the name uses (a UUID) and a 12-digit account
+    rendered = name.replace("${AWS::AccountId}", "123456789012").replace(
+        "${StackUuid}", "2f7f3a40-4e58-11ef-8a3b-0afff2c13f5d"
+    )
+    # Then the name is a valid S3 bucket name
+    assert re.fullmatch(r"[a-z0-9][a-z0-9-]{1,61}[a-z0-9]", rendered), rendered
+    assert variables["StackUuid"] == {"Fn::Select": [2, {"Fn::Split": ["/", {"Ref": "AWS::StackId"}]}]}
+    # And the queue policy names the same bucket
+    condition = resources["FetchQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"][0]["Condition"]
+    arn, arn_variables = condition["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    assert arn == "arn:${AWS::Partition}:s3:::" + name
+    assert arn_variables == variables
+
+
+def test_api_limits_fit_api_gateway_and_lambda(resources: dict[str, Any]) -> None:
+    """Finding 12: LanceDB's 60 s timeout and a 6 MiB body exceed what the API can take."""
+    from stratus.settings import Settings
+
+    variables = resources["ApiFunction"]["Properties"]["Environment"]["Variables"]
+    timeout = resources["ApiFunction"]["Properties"]["Timeout"]
+    # Then one LanceDB request fits well inside the function's 29 s
+    assert float(variables["STRATUS_LANCEDB_TIMEOUT_S"]) * 3 < timeout
+    # And a body at the limit, base64-encoded, fits Lambda's 6 MB request payload with room for the envelope
+    body = int(variables["STRATUS_API_MAX_BODY_BYTES"])
+    assert body * 4 / 3 + 256 * 1024 <= 6 * 1024 * 1024
+    assert Settings.model_fields["api_max_body_bytes"].default > body  # the template is what lowers it
+
+
+def test_browser_uploads_get_cors_only_when_origins_are_given(
+    template: dict[str, Any], resources: dict[str, Any]
+) -> None:
+    """Finding 12: presigned PUTs from a browser need CORS on the bucket."""
+    cors = resources["DocumentBucket"]["Properties"]["CorsConfiguration"]["Fn::If"]
+    assert cors[0] == "HasUploadCors"
+    (rule,) = cors[1]["CorsRules"]
+    assert rule["AllowedMethods"] == ["PUT"]
+    assert rule["AllowedOrigins"] == {"Fn::Split": [",", {"Ref": "UploadCorsOrigins"}]}
+    assert template["Parameters"]["UploadCorsOrigins"]["Default"] == ""
+
+
+def test_maintenance_may_sweep_the_dead_letter_queues(resources: dict[str, Any]) -> None:
+    """Finding 6: a dead-lettered message its stage never saw left its document stuck: swept."""
+    statements = _statements(resources["MaintenanceFunction"]["Properties"]["Policies"])
+    granted = {(a, json.dumps(r)) for s in statements for a in _actions(s) for r in _resources(s)}
+    for dlq in ("EmbedDLQ", "IndexDLQ"):
+        assert ("sqs:ReceiveMessage", json.dumps({"Fn::GetAtt": [dlq, "Arn"]})) in granted
+        assert ("sqs:DeleteMessage", json.dumps({"Fn::GetAtt": [dlq, "Arn"]})) not in granted
+    assert ("dynamodb:UpdateItem", json.dumps({"Fn::GetAtt": ["DocumentsTable", "Arn"]})) in granted
+
+
+# Lambda's published deprecation dates (docs.aws.amazon.com/lambda/latest/dg/lambda-runtimes.html).
+RUNTIME_DEPRECATION = {"python3.11": "2026-06-30", "python3.12": "2028-10-31", "python3.13": "2029-06-30"}
+
+
+def test_zip_runtime_is_supported_for_at_least_another_year(resources: dict[str, Any]) -> None:
+    """Finding 3: python3.11 (Amazon Linux 2) reached its deprecation date on 2026-06-30."""
+    import datetime
+
+    runtime = resources["FetchFunction"]["Properties"]["Runtime"]
+    layer = resources["FetchDepsLayer"]["Properties"]["CompatibleRuntimes"]
+    assert layer == [runtime]
+    deprecated = datetime.date.fromisoformat(RUNTIME_DEPRECATION[runtime])
+    assert deprecated > datetime.date.today() + datetime.timedelta(days=365), runtime
+    # And the layer's wheels are built for that runtime's interpreter
+    makefile = (REPO_ROOT / "layers/fetch-deps/Makefile").read_text()
+    assert f"--python-version {runtime.removeprefix('python')}" in makefile

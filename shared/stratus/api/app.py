@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from stratus import __version__
 from stratus.api import (
     routes_chat,
+    routes_console,
     routes_documents,
     routes_health,
     routes_keys,
@@ -21,8 +22,9 @@ from stratus.api import (
     routes_sources,
 )
 from stratus.api.limits import BodyLimitMiddleware
-from stratus.observability import log_context
+from stratus.observability import log_context, logger
 from stratus.settings import Settings, get_settings
+from stratus.stores.vectors import StoreUnavailableError
 
 # A client's X-Request-ID is kept when it is a plain token; anything else (log or header injection,
 # a megabyte of text) is replaced by a fresh id.
@@ -37,6 +39,38 @@ def _field_path(loc: tuple[Any, ...] | list[Any]) -> str:
     """The dotted field path of a validation error's location, union member names left out."""
     parts = [str(p) for p in loc if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS))]
     return ".".join(parts) or "body"
+
+
+def gateway_prefix(event: Any) -> str:
+    """The path prefix API Gateway strips before the function sees the path: `/<stage>` or a base path.
+
+    `requestContext.path` is the path the client asked for, `path` the one after the stage (or a custom
+    domain's base path mapping) was taken off; "" when they do not differ or the event is not a REST event.
+    """
+    if not isinstance(event, dict):
+        return ""
+    path = event.get("path")
+    full = (event.get("requestContext") or {}).get("path")
+    if not isinstance(path, str) or not isinstance(full, str) or not full.endswith(path) or full == path:
+        return ""
+    prefix = full[: len(full) - len(path)].rstrip("/")
+    return prefix if prefix.startswith("/") else ""
+
+
+class GatewayRootPath:
+    """Sets the ASGI root_path from the API Gateway event Mangum passes, so /docs loads /<stage>/openapi.json.
+
+    The path gets the prefix too, as the ASGI spec wants (path includes root_path): routing strips it again.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        prefix = gateway_prefix(scope.get("aws.event")) if scope.get("type") == "http" else ""
+        if prefix:
+            scope = {**scope, "root_path": prefix, "path": prefix + scope["path"]}
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -77,12 +111,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             content={"detail": f"{first['field']}: {first['message']}", "errors": problems},
         )
 
+    @app.exception_handler(StoreUnavailableError)
+    async def store_unavailable(request: Request, error: StoreUnavailableError) -> JSONResponse:
+        # S3 refused or unreachable is not an empty collection: a retryable 503, details in the log only.
+        logger.error("vector store unavailable", extra={"error": str(error)[:2000]})
+        return JSONResponse(
+            status_code=503,
+            content={"detail": "the vector store is unavailable; retry"},
+            headers={"Retry-After": "1"},
+        )
+
     app.include_router(routes_health.router)
     app.include_router(routes_search.router)
     app.include_router(routes_documents.router)
     app.include_router(routes_chat.router)
     app.include_router(routes_keys.router)
     app.include_router(routes_sources.router)
+    app.include_router(routes_console.router)
+    app.include_router(routes_console.ui_router)
+    from stratus.console.metrics import recorder
+
+    recorder(settings.console_metrics_samples)  # the Operations screen counts from the first request
+    # Outermost: the stage prefix is in place before any middleware or route sees the request.
+    app.add_middleware(GatewayRootPath)
     return app
 
 

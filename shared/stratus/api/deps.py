@@ -110,5 +110,6 @@ _require_read, _require_write, _require_admin = require(Role.READ), require(Role
 # For a route's `dependencies=[...]` when the route does not need the principal itself.
 READ_ACCESS, WRITE_ACCESS = Depends(_require_read), Depends(_require_write)
 ReadKey = Annotated[Principal, Depends(_require_read)]
+WriteKey = Annotated[Principal, Depends(_require_write)]
 AdminKey = Annotated[Principal, Depends(_require_admin)]
 AnyKey = Annotated[Principal, Depends(principal_dep)]

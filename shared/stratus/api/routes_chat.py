@@ -6,29 +6,38 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 import time
 import uuid
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Generator, Iterator
+from typing import TYPE_CHECKING, Annotated, Any
 
-from fastapi import APIRouter, Depends
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+import anyio
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
+from stratus import services
 from stratus.api.deps import (
     AUTH_RESPONSES,
-    READ_ACCESS,
     AnyKey,
     CollectionName,
     ErrorBody,
+    ReadKey,
     error_response,
     settings_dep,
 )
-from stratus.auth import ForbiddenError, Role, authorize
+from stratus.auth import ForbiddenError, Principal, Role, authorize
 from stratus.chat.errors import FailureKind, NoProviderError, ProviderError
 from stratus.chat.models import ChatMessage, ChatRequest, ChatResponse, OpenAIChatRequest
 from stratus.chat.router import ProviderNotAllowedError
 from stratus.settings import Settings
+
+if TYPE_CHECKING:
+    from starlette.types import Receive, Scope, Send
+
+    from stratus.chat.deadline import Deadline
+    from stratus.chat.service import ChatService
 
 router = APIRouter(tags=["chat"], responses=AUTH_RESPONSES)
 
@@ -79,10 +88,110 @@ def _http_error(error: Exception, collection: str) -> ChatHTTPError:
         )
     if isinstance(error, NoProviderError):
         failure = ChatHTTPError(503, str(error), "no_provider_available")
-        if error.retry_after_s is not None:
+        if error.retry_after_s is not None and math.isfinite(error.retry_after_s):
             failure.headers["Retry-After"] = str(max(1, math.ceil(error.retry_after_s)))
         return failure
     raise error
+
+
+class _Pump:
+    """A sync event generator stepped from worker threads; `close` waits for a step in progress."""
+
+    def __init__(self, events: Iterator[str]) -> None:
+        self._events = events
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def step(self) -> str | None:
+        with self._lock:
+            if self._closed:
+                return None
+            return next(self._events, None)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            close = getattr(self._events, "close", None)
+            if callable(close):
+                close()
+
+
+class ChatStream(Response):
+    """Server-Sent Events from a sync event generator that stops when the client goes away.
+
+    Starlette's StreamingResponse notices a disconnect but leaves a sync generator to the garbage
+    collector, with its provider connection open and its breaker probe held. Here a disconnect
+    cancels the request's deadline (which shuts the provider socket at once, even mid-read), then the
+    generator is closed (its `finally` blocks release the probe) and `on_close` runs, on every exit.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(self, events: Iterator[str], deadline: Deadline, on_close: Callable[[], None]) -> None:
+        self.events = events
+        self.deadline = deadline
+        self.on_close = on_close
+        self.status_code = 200
+        self.background = None
+        self.init_headers(SSE_HEADERS)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        pump = _Pump(self.events)
+        try:
+            async with anyio.create_task_group() as group:
+
+                async def watch() -> None:
+                    while (await receive())["type"] != "http.disconnect":
+                        pass
+                    self.deadline.cancel("the client went away")
+                    group.cancel_scope.cancel()
+
+                group.start_soon(watch)
+                await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+                while (item := await anyio.to_thread.run_sync(pump.step, abandon_on_cancel=True)) is not None:
+                    await send({"type": "http.response.body", "body": item.encode(), "more_body": True})
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                group.cancel_scope.cancel()
+        except OSError:
+            pass  # the client went away while we wrote
+        finally:
+            self.deadline.cancel("the stream ended")
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(pump.close)
+            self.on_close()
+
+
+def _stream(
+    service: ChatService,
+    principal: Principal,
+    deadline: Deadline,
+    events: Iterator[str],
+    openai_shape: bool = False,
+) -> Response:
+    """The SSE response, or 429 when the key already holds its share of concurrent streams."""
+    if not service.streams.acquire(principal.key_id):
+        _close(events)
+        message = f"key {principal.key_id} already has {service.streams.per_key} chat streams open"
+        headers = {"Retry-After": "1"}
+        if openai_shape:
+            return _openai_error(429, message, "too_many_streams", headers)
+        return JSONResponse({"detail": message, "code": "too_many_streams"}, status_code=429, headers=headers)
+    return ChatStream(events, deadline, lambda: service.streams.release(principal.key_id))
+
+
+def _close(events: Iterator[Any]) -> None:
+    close = getattr(events, "close", None)
+    if callable(close):
+        close()
+
+
+def _sse_events(events: Iterator[tuple[str, dict[str, Any]]]) -> Generator[str, None, None]:
+    """Stratus' chat events as SSE text; closing this closes `events`."""
+    try:
+        for name, data in events:
+            yield _sse(name, data)
+    finally:
+        _close(events)
 
 
 def _sse(name: str | None, data: Any) -> str:
@@ -97,7 +206,6 @@ def _sse(name: str | None, data: Any) -> str:
 @router.post(
     "/v1/collections/{collection}/chat",
     response_model=ChatResponse,
-    dependencies=[READ_ACCESS],
     responses={
         200: {
             "description": "the answer (JSON), or with stream: true a text/event-stream of retrieval, "
@@ -108,6 +216,7 @@ def _sse(name: str | None, data: Any) -> str:
         ),
         404: error_response("unknown collection"),
         422: error_response("invalid request or filter; detail names the field"),
+        429: error_response("the key's rate limit, or its concurrent chat streams, exceeded (Retry-After)"),
         502: error_response("the provider refused the request (credentials, validation)"),
         503: error_response("no provider could answer (Retry-After when known)"),
     },
@@ -116,17 +225,48 @@ def chat(
     collection: CollectionName,
     body: ChatRequest,
     settings: Annotated[Settings, Depends(settings_dep)],
+    principal: ReadKey,
+    request: Request,
 ) -> Response:
     """Answer the conversation's last question from the collection, with numbered citations."""
     from stratus.chat.service import get_chat_service
+    from stratus.console import conversations
 
     service = get_chat_service()
+    deadline = service.deadline(request.scope)
     try:
-        prepared = service.prepare(body, collection)
+        if body.conversation_id is not None:
+            body, _ = conversations.with_history(
+                services.conversation_table(), body, collection, principal.key_id
+            )
+        prepared = service.prepare(body, collection, deadline)
         if body.stream:
-            events = (_sse(name, data) for name, data in service.events(prepared))
-            return StreamingResponse(events, media_type="text/event-stream", headers=SSE_HEADERS)
-        return JSONResponse(service.respond(prepared).model_dump())
+            named: Iterator[tuple[str, dict[str, Any]]] = service.events(prepared)
+            if body.conversation_id is not None:
+                named = conversations.remembering(named, body, collection, principal.key_id, settings)
+            return _stream(service, principal, deadline, _sse_events(named))
+        answer = service.respond(prepared).model_dump()
+        if body.conversation_id is not None:
+            conversations.remember(
+                services.conversation_table(),
+                body,
+                collection,
+                principal.key_id,
+                answer["answer"],
+                settings.conversation_ttl_s,
+                settings.conversation_max_messages,
+            )
+            answer["conversation_id"] = body.conversation_id
+        return JSONResponse(answer)
+    except conversations.ConversationNotFoundError:
+        return JSONResponse(
+            {
+                "detail": f"conversation_id: no conversation {body.conversation_id!r} "
+                f"of this key in {collection!r}",
+                "code": "conversation_not_found",
+            },
+            status_code=404,
+        )
     except Exception as error:
         failure = _http_error(error, collection)
         return JSONResponse(
@@ -186,6 +326,11 @@ def collection_of(model: str, settings: Settings) -> str:
             "model": OpenAIError | ErrorBody,
         },
         403: openai_error_response("the key may not read the model's collection (OpenAI error shape)"),
+        429: {
+            "description": "the key's rate limit (detail), or its concurrent chat streams (OpenAI error "
+            "shape), exceeded; Retry-After",
+            "model": OpenAIError | ErrorBody,
+        },
         404: openai_error_response("unknown collection (model stratus/<collection>)"),
         502: openai_error_response("the provider refused the request (credentials, validation)"),
         503: openai_error_response("no provider could answer (Retry-After when known)"),
@@ -195,12 +340,13 @@ def chat_completions(
     body: OpenAIChatRequest,
     principal: AnyKey,
     settings: Annotated[Settings, Depends(settings_dep)],
+    http_request: Request,
 ) -> Response:
     """OpenAI-compatible chat over a collection: model `stratus/<collection>` (or the default collection)."""
     from stratus.chat.service import get_chat_service
 
     collection = collection_of(body.model, settings)
-    if not _COLLECTION.match(collection):
+    if not _COLLECTION.fullmatch(collection):
         return _openai_error(404, f"model {body.model!r}: invalid collection name", "model_not_found")
     try:
         authorize(principal, collection, Role.READ)
@@ -224,11 +370,12 @@ def chat_completions(
     service = get_chat_service()
     completion_id = f"chatcmpl-{uuid.uuid4().hex}"
     created = int(time.time())
+    deadline = service.deadline(http_request.scope)
     try:
-        prepared = service.prepare(request, collection)
+        prepared = service.prepare(request, collection, deadline)
         if body.stream:
             chunks = _openai_chunks(service.events(prepared), completion_id, created, body.model)
-            return StreamingResponse(chunks, media_type="text/event-stream", headers=SSE_HEADERS)
+            return _stream(service, principal, deadline, chunks, openai_shape=True)
         answer = service.respond(prepared)
     except Exception as error:
         failure = _http_error(error, collection)
@@ -281,6 +428,15 @@ def _openai_chunks(
         }
         return _sse(None, body)
 
+    try:
+        yield from _openai_chunks_of(events, chunk)
+    finally:
+        _close(events)
+
+
+def _openai_chunks_of(
+    events: Iterator[tuple[str, dict[str, Any]]], chunk: Callable[..., str]
+) -> Iterator[str]:
     yield chunk({"role": "assistant", "content": ""})
     citations: list[Any] = []
     for name, data in events:

@@ -14,6 +14,7 @@ from stratus.api.deps import (
     WRITE_ACCESS,
     CollectionName,
     DocumentId,
+    WriteKey,
     error_response,
 )
 from stratus.documents_api import (
@@ -118,20 +119,23 @@ def create_upload(collection: CollectionName, body: UploadRequest) -> UploadTick
     status_code=202,
     response_model=DeleteResponse,
     summary="Remove a document and every chunk of it",
-    dependencies=[WRITE_ACCESS],
     responses={
         404: error_response("no such document in the collection"),
         409: error_response("the document cannot be deleted in its current state"),
     },
 )
-def delete_document(collection: CollectionName, doc_id: DocumentId) -> DeleteResponse:
+def delete_document(collection: CollectionName, doc_id: DocumentId, principal: WriteKey) -> DeleteResponse:
     """Delete the inbox object (the S3 event removes the chunks) or, for a URL, mark it DELETED."""
+    from stratus.audit import audited, key_actor
     from stratus.documents_api import documents_api
 
-    try:
-        result = documents_api().delete(collection, doc_id)
-    except FieldError as error:
-        raise HTTPException(409, str(error)) from error
-    if result is None:
-        raise HTTPException(404, f"document {doc_id} not found in {collection!r}")
-    return result
+    actor, target = key_actor(principal.key_id), f"{collection}/{doc_id}"
+    with audited(actor, "document.delete", target, collection) as note:
+        try:
+            result = documents_api().delete(collection, doc_id)
+        except FieldError as error:
+            raise HTTPException(409, str(error)) from error
+        if result is None:
+            raise HTTPException(404, f"document {doc_id} not found in {collection!r}")
+        note.detail = f"source {result.source!r}"
+        return result

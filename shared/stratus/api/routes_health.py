@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections.abc import Callable
@@ -63,15 +64,25 @@ class Readiness:
 
     A check still running from an earlier call is waited on again rather than started twice: a slow
     first store open finishes in the background, and a hung dependency never holds more than one thread.
+    Until a check has passed once (a cold instance: the first LanceDB open, the first TLS handshakes) it
+    is given `cold_timeout_s` instead.
     """
 
-    def __init__(self, checks: dict[str, Callable[[], None]], timeout_s: float, ttl_s: float) -> None:
+    def __init__(
+        self,
+        checks: dict[str, Callable[[], None]],
+        timeout_s: float,
+        ttl_s: float,
+        cold_timeout_s: float | None = None,
+    ) -> None:
         self.checks = checks
         self.timeout_s = timeout_s
+        self.cold_timeout_s = max(timeout_s, cold_timeout_s or timeout_s)
         self.ttl_s = ttl_s
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, str]] | None = None
         self._running: dict[str, Future[None]] = {}
+        self._passed: set[str] = set()
 
     def report(self) -> dict[str, str]:
         """'ok' or the failure of each check, by name."""
@@ -80,10 +91,13 @@ class Readiness:
                 return self._cached[1]
             for name, check in self.checks.items():
                 if name not in self._running or self._running[name].done():
-                    self._running[name] = _POOL.submit(check)
+                    self._running[name] = _POOL.submit(contextvars.copy_context().run, check)
             futures = dict(self._running)
-            wait(futures.values(), timeout=self.timeout_s)
-            results = {name: _outcome(future, self.timeout_s) for name, future in futures.items()}
+            cold = any(name not in self._passed for name in futures)
+            timeout_s = self.cold_timeout_s if cold else self.timeout_s
+            wait(futures.values(), timeout=timeout_s)
+            results = {name: _outcome(future, timeout_s) for name, future in futures.items()}
+            self._passed.update(name for name, result in results.items() if result == "ok")
             # Only a healthy answer is reused: a failing dependency is asked again on the next call.
             healthy = all(v == "ok" for v in results.values())
             self._cached = (time.monotonic(), results) if healthy else None
@@ -103,7 +117,12 @@ def readiness_of(request: Request) -> Readiness:
     readiness: Readiness | None = getattr(request.app.state, "readiness", None)
     if readiness is None:
         settings = get_settings()
-        readiness = Readiness(dependency_checks(settings), settings.health_timeout_s, settings.health_cache_s)
+        readiness = Readiness(
+            dependency_checks(settings),
+            settings.health_timeout_s,
+            settings.health_cache_s,
+            cold_timeout_s=settings.health_cold_timeout_s,
+        )
         request.app.state.readiness = readiness
     return readiness
 

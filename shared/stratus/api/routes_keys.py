@@ -12,7 +12,8 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
 from stratus.api.deps import AUTH_RESPONSES, AdminKey, error_response
-from stratus.auth import ALL_COLLECTIONS, Principal, Role
+from stratus.auth import MAX_BURST, MAX_RATE_PER_S, Principal, Role, principal_of
+from stratus.stores.keys import KeyRecord
 
 router = APIRouter(tags=["keys"], responses=AUTH_RESPONSES)
 
@@ -30,9 +31,16 @@ class KeyCreateRequest(BaseModel):
         min_length=1, description="read, write and/or admin (each implies the ones before)."
     )
     rate_limit_per_s: float | None = Field(
-        None, ge=0, description="Requests per second (0: unlimited); unset: the server's default."
+        None,
+        ge=0,
+        le=MAX_RATE_PER_S,
+        allow_inf_nan=False,
+        description="Requests per second (0: unlimited), at most the creating key's own; unset: the "
+        "server's default, or the creating key's rate when that is lower.",
     )
-    rate_limit_burst: int | None = Field(None, ge=1, description="Burst; unset: the server's default.")
+    rate_limit_burst: int | None = Field(
+        None, ge=1, le=MAX_BURST, description="Burst, at most the creating key's; unset: as for the rate."
+    )
 
 
 class KeyInfo(BaseModel):
@@ -76,23 +84,70 @@ def _manages(principal: Principal, collections: list[str]) -> bool:
     return principal.covers_all(collections)
 
 
+def _is_last_admin(record: KeyRecord, records: list[KeyRecord]) -> bool:
+    """True when revoking `record` would leave no other active admin key that manages its collections."""
+    if record.revoked_at is not None or Role.ADMIN.value not in record.roles:
+        return False
+    others = (
+        principal_of(r)
+        for r in records
+        if r.key_hash != record.key_hash and r.revoked_at is None and Role.ADMIN.value in r.roles
+    )
+    return not any(other.covers_all(record.collections) for other in others)
+
+
 @router.post(
     "/v1/keys",
     status_code=201,
     response_model=CreatedKey,
     responses={
-        403: error_response("not an admin key, or a collection outside the admin key's"),
+        403: error_response(
+            "not an admin key, or a collection, role or rate beyond the admin key's own (detail says which)"
+        ),
         502: error_response("API Gateway could not take the key: none was made, or it was revoked"),
     },
 )
 def create(body: KeyCreateRequest, principal: AdminKey, request: Request) -> CreatedKey:
     """Create a key (and its API Gateway key, on AWS); the response carries the plaintext key once."""
-    from stratus import services
-    from stratus.auth import GatewayMirrorError, create_key, gateway_keys, mirror_key
+    from stratus.audit import audited, key_actor
 
-    if not _manages(principal, body.collections):
-        outside = [c for c in body.collections if c == ALL_COLLECTIONS or not principal.covers(c)]
-        raise HTTPException(403, f"key {principal.key_id} may not grant collection {outside[0]!r}")
+    scope = ",".join(sorted(set(body.collections)))
+    with audited(key_actor(principal.key_id), "key.create", "(new key)", scope) as note:
+        created = _create(body, principal, request)
+        note.target = created.key_id
+        note.detail = (
+            f"name {created.name!r}; roles {','.join(created.roles)}; "
+            f"collections {','.join(created.collections)}; "
+            f"rate {created.rate_limit_per_s}; burst {created.rate_limit_burst}"
+        )
+        return created
+
+
+def _create(body: KeyCreateRequest, principal: Principal, request: Request) -> CreatedKey:
+    from stratus import services
+    from stratus.auth import (
+        ForbiddenError,
+        GatewayMirrorError,
+        check_grant,
+        create_key,
+        gateway_keys,
+        mirror_key,
+    )
+    from stratus.settings import get_settings
+
+    settings = get_settings()
+    try:
+        grant = check_grant(
+            principal,
+            body.collections,
+            [r.value for r in body.roles],
+            body.rate_limit_per_s,
+            body.rate_limit_burst,
+            settings.rate_limit_per_s,
+            settings.rate_limit_burst,
+        )
+    except ForbiddenError as error:
+        raise HTTPException(403, str(error)) from error
     table = services.key_table()
     try:
         # Resolved first: when the usage plan cannot be found, no key is created at all.
@@ -105,8 +160,8 @@ def create(body: KeyCreateRequest, principal: AdminKey, request: Request) -> Cre
             body.name,
             body.collections,
             [r.value for r in body.roles],
-            rate_limit_per_s=body.rate_limit_per_s,
-            rate_limit_burst=body.rate_limit_burst,
+            rate_limit_per_s=grant.rate_limit_per_s,
+            rate_limit_burst=grant.rate_limit_burst,
         )
     except ValueError as error:
         raise HTTPException(422, str(error)) from error
@@ -132,11 +187,22 @@ def list_keys(principal: AdminKey) -> KeyList:
     response_model=KeyInfo,
     responses={
         404: error_response("no such key (or not one this admin key manages)"),
+        409: error_response("the key is the last active admin key over its collections"),
         502: error_response("the key is revoked, but its API Gateway key is not disabled yet; retry"),
     },
 )
 def revoke(key_id: KeyId, principal: AdminKey, request: Request) -> KeyInfo:
     """Revoke a key and its gateway key: refused here at once, elsewhere within STRATUS_API_KEY_CACHE_S."""
+    from stratus.audit import audited, key_actor
+
+    with audited(key_actor(principal.key_id), "key.revoke", key_id) as note:
+        revoked = _revoke(key_id, principal, request)
+        note.collection = ",".join(revoked.collections)
+        note.detail = f"name {revoked.name!r}; collections {','.join(revoked.collections)}"
+        return revoked
+
+
+def _revoke(key_id: str, principal: Principal, request: Request) -> KeyInfo:
     from stratus import services
     from stratus.auth import GatewayMirrorError, disable_mirror, revoke_key
     from stratus.settings import get_settings
@@ -144,9 +210,16 @@ def revoke(key_id: KeyId, principal: AdminKey, request: Request) -> KeyInfo:
     from stratus.stores.gateway import GatewayKeys
 
     table = services.key_table()
-    record = table.find(key_id)
+    records = table.list()
+    record = next((r for r in records if r.key_id == key_id), None)
     if record is None or not _manages(principal, record.collections):
         raise HTTPException(404, f"key {key_id} not found")
+    if _is_last_admin(record, records):
+        raise HTTPException(
+            409,
+            f"key {key_id} is the last active admin key over {', '.join(record.collections)}: create "
+            "another admin key first (or revoke it with `stratus keys revoke`, which uses AWS credentials)",
+        )
     revoked = revoke_key(table, key_id)
     assert revoked is not None
     services.key_verifier().forget(revoked.key_hash)

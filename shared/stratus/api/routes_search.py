@@ -21,6 +21,7 @@ from stratus.search import (
     RerankUnavailableError,
     SearchRequest,
     SearchResponse,
+    query_problem,
     search,
 )
 from stratus.settings import Settings
@@ -43,7 +44,10 @@ def list_collections(principal: ReadKey) -> dict[str, list[str]]:
     responses={
         400: error_response("rerank asked but no cross-encoder is configured, or the body is not JSON"),
         404: error_response("unknown collection"),
-        422: error_response("invalid request or filter; detail names the field"),
+        422: error_response(
+            "invalid request or filter, or a query of only whitespace, punctuation or stop words; "
+            "detail names the field"
+        ),
     },
 )
 def search_collection(
@@ -56,6 +60,9 @@ def search_collection(
     from stratus.embedding.encoder import get_encoder
     from stratus.rerank import get_reranker
 
+    problem = query_problem(body.query)
+    if problem is not None:
+        raise HTTPException(422, problem)
     try:
         return search(
             services.chunk_store(),

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from stratus.benchmarks import summarise
-from stratus.evaluation import Dataset, build_index, index_key
+from stratus.evaluation import COLLECTION, Dataset, build_index, index_key
 from stratus.observability import metrics
+from stratus.stores.vectors import table_name_for
 
 MODES = ("vector", "keyword", "hybrid")
 
@@ -96,7 +97,6 @@ def bench_stores(
 ) -> dict[str, Any]:
     """In-process latency per store kind and mode (every query embedded: the query cache is off)."""
     from stratus.embedding.encoder import OnnxEncoder
-    from stratus.evaluation import COLLECTION
     from stratus.search import FusionConfig, SearchRequest, search
     from stratus.stores.replica import TableReplica
     from stratus.stores.vectors import ChunkStore, storage_options_for
@@ -226,6 +226,7 @@ def synthetic_rows(start: int, count: int, dimension: int, seed: int) -> Any:
         {
             "chunk_id": ids,
             "doc_id": ids,
+            "collection": ["synthetic"] * count,
             "source": ids,
             "title": [""] * count,
             "section": [""] * count,
@@ -275,7 +276,9 @@ def bench_sizes(
             db = lancedb.connect(str(db_dir))
             started = time.perf_counter()
             step = 100_000
-            table = db.create_table("chunks_synthetic", synthetic_rows(0, min(step, size), dimension, 7))
+            table = db.create_table(
+                table_name_for("synthetic"), synthetic_rows(0, min(step, size), dimension, 7)
+            )
             for start in range(step, size, step):
                 table.add(synthetic_rows(start, min(step, size - start), dimension, 7))
             load_s = time.perf_counter() - started
@@ -411,18 +414,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         environment = {"STRATUS_QUERY_CACHE_SIZE": "0", "STRATUS_SEARCH_REPLICA_DIR": str(replica_dir)}
         stack = LocalStack(REPO_ROOT, extra_environment=environment).start(run_functions=False)
         try:
-            files = upload_table(
-                stack.client("s3"), stack.plan.bucket, local_db, "chunks_eval", "chunks_scifact"
-            )
+            # Relocated as it is: its rows carry collection "eval", so the stack serves it under that name.
+            name = table_name_for(COLLECTION)
+            files = upload_table(stack.client("s3"), stack.plan.bucket, local_db, name, name)
             log(f"loaded the collection into the emulator's S3 ({files} files)")
             if "stores" not in skip:
-                report["stores"] = bench_stores(local_db, stack, "scifact", queries, args.warmup, settings)
+                report["stores"] = bench_stores(local_db, stack, COLLECTION, queries, args.warmup, settings)
             if "http" not in skip:
                 from stratus.benchmarks.load import create_admin_key
 
                 api = stack.serve_api(port=0)
                 key = create_admin_key("bench-query")  # no rate limit: the benchmark measures the API
-                report["http"] = bench_http(api, key, "scifact", queries, args.per_client)
+                report["http"] = bench_http(api, key, COLLECTION, queries, args.per_client)
         finally:
             stack.stop()
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]

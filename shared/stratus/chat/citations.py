@@ -2,6 +2,10 @@
 
 Works on a stream: text after a '[' is held back until the bracket closes (or clearly is no marker),
 so the streamed deltas and the final answer are the same cleaned text.
+
+Document text must not be able to cite: `neutralise` rewrites every marker-shaped `[n]` in retrieved
+text to `(n)` before it enters a prompt or a quote, so the only markers an answer can carry are the
+ones its provider wrote, and each of those must name a passage of the prompt.
 """
 
 from __future__ import annotations
@@ -14,9 +18,18 @@ from stratus.chat.models import Citation
 if TYPE_CHECKING:
     from stratus.chat.prompts import ContextChunk
 
-_MARKER = re.compile(r"^\[(\d{1,3}(?:\s*,\s*\d{1,3})*)\]$")
-_PARTIAL = re.compile(r"^\[[\d,\s]*$")
-_MAX_MARKER = 24
+_NUMBERS = r"\s*(\d{1,9}(?:\s*[,;]\s*\d{1,9})*)\s*"
+_MARKER = re.compile(rf"^\[{_NUMBERS}\]$")
+_ANY_MARKER = re.compile(rf"\[{_NUMBERS}\]")
+_PARTIAL = re.compile(r"^\[[\d,;\s]*$")
+_MAX_MARKER = 64
+_PASSAGE_END = re.compile(r"\[\s*/\s*(\d{1,9})\s*\]")
+
+
+def neutralise(text: str) -> str:
+    """Retrieved text that can neither cite nor end a passage: `[2]` becomes `(2)`, `[/2]` becomes `(/2)`."""
+    text = _ANY_MARKER.sub(lambda m: f"({m.group(1)})", text)
+    return _PASSAGE_END.sub(lambda m: f"(/{m.group(1)})", text)
 
 
 class CitationFilter:
@@ -53,7 +66,7 @@ class CitationFilter:
                 out.append("[")
                 i = start + 1
                 continue
-            numbers = [int(x) for x in match.group(1).split(",")]
+            numbers = [int(x) for x in re.split(r"[,;]", match.group(1))]
             kept = [n for n in numbers if n in self.valid]
             for n in kept:
                 if n not in self.cited:
@@ -90,6 +103,9 @@ def citations_for(cited: list[int], chunks: list[ContextChunk]) -> list[Citation
             title=by_n[n].hit.title,
             section=by_n[n].hit.section,
             page=by_n[n].hit.page,
+            sheet=by_n[n].hit.sheet,
+            row_start=by_n[n].hit.row_start,
+            row_end=by_n[n].hit.row_end,
         )
         for n in cited
         if n in by_n

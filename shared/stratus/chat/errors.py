@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
@@ -38,6 +40,7 @@ class ProviderError(Exception):
         message: str,
         status: int | None = None,
         retry_after_s: float | None = None,
+        blames_provider: bool = True,
     ) -> None:
         super().__init__(f"{provider}: {kind.value}: {message}")
         self.provider = provider
@@ -45,6 +48,9 @@ class ProviderError(Exception):
         self.message = message
         self.status = status
         self.retry_after_s = retry_after_s
+        # False when the call failed for a reason on Stratus' side (its own connection pool, the
+        # request's deadline, a cancel): a fallback, but no verdict on the provider's health.
+        self.blames_provider = blames_provider
 
     @property
     def retryable(self) -> bool:
@@ -91,22 +97,27 @@ def classify_status(status: int, body: str) -> FailureKind:
     return FailureKind.VALIDATION
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds of a Retry-After header (delta-seconds or an HTTP date); None when absent or unreadable."""
+def parse_retry_after(value: str | None, cap_s: float | None = None) -> float | None:
+    """Seconds of a Retry-After header (delta-seconds or an HTTP date), finite and at most `cap_s`.
+
+    None when absent or unreadable; `inf`, `nan` and overflowing values are unreadable.
+    """
     if not value:
         return None
-    value = value.strip()
+    value = value.strip()[:64]
+    seconds: float | None
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        import time
-
-        when = parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
-    except (TypeError, ValueError, IndexError, OverflowError):
+        try:
+            when = parsedate_to_datetime(value)
+            seconds = when.timestamp() - time.time()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+    if not math.isfinite(seconds):
         return None
+    seconds = max(0.0, seconds)
+    return min(seconds, cap_s) if cap_s is not None else seconds
 
 
 _KEYLIKE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}|\b(sk|gsk|pk|rk)-[A-Za-z0-9_\-]{8,}")
@@ -122,3 +133,7 @@ def redact(text: str, secrets: list[str] | tuple[str, ...] = ()) -> str:
                 if len(secret) >= 2 * size:
                     text = text.replace(secret[:size], "***").replace(secret[-size:], "***")
     return _KEYLIKE.sub(lambda m: (m.group(1) or "") + "***", text)
+
+
+class RequestCancelled(Exception):
+    """The chat request was cancelled (the client went away): nothing more is tried."""

@@ -39,12 +39,25 @@ class ChatRequest(BaseModel):
     )
     max_tokens: int | None = Field(None, ge=1, le=8192, description="Longest answer in tokens.")
     temperature: float | None = Field(None, ge=0, le=2, description="Sampling temperature.")
+    conversation_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9_-]{8,64}$",
+        description="Keep the conversation server-side (Bedrock's sessionId): its stored turns come before "
+        "`messages`, and the answer is added to it. A new id starts a conversation.",
+    )
 
     @field_validator("messages")
     @classmethod
     def _ends_with_user(cls, messages: list[ChatMessage]) -> list[ChatMessage]:
         if messages[-1].role != "user" or not messages[-1].content.strip():
             raise ValueError("the last message must be a non-empty user message")
+        if not any(m.role == "user" for m in messages[:-1]):
+            # A question with no earlier turn to lean on is searched as it is: the search route's check.
+            from stratus.search import query_problem
+
+            problem = query_problem(messages[-1].content)
+            if problem is not None:
+                raise ValueError(problem.removeprefix("query: "))
         return messages
 
 
@@ -58,6 +71,9 @@ class Citation(BaseModel):
     title: str = ""
     section: str = ""
     page: int | None = None
+    sheet: str | None = None
+    row_start: int | None = None
+    row_end: int | None = None
 
 
 class Fallback(BaseModel):

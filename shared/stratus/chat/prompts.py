@@ -9,6 +9,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 
 from stratus.chat.budget import fit_chunks
+from stratus.chat.citations import neutralise
 
 if TYPE_CHECKING:
     from stratus.chat.tokens import TokenCounter
@@ -43,10 +44,19 @@ class ContextChunk:
     text: str
 
     def heading(self) -> str:
-        """Title > section (source) of the chunk."""
-        parts = " > ".join(p for p in (self.hit.title, self.hit.section) if p)
+        """Title > section (source) of the chunk; document metadata, so neutralised like its text."""
+        parts = " > ".join(neutralise(p) for p in (self.hit.title, self.hit.section) if p)
         page = f", page {self.hit.page}" if self.hit.page is not None else ""
-        return f"{parts} ({self.hit.source}{page})" if parts else f"({self.hit.source}{page})"
+        if self.hit.sheet is not None and self.hit.row_start is not None:
+            rows = (
+                f"row {self.hit.row_start}"
+                if self.hit.row_start == self.hit.row_end
+                else (f"rows {self.hit.row_start}-{self.hit.row_end}")
+            )
+            page += f", sheet {neutralise(self.hit.sheet)}, {rows}"
+        source = neutralise(self.hit.source)
+        heading = f"{parts} ({source}{page})" if parts else f"({source}{page})"
+        return " ".join(heading.split())  # one line: metadata cannot start a line of its own
 
     def render(self) -> str:
         """The chunk's block in the prompt."""
@@ -101,7 +111,7 @@ def build_answer_request(
         history.pop(0)
         history_tokens.pop(0)
     budget = window_tokens - fixed_base - sum(history_tokens) - answer_tokens
-    numbered = [ContextChunk(i, hit, hit.text) for i, hit in enumerate(hits, start=1)]
+    numbered = [ContextChunk(i, hit, neutralise(hit.text)) for i, hit in enumerate(hits, start=1)]
 
     def cost(chunk: ContextChunk) -> int:
         return counter.count(chunk.render()) + 1

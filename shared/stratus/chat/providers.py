@@ -6,9 +6,12 @@ message from which the API key has been removed.
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -19,6 +22,7 @@ from stratus.chat.prompts import render, template
 if TYPE_CHECKING:
     import httpx
 
+    from stratus.chat.deadline import Deadline
     from stratus.chat.prompts import LLMRequest
     from stratus.chat.tokens import TokenCounter
 
@@ -50,12 +54,12 @@ class Provider(Protocol):
     role: ProviderRole
     context_tokens: int
 
-    def generate(self, request: LLMRequest) -> Delta:
-        """The whole answer in one call."""
+    def generate(self, request: LLMRequest, deadline: Deadline | None = None) -> Delta:
+        """The whole answer in one call, within the deadline."""
         ...
 
-    def stream(self, request: LLMRequest) -> Iterator[Delta]:
-        """The answer in pieces, as the provider produces them."""
+    def stream(self, request: LLMRequest, deadline: Deadline | None = None) -> Iterator[Delta]:
+        """The answer in pieces, as the provider produces them, within the deadline."""
         ...
 
 
@@ -74,7 +78,7 @@ class ExtractiveProvider:
         self.max_sentences = max_sentences
         self.context_tokens = context_tokens
 
-    def generate(self, request: LLMRequest) -> Delta:
+    def generate(self, request: LLMRequest, deadline: Deadline | None = None) -> Delta:
         """The stitched answer, or the no-context message when no sentence matches the question."""
         answer = extractive_answer(
             request.question,
@@ -88,8 +92,8 @@ class ExtractiveProvider:
             return Delta(render("no_context", collection=request.collection), refused=True)
         return Delta(answer)
 
-    def stream(self, request: LLMRequest) -> Iterator[Delta]:
-        """The same answer, a few words per delta."""
+    def stream(self, request: LLMRequest, deadline: Deadline | None = None) -> Iterator[Delta]:
+        """The same answer, a few words per delta (offline and quick: the deadline does not apply)."""
         whole = self.generate(request)
         words = whole.text.split(" ")
         for i in range(0, len(words), 4):
@@ -100,8 +104,38 @@ class ExtractiveProvider:
 # --- OpenAI-compatible -----------------------------------------------------------------------------
 
 
+ANSWER_BASE_BYTES = 64 * 1024
+ANSWER_BYTES_PER_TOKEN = 1024  # an SSE chunk per token is ~200-300 bytes of JSON; 4x headroom
+
+
+def answer_byte_budget(max_tokens: int) -> int:
+    """The most bytes read from a provider's answer to a request for `max_tokens` tokens."""
+    return ANSWER_BASE_BYTES + ANSWER_BYTES_PER_TOKEN * max(max_tokens, 1)
+
+
+def parse_usage(provider: str, usage: Any) -> TokenUsage | None:
+    """The token counts of an OpenAI `usage` object; ProviderError when it is present but malformed."""
+    if usage is None:
+        return None
+    if not isinstance(usage, dict):
+        raise ProviderError(provider, FailureKind.SERVER, "malformed usage in the answer")
+    counts = []
+    for name in ("prompt_tokens", "completion_tokens"):
+        value = usage.get(name, 0)
+        if value is None:
+            value = 0
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+            raise ProviderError(provider, FailureKind.SERVER, f"malformed usage in the answer ({name})")
+        counts.append(value)
+    return TokenUsage(counts[0], counts[1])
+
+
 class OpenAICompatibleProvider:
-    """Chat completions of any OpenAI-compatible server (OpenAI, Groq, OpenRouter, vLLM, Ollama /v1)."""
+    """Chat completions of any OpenAI-compatible server (OpenAI, Groq, OpenRouter, vLLM, Ollama /v1).
+
+    Every call reads the answer through `_call`: at most `answer_byte_budget(max_tokens)` bytes,
+    within the request's deadline (the socket is shut when it passes or the request is cancelled).
+    """
 
     def __init__(
         self,
@@ -113,10 +147,12 @@ class OpenAICompatibleProvider:
         api_key: Callable[[], str | None],
         connect_timeout_s: float,
         timeout_s: float,
+        max_connections: int = 32,
     ) -> None:
         self.name = name
         self.role = role
         self.base_url = base_url.rstrip("/")
+        self.max_connections = max_connections
         self.model = model
         self.context_tokens = context_tokens
         self._api_key = api_key
@@ -124,15 +160,25 @@ class OpenAICompatibleProvider:
         self._timeout_s = timeout_s
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
+        self._open = 0
+
+    @property
+    def open_calls(self) -> int:
+        """Provider responses being read now (each holds one pooled connection)."""
+        with self._lock:
+            return self._open
 
     def _http(self) -> httpx.Client:
         with self._lock:
             if self._client is None:
                 import httpx
 
+                # No keep-alive: each call opens its own connection, whose socket `_Connection` can
+                # shut when the client goes away or the deadline passes (a handshake per call is small
+                # next to an LLM's answer).
                 self._client = httpx.Client(
                     timeout=httpx.Timeout(self._timeout_s, connect=self._connect_timeout_s),
-                    limits=httpx.Limits(max_connections=32, max_keepalive_connections=8),
+                    limits=httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=0),
                     follow_redirects=False,
                 )
             return self._client
@@ -146,7 +192,8 @@ class OpenAICompatibleProvider:
             ) from None
 
     def _headers(self, key: str | None) -> dict[str, str]:
-        headers = {"Content-Type": "application/json"}
+        # identity: a compressed answer could expand past the byte budget inside one read
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
         if key:
             headers["Authorization"] = f"Bearer {key}"
         return headers
@@ -160,10 +207,32 @@ class OpenAICompatibleProvider:
             "stream": stream,
         }
 
-    def _error(self, error: Exception, key: str | None) -> ProviderError:
+    def _cut(self, deadline: Deadline | None) -> ProviderError | None:
+        """The error of a call that the request itself ended (cancelled, or its deadline passed)."""
+        if deadline is not None and deadline.cancelled:
+            return ProviderError(
+                self.name,
+                FailureKind.CONNECTION,
+                f"request cancelled ({deadline.reason})",
+                blames_provider=False,
+            )
+        if deadline is not None and deadline.expired():
+            return ProviderError(
+                self.name, FailureKind.TIMEOUT, "the request's deadline passed", blames_provider=False
+            )
+        return None
+
+    def _error(self, error: Exception, key: str | None, deadline: Deadline | None) -> ProviderError:
         import httpx
 
         secrets = [key] if key else []
+        cut = self._cut(deadline)
+        if cut is not None:
+            return cut
+        if isinstance(error, httpx.PoolTimeout):  # every connection of ours is busy: not the provider's fault
+            return ProviderError(
+                self.name, FailureKind.TIMEOUT, "no free connection to the provider", blames_provider=False
+            )
         if isinstance(error, httpx.TimeoutException):
             return ProviderError(
                 self.name, FailureKind.TIMEOUT, f"{type(error).__name__} after {self._timeout_s}s"
@@ -209,60 +278,85 @@ class OpenAICompatibleProvider:
             return False
         return response.status_code == 200
 
-    def generate(self, request: LLMRequest) -> Delta:
-        """POST /chat/completions without streaming."""
-        key = self._key()
-        try:
-            response = self._http().post(
-                f"{self.base_url}/chat/completions",
-                json=self._body(request, False),
-                headers=self._headers(key),
-            )
-        except Exception as error:
-            raise self._error(error, key) from None
-        if response.status_code != 200:
-            raise self._status_error(response, response.text, key)
-        try:
-            data = response.json()
-            text = data["choices"][0]["message"].get("content") or ""
-        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
-            raise ProviderError(self.name, FailureKind.SERVER, "malformed completion response") from None
-        usage = data.get("usage") or {}
-        reported = (
-            TokenUsage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
-            if usage
-            else None
-        )
-        return Delta(str(text), usage=reported)
+    @contextmanager
+    def _call(
+        self, request: LLMRequest, stream: bool, key: str | None, deadline: Deadline | None
+    ) -> Iterator[Iterator[bytes]]:
+        """POST /chat/completions; yields the answer's bytes, bounded by the budget and the deadline."""
+        import httpx
 
-    def stream(self, request: LLMRequest) -> Iterator[Delta]:
-        """POST /chat/completions with stream: true; parses the server's SSE chunks."""
-        key = self._key()
-        client = self._http()
+        if deadline is not None and deadline.done:
+            raise self._error(TimeoutError(), key, deadline)
+        remaining = deadline.remaining() if deadline is not None else self._timeout_s
+        timeout = httpx.Timeout(
+            min(self._timeout_s, remaining), connect=min(self._connect_timeout_s, remaining)
+        )
+        budget = answer_byte_budget(request.max_tokens)
+        connection = _Connection()
+        with self._lock:
+            self._open += 1
         try:
-            with client.stream(
-                "POST",
-                f"{self.base_url}/chat/completions",
-                json=self._body(request, True),
-                headers=self._headers(key),
-            ) as response:
+            with (
+                deadline.guard(connection.shut) if deadline is not None else nullcontext(),
+                self._http().stream(
+                    "POST",
+                    f"{self.base_url}/chat/completions",
+                    json=self._body(request, stream),
+                    headers=self._headers(key),
+                    timeout=timeout,
+                    extensions={"trace": connection.trace},
+                ) as response,
+            ):
                 if response.status_code != 200:
-                    body = response.read().decode("utf-8", "replace")
-                    raise self._status_error(response, body, key)
-                done = False
-                for data in _sse_data(response.iter_lines()):
-                    if data == "[DONE]":
-                        done = True
-                        break
-                    delta = self._chunk_delta(data, key)
-                    if delta is not None:
-                        yield delta
-                if not done:
-                    raise ProviderError(self.name, FailureKind.CONNECTION, "stream ended before [DONE]")
+                    body = b"".join(_bounded(response.iter_raw(), 64 * 1024, None))
+                    raise self._status_error(response, body.decode("utf-8", "replace"), key)
+                encoding = response.headers.get("content-encoding", "identity").strip().lower()
+                if encoding not in ("", "identity"):
+                    raise ProviderError(
+                        self.name, FailureKind.SERVER, f"answer sent with content-encoding {encoding}"
+                    )
+                yield _bounded(response.iter_raw(), budget, self.name)
         except ProviderError:
             raise
         except Exception as error:
-            raise self._error(error, key) from None
+            raise self._error(error, key, deadline) from None
+        finally:
+            with self._lock:
+                self._open -= 1
+
+    def generate(self, request: LLMRequest, deadline: Deadline | None = None) -> Delta:
+        """POST /chat/completions without streaming."""
+        key = self._key()
+        with self._call(request, False, key, deadline) as body:
+            raw = b"".join(body)
+        try:
+            data = json.loads(raw)
+            text = data["choices"][0]["message"].get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            cut = self._cut(deadline)  # a body cut short by the deadline is not malformed
+            raise cut or ProviderError(
+                self.name, FailureKind.SERVER, "malformed completion response"
+            ) from None
+        return Delta(str(text), usage=parse_usage(self.name, data.get("usage") or None))
+
+    def stream(self, request: LLMRequest, deadline: Deadline | None = None) -> Iterator[Delta]:
+        """POST /chat/completions with stream: true; parses the server's SSE chunks."""
+        key = self._key()
+        with self._call(request, True, key, deadline) as body:
+            done = False
+            for data in _sse_data(_lines(body)):
+                if data == "[DONE]":
+                    done = True
+                    break
+                try:
+                    delta = self._chunk_delta(data, key)
+                except ProviderError as error:  # a chunk cut short by the deadline is not malformed
+                    raise self._cut(deadline) or error from None
+                if delta is not None:
+                    yield delta
+            if not done:
+                cut = self._cut(deadline)
+                raise cut or ProviderError(self.name, FailureKind.CONNECTION, "stream ended before [DONE]")
 
     def _chunk_delta(self, data: str, key: str | None) -> Delta | None:
         try:
@@ -276,18 +370,100 @@ class OpenAICompatibleProvider:
             message = str(err.get("message", err) if isinstance(err, dict) else err)
             kind = FailureKind.CONTEXT_LENGTH if looks_like_context_length(message) else FailureKind.SERVER
             raise ProviderError(self.name, kind, redact(message[:300], [key] if key else []))
-        usage = chunk.get("usage")
-        reported = (
-            TokenUsage(int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)))
-            if isinstance(usage, dict)
-            else None
-        )
+        reported = parse_usage(self.name, chunk.get("usage"))
         text = ""
-        for choice in chunk.get("choices") or []:
-            text += str((choice.get("delta") or {}).get("content") or "")
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise ProviderError(self.name, FailureKind.SERVER, "malformed stream chunk (choices)")
+        for choice in choices:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            content = delta.get("content") if isinstance(delta, dict) else None
+            text += str(content or "")
         if not text and reported is None:
             return None
         return Delta(text, usage=reported)
+
+
+class _Connection:
+    """The socket of one provider call, learnt from httpcore's trace; `shut` may come from any thread.
+
+    Shutting the socket wakes the thread blocked reading it (connecting, waiting for headers, or
+    reading a trickle) with an error, and that thread then closes the response. Each call has its own
+    connection (no keep-alive, see `_http`), so shutting it never touches another request's.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._socket: Any = None
+        self._shut = False
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpcore's trace hook: keep the network stream of the connection this call opened."""
+        if event not in ("connection.connect_tcp.complete", "connection.start_tls.complete"):
+            return
+        stream = info.get("return_value")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        with self._lock:
+            self._socket = sock
+            shut = self._shut
+        if shut:
+            self._shutdown(sock)
+
+    def shut(self) -> None:
+        """Shut the socket now (or as soon as it is connected)."""
+        with self._lock:
+            self._shut = True
+            sock = self._socket
+        self._shutdown(sock)
+
+    @staticmethod
+    def _shutdown(sock: Any) -> None:
+        import socket
+
+        if sock is not None:
+            with suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def _bounded(chunks: Iterable[bytes], budget: int, provider: str | None) -> Iterator[bytes]:
+    """The chunks while their total stays within `budget`; past it, ProviderError (or a stop, unnamed)."""
+    total = 0
+    for chunk in chunks:
+        total += len(chunk)
+        if total > budget:
+            if provider is None:
+                yield chunk[: budget - (total - len(chunk))]
+                return
+            raise ProviderError(provider, FailureKind.SERVER, f"answer larger than {budget} bytes")
+        yield chunk
+
+
+def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
+    """Lines of a byte stream (\\n, \\r\\n or \\r), decoded as UTF-8; linear in the stream's length."""
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    parts: list[str] = []  # the unfinished line, in pieces (a trickle must not make this quadratic)
+    held_cr = False
+    for chunk in chunks:
+        text = decoder.decode(chunk)
+        if held_cr:
+            text = "\r" + text
+            held_cr = False
+        if text.endswith("\r"):  # maybe the first half of \r\n: wait for the next chunk
+            text, held_cr = text[:-1], True
+        pieces = _NEWLINE.split(text)
+        if len(pieces) == 1:
+            parts.append(text)
+            continue
+        parts.append(pieces[0])
+        yield "".join(parts)
+        yield from pieces[1:-1]
+        parts = [pieces[-1]]
+    tail = "".join(parts) + decoder.decode(b"", final=True)
+    if held_cr or tail:
+        yield tail
+
+
+_NEWLINE = re.compile(r"\r\n|\n|\r")
 
 
 def _sse_data(lines: Iterable[str]) -> Iterator[str]:
@@ -366,11 +542,14 @@ def parse_converse_stream(provider: str, events: Iterable[dict[str, Any]]) -> It
             if text:
                 yield Delta(str(text))
         elif "metadata" in event:
-            usage = event["metadata"].get("usage") or {}
-            if usage:
-                yield Delta(
-                    "", usage=TokenUsage(int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0)))
-                )
+            usage = event["metadata"].get("usage") or None
+            if isinstance(usage, dict):
+                usage = {
+                    "prompt_tokens": usage.get("inputTokens", 0),
+                    "completion_tokens": usage.get("outputTokens", 0),
+                }
+            if usage is not None:
+                yield Delta("", usage=parse_usage(provider, usage))
 
 
 class BedrockProvider:
@@ -414,27 +593,37 @@ class BedrockProvider:
             return ProviderError(self.name, FailureKind.CONNECTION, type(error).__name__)
         return ProviderError(self.name, FailureKind.SERVER, redact(f"{type(error).__name__}: {error}")[:300])
 
-    def generate(self, request: LLMRequest) -> Delta:
-        """One Converse call."""
+    def generate(self, request: LLMRequest, deadline: Deadline | None = None) -> Delta:
+        """One Converse call (boto3's read timeout bounds it; the deadline is checked before)."""
+        if deadline is not None and deadline.done:
+            raise ProviderError(self.name, FailureKind.TIMEOUT, "the request's deadline passed")
         try:
             response = self._client().converse(**self._params(request))
         except Exception as error:
             raise self._error(error) from None
         blocks = response.get("output", {}).get("message", {}).get("content", [])
         text = "".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict))
-        usage = response.get("usage") or {}
-        return Delta(
-            text,
-            usage=TokenUsage(int(usage.get("inputTokens", 0)), int(usage.get("outputTokens", 0)))
-            if usage
-            else None,
-        )
+        usage = response.get("usage") or None
+        if isinstance(usage, dict):
+            usage = {
+                "prompt_tokens": usage.get("inputTokens", 0),
+                "completion_tokens": usage.get("outputTokens", 0),
+            }
+        return Delta(text, usage=parse_usage(self.name, usage))
 
-    def stream(self, request: LLMRequest) -> Iterator[Delta]:
-        """One ConverseStream call, parsed by `parse_converse_stream`."""
+    def stream(self, request: LLMRequest, deadline: Deadline | None = None) -> Iterator[Delta]:
+        """One ConverseStream call, parsed by `parse_converse_stream`; closed at the deadline or a cancel."""
+        if deadline is not None and deadline.done:
+            raise ProviderError(self.name, FailureKind.TIMEOUT, "the request's deadline passed")
         try:
             response = self._client().converse_stream(**self._params(request))
-            yield from parse_converse_stream(self.name, response["stream"])
+            events = response["stream"]
+            close = getattr(events, "close", None)
+            with deadline.guard(close) if deadline is not None and callable(close) else nullcontext():
+                for delta in parse_converse_stream(self.name, events):
+                    if deadline is not None and deadline.done:
+                        raise ProviderError(self.name, FailureKind.TIMEOUT, "the request's deadline passed")
+                    yield delta
         except ProviderError:
             raise
         except Exception as error:

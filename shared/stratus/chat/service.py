@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from stratus.chat import conversation
 from stratus.chat.citations import CitationFilter, citations_for, clean_answer
-from stratus.chat.errors import MidStreamError, NoProviderError, ProviderError
+from stratus.chat.deadline import Deadline
+from stratus.chat.errors import MidStreamError, NoProviderError, ProviderError, RequestCancelled
 from stratus.chat.models import ChatRequest, ChatResponse, ChatUsage, Fallback
 from stratus.chat.prompts import LLMRequest, build_answer_request, build_rewrite_request, render
 from stratus.chat.router import RouteOutcome, Router
@@ -111,6 +112,38 @@ def build_providers(settings: Settings, counter: TokenCounter) -> list[Provider]
     return providers
 
 
+class StreamSlots:
+    """Concurrent streamed answers per API key, capped (thread-safe)."""
+
+    def __init__(self, per_key: int) -> None:
+        self.per_key = per_key
+        self._lock = threading.Lock()
+        self._held: dict[str, int] = {}
+
+    def acquire(self, key_id: str) -> bool:
+        """Take a slot for `key_id`; False when the key already holds `per_key` streams."""
+        with self._lock:
+            held = self._held.get(key_id, 0)
+            if held >= self.per_key:
+                return False
+            self._held[key_id] = held + 1
+            return True
+
+    def release(self, key_id: str) -> None:
+        """Give a slot back."""
+        with self._lock:
+            held = self._held.get(key_id, 0) - 1
+            if held > 0:
+                self._held[key_id] = held
+            else:
+                self._held.pop(key_id, None)
+
+    def total(self) -> int:
+        """Slots held now, all keys."""
+        with self._lock:
+            return sum(self._held.values())
+
+
 @dataclass
 class Prepared:
     """A request after query rewriting and retrieval, before generation."""
@@ -124,6 +157,7 @@ class Prepared:
     hits: list[SearchHit]
     degraded: list[str]
     started: float
+    deadline: Deadline
     timings: dict[str, float] = field(default_factory=dict)
     fallbacks: list[Fallback] = field(default_factory=list)
     skip: dict[str, str] = field(default_factory=dict)
@@ -151,20 +185,34 @@ class ChatService:
         self.router = Router(
             settings, providers if providers is not None else build_providers(settings, counter), clock
         )
+        self.streams = StreamSlots(settings.chat_streams_per_key)
 
     # -- before generation -----------------------------------------------------------------
 
-    def prepare(self, request: ChatRequest, collection: str) -> Prepared:
-        """Rewrite a follow-up, retrieve.
+    def deadline(self, scope: Mapping[str, Any] | None = None) -> Deadline:
+        """A new request's deadline: the settings' bound, or the Lambda invocation's remaining time."""
+        return Deadline.for_request(
+            self.settings.chat_deadline_s, self.settings.chat_deadline_margin_s, scope
+        )
+
+    def counters(self) -> dict[str, int]:
+        """In-flight provider calls, probes, provider responses and streams (all 0 when idle)."""
+        return {**self.router.counters(), "streams": self.streams.total()}
+
+    def prepare(self, request: ChatRequest, collection: str, deadline: Deadline | None = None) -> Prepared:
+        """Rewrite a follow-up, retrieve; `deadline` (default: the settings' bound) covers the whole request.
 
         Raises CollectionNotFoundError, FilterError and ProviderNotAllowedError before any generation.
         """
         started = time.perf_counter()
+        deadline = deadline if deadline is not None else self.deadline()
         self.router.chain(request.provider)  # a provider the mode does not allow fails before any work
         question, history = conversation.split_conversation(
             request.messages, self.settings.chat_history_messages
         )
-        prepared = Prepared(request, collection, question, history, question, "none", [], [], started)
+        prepared = Prepared(
+            request, collection, question, history, question, "none", [], [], started, deadline
+        )
         if conversation.previous_user_turn(history) is not None:
             t0 = time.perf_counter()
             self._rewrite(prepared)
@@ -190,12 +238,17 @@ class ChatService:
                 text = "".join(
                     d.text
                     for d in self.router.run(
-                        lambda _: rewrite, outcome, stream=False, only=only, llm_only=True
+                        lambda _: rewrite,
+                        outcome,
+                        stream=False,
+                        only=only,
+                        llm_only=True,
+                        deadline=prepared.deadline,
                     )
                 )
                 prepared.query = conversation.clean_rewrite(text, prepared.question)
                 prepared.query_rewrite = "llm"
-            except (ProviderError, NoProviderError) as error:
+            except (ProviderError, NoProviderError, RequestCancelled) as error:
                 logger.warning(
                     "query rewrite failed; using keywords", extra={"error_type": type(error).__name__}
                 )
@@ -248,6 +301,7 @@ class ChatService:
                     stream=False,
                     only=prepared.request.provider,
                     skip=prepared.skip,
+                    deadline=prepared.deadline,
                 )
             )
         except (ProviderError, NoProviderError):
@@ -259,7 +313,7 @@ class ChatService:
         answer, citations = clean_answer(text, outcome.request.chunks)
         return self._finish(prepared, outcome, answer, citations)
 
-    def events(self, prepared: Prepared) -> Iterator[tuple[str, dict[str, Any]]]:
+    def events(self, prepared: Prepared) -> Generator[tuple[str, dict[str, Any]], None, None]:
         """Server-sent events: retrieval, delta…, citations, done — or error (no fallback after a token)."""
         yield "retrieval", self._retrieval_event(prepared)
         if prepared.refuse and self.settings.chat_refuse_without_context:
@@ -272,14 +326,16 @@ class ChatService:
         t0 = time.perf_counter()
         marker_filter: CitationFilter | None = None
         parts: list[str] = []
+        routed = self.router.run(
+            partial(self._build, prepared),
+            outcome,
+            stream=True,
+            only=prepared.request.provider,
+            skip=prepared.skip,
+            deadline=prepared.deadline,
+        )
         try:
-            for delta in self.router.run(
-                partial(self._build, prepared),
-                outcome,
-                stream=True,
-                only=prepared.request.provider,
-                skip=prepared.skip,
-            ):
+            for delta in routed:
                 if marker_filter is None:
                     assert outcome.request is not None
                     marker_filter = CitationFilter({c.n for c in outcome.request.chunks})
@@ -293,6 +349,8 @@ class ChatService:
                 if tail:
                     parts.append(tail)
                     yield "delta", {"text": tail}
+        except RequestCancelled:
+            return  # nobody is listening
         except MidStreamError as error:
             emit_metric(MetricName.CHAT_ERRORS, 1)
             yield "error", _error_event(error.error, outcome, partial_answer=True)
@@ -301,6 +359,8 @@ class ChatService:
             emit_metric(MetricName.CHAT_ERRORS, 1)
             yield "error", _error_event(error, outcome, partial_answer=False)
             return
+        finally:
+            routed.close()  # closed here, not by the garbage collector: the probe and connection go now
         prepared.timings["generate_ms"] = _ms(t0)
         assert outcome.request is not None
         chunks = outcome.request.chunks
@@ -322,6 +382,9 @@ class ChatService:
                     "title": h.title,
                     "section": h.section,
                     "page": h.page,
+                    "sheet": h.sheet,
+                    "row_start": h.row_start,
+                    "row_end": h.row_end,
                     "score": h.score,
                 }
                 for h in prepared.hits

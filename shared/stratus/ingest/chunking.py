@@ -206,6 +206,9 @@ def chunk_document(
                         text=text,
                         section=label,
                         page=section.page,
+                        sheet=section.sheet,
+                        row_start=section.row_start,
+                        row_end=section.row_end,
                         token_count=count,
                     )
                 )

@@ -21,9 +21,10 @@ import unicodedata
 from array import array
 from collections.abc import Callable
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from stratus.errors import PermanentError
+from stratus.ingest import formats
 from stratus.models import ParsedDocument, Section
 
 if TYPE_CHECKING:
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-Format = Literal["markdown", "text", "html", "pdf"]
+Format = Literal["markdown", "text", "html", "pdf"] | formats.ExtraFormat
 
 _EXTENSIONS: dict[str, Format] = {
     ".md": "markdown",
@@ -42,8 +43,10 @@ _EXTENSIONS: dict[str, Format] = {
     ".htm": "html",
     ".xhtml": "html",
     ".pdf": "pdf",
+    **formats.EXTENSIONS,
 }
 _CONTENT_TYPES: dict[str, Format] = {
+    **formats.CONTENT_TYPES,
     "text/markdown": "markdown",
     "text/x-markdown": "markdown",
     "text/plain": "text",
@@ -155,6 +158,9 @@ def _binary_kind(data: bytes) -> str | None:
 def detect_format(data: bytes, filename: str, content_type: str | None = None) -> Format:
     """Pick the parser: extension first, then content type, then sniffing the bytes."""
     suffix = PurePosixPath(filename.replace("\\", "/")).suffix.lower()
+    by_content = formats.sniff(data)
+    if by_content is not None:
+        return by_content
     if suffix in _EXTENSIONS:
         return _EXTENSIONS[suffix]
     binary = _binary_kind(data)
@@ -210,6 +216,10 @@ def register_parser(fmt: Format) -> Callable[[Parser], Parser]:
     return register
 
 
+for _format, _parser in formats.PARSERS.items():  # Office, tables, e-books, e-mail, images
+    register_parser(cast("Format", _format))(_parser)
+
+
 def parse_document(data: bytes, filename: str, content_type: str | None = None) -> ParsedDocument:
     """Parse document bytes into a title and text sections; PermanentError when it cannot be used."""
     fmt = detect_format(data, filename, content_type)
@@ -223,7 +233,7 @@ def parse_document(data: bytes, filename: str, content_type: str | None = None) 
     sections = [s for s in parsed.sections if s.text.strip()]
     if not sections:
         raise PermanentError("document has no extractable text")
-    return ParsedDocument(title=parsed.title or _stem(filename), sections=sections)
+    return ParsedDocument(title=parsed.title or _stem(filename), sections=sections, metadata=parsed.metadata)
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -252,8 +262,10 @@ def bound_document(parsed: ParsedDocument, *, max_title_chars: int, max_section_
             path.append(capped)
             used += len(capped) + (len(SECTION_JOIN) if len(path) > 1 else 0)
         text = "\n".join(overflow) + "\n\n" + section.text if overflow and section.text else section.text
-        sections.append(Section(heading_path=path, text=text, page=section.page))
-    return ParsedDocument(title=_truncate(parsed.title, max_title_chars), sections=sections)
+        sections.append(section.model_copy(update={"heading_path": path, "text": text}))
+    return ParsedDocument(
+        title=_truncate(parsed.title, max_title_chars), sections=sections, metadata=parsed.metadata
+    )
 
 
 SECTION_JOIN = " > "
@@ -708,6 +720,7 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
 
     sections: list[Section] = []
     failures: list[str] = []
+    untexted: list[tuple[int, Any]] = []
     for number, page in enumerate(pages, start=1):
         try:
             raw = page.extract_text() or ""
@@ -717,6 +730,13 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
         text = normalize_text(raw)
         if text:
             sections.append(Section(text=text, page=number))
+        else:
+            untexted.append((number, page))
+    from stratus.ingest.formats.images import ocr_pdf_pages
+    from stratus.ingest.formats.safety import current_limits
+
+    scanned, ocr_meta = ocr_pdf_pages(untexted, current_limits())
+    sections = sorted(sections + scanned, key=lambda s: s.page or 0)
     if failures:
         logger.warning("PDF %s: %d page(s) could not be read: %s", filename, len(failures), failures[:3])
     if not sections and failures and len(failures) == len(pages):
@@ -731,7 +751,7 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
             title = normalize_text(str(meta.title)).replace("\n", " ")
     except Exception:  # broken metadata is not worth failing a readable document
         logger.debug("PDF %s: unreadable metadata", filename)
-    return ParsedDocument(title=title or _stem(filename), sections=sections)
+    return ParsedDocument(title=title or _stem(filename), sections=sections, metadata=ocr_meta)
 
 
 # ---------------------------------------------------------------------------------------

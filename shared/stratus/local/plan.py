@@ -19,6 +19,7 @@ class QueuePlan:
     visibility_timeout_s: int
     dead_letter_queue: str | None = None
     max_receive_count: int | None = None
+    fifo: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ def read_plan(template_path: Path, bucket: str) -> StackPlan:
                 visibility_timeout_s=int(props.get("VisibilityTimeout", 30)),
                 dead_letter_queue=_logical_of(redrive["deadLetterTargetArn"]) if redrive else None,
                 max_receive_count=int(redrive["maxReceiveCount"]) if redrive else None,
+                fifo=props.get("FifoQueue") is True,
             )
         elif kind == "AWS::DynamoDB::Table":
             plan.tables[logical_id] = TablePlan(logical_id, props["KeySchema"], props["AttributeDefinitions"])

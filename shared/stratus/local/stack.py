@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import math
 import os
@@ -15,19 +16,30 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stratus.local.plan import EventSourcePlan, FunctionPlan, StackPlan, read_plan
+from stratus.stores.aws import Credentials, use_credentials
+
+if TYPE_CHECKING:
+    from stratus.local.iam import FunctionRole
 
 log = logging.getLogger("stratus.local")
 
 Handler = Callable[[dict[str, Any], Any], Any]
 REGION = "us-east-1"
-# The emulator accepts any credentials; these are not secrets.
+# Keys for the emulator before IAM is enforced (moto accepts any then); not secrets.
 EMULATOR_KEY = "testing"
 ACCOUNT = "123456789012"
 # "thread": moto in this process (simple, shares the GIL); "process": a child process with its own.
 EMULATOR_MODES = ("thread", "process")
+# The principal that creates the stack's resources (and that the CLI and tests use): allowed all.
+ADMIN_USER = "stratus-local-admin"
+ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+# What the calls-vs-grants report attributes calls made with the admin's keys to.
+ADMIN_PRINCIPAL = "(stack setup and tests)"
+# Every stack's recorded calls and roles once it stops: what tests/plugins/iam_report.py reports.
+CALL_LOG: list[tuple[dict[str, FunctionRole], list[tuple[str, str, str, str, bool, int]]]] = []
 
 
 def emulator_credentials() -> dict[str, str]:
@@ -132,8 +144,12 @@ class QueuePoller(threading.Thread):
         return self.stack.stopping.is_set()
 
     def run(self) -> None:
-        """Poll until `stopped()`."""
-        sqs = self.stack.client("sqs")
+        """Poll until `stopped()`, as the function's role (Lambda's event source polls with it too)."""
+        with use_credentials(self.stack.credentials.get(self.function.logical_id)):
+            self._poll()
+
+    def _poll(self) -> None:
+        sqs = self.stack.client("sqs", self.function.logical_id)
         while not self.stopped():
             try:
                 messages = self._receive(sqs)
@@ -211,6 +227,7 @@ class LocalStack:
         lancedb_uri: str | None = None,
         extra_environment: dict[str, str] | None = None,
         emulator: str = "thread",
+        enforce_iam: bool = True,
     ) -> None:
         if emulator not in EMULATOR_MODES:
             raise ValueError(f"emulator must be one of {EMULATOR_MODES}, not {emulator!r}")
@@ -234,6 +251,12 @@ class LocalStack:
         self._api_server: Any = None
         self._api_thread: threading.Thread | None = None
         self.api_url = ""
+        # IAM: each function's role (expanded from the template) and its assumed-role session.
+        self.enforce_iam = enforce_iam
+        self.roles: dict[str, FunctionRole] = {}
+        self.credentials: dict[str, Credentials] = {}
+        self.admin: Credentials | None = None
+        self.calls: list[tuple[str, str, str, str, bool, int]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -255,10 +278,16 @@ class LocalStack:
             host, port = self._server.get_host_and_port()
             self.endpoint_url = f"http://{host}:{port}"
         # moto keeps its state per process, not per server: start from an empty emulator.
+        self._set_auth(enforced=False)
         httpx.post(f"{self.endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
+        if self.enforce_iam:
+            self.admin = self._create_admin()
         self._export_credentials()
         self._create_resources()
         self._export_environment()
+        if self.enforce_iam:
+            self._create_roles()
+            self._set_auth(enforced=True)
         if run_functions:
             self.start_functions()
         return self
@@ -290,8 +319,15 @@ class LocalStack:
         threading.Thread(target=tick, name="sources-tick", daemon=True).start()
 
     def handler(self, logical_id: str) -> Handler:
-        """The handler of a template function, imported from the repository."""
-        return load_handler(self.repo_root, self.plan.functions[logical_id].handler)
+        """A template function's handler, imported from the repository; it runs as the function's role."""
+        handler = load_handler(self.repo_root, self.plan.functions[logical_id].handler)
+        credentials = self.credentials.get(logical_id)
+
+        def as_function(event: dict[str, Any], context: Any) -> Any:
+            with use_credentials(credentials):
+                return handler(event, context)
+
+        return as_function
 
     def context(self, logical_id: str) -> LambdaContext:
         """A Lambda context for invoking a template function by hand."""
@@ -307,7 +343,14 @@ class LocalStack:
         port = port or free_port(host)
         config = uvicorn.Config(create_app(), host=host, port=port, log_level="warning", lifespan="off")
         self._api_server = uvicorn.Server(config)
-        self._api_thread = threading.Thread(target=self._api_server.run, name="api", daemon=True)
+        server, credentials = self._api_server, self.credentials.get("ApiFunction")
+
+        def run_as_api_function() -> None:
+            # asyncio and the request threadpool copy this thread's context: every request runs as the role.
+            with use_credentials(credentials):
+                server.run()
+
+        self._api_thread = threading.Thread(target=run_as_api_function, name="api", daemon=True)
         self._api_thread.start()
         deadline = time.monotonic() + 30
         while not self._api_server.started:
@@ -326,6 +369,13 @@ class LocalStack:
                 self._api_thread.join(timeout=10)
         for poller in self.pollers:
             poller.join(timeout=self.poll_wait_s + 30)
+        if self.enforce_iam and self.endpoint_url and (self._server is not None or self._process is not None):
+            try:
+                self.collect_calls()
+                CALL_LOG.append((dict(self.roles), list(self.calls)))
+                self._set_auth(enforced=False)
+            except Exception:
+                log.exception("could not read the emulator's IAM record")
         if self._server is not None:
             self._server.stop()
         if self._process is not None:
@@ -375,22 +425,174 @@ class LocalStack:
 
     # -- resources ---------------------------------------------------------------------
 
-    def client(self, service: str) -> Any:
-        """A boto3 client for the emulator."""
+    def client(self, service: str, function: str | None = None) -> Any:
+        """A boto3 client for the emulator: as the admin principal, or as `function`'s role."""
         import boto3
 
+        credentials = self.credentials[function] if function is not None else self.admin
         return boto3.client(
             service,  # type: ignore[call-overload]
             endpoint_url=self.endpoint_url,
             region_name=REGION,
-            aws_access_key_id=EMULATOR_KEY,
-            aws_secret_access_key=EMULATOR_KEY,
+            aws_access_key_id=credentials.access_key_id if credentials else EMULATOR_KEY,
+            aws_secret_access_key=credentials.secret_access_key if credentials else EMULATOR_KEY,
+            aws_session_token=credentials.session_token if credentials else None,
         )
 
     def _export_credentials(self) -> None:
         os.environ.update(emulator_credentials())
+        if self.admin is not None:
+            # The CLI and the tests in this process call the emulator as the admin principal.
+            os.environ["AWS_ACCESS_KEY_ID"] = self.admin.access_key_id
+            os.environ["AWS_SECRET_ACCESS_KEY"] = self.admin.secret_access_key
         for name in REAL_ACCOUNT_VARIABLES:
             os.environ.pop(name, None)
+        import boto3
+
+        # boto3's default session keeps the keys it first read: let the next client read these.
+        boto3.DEFAULT_SESSION = None
+
+    # -- IAM ---------------------------------------------------------------------------
+
+    def _set_auth(self, enforced: bool) -> None:
+        """Turn moto's authentication and authorisation on (every later request) or off."""
+        import httpx
+
+        value = "0" if enforced else "inf"
+        response = httpx.post(f"{self.endpoint_url}/moto-api/reset-auth", content=value, timeout=10)
+        response.raise_for_status()
+
+    def _create_admin(self) -> Credentials:
+        iam = self.client("iam")
+        iam.create_user(UserName=ADMIN_USER)
+        iam.put_user_policy(UserName=ADMIN_USER, PolicyName="admin", PolicyDocument=json.dumps(ADMIN_POLICY))
+        key = iam.create_access_key(UserName=ADMIN_USER)["AccessKey"]
+        return Credentials(key["AccessKeyId"], key["SecretAccessKey"], None, ADMIN_PRINCIPAL)
+
+    def local_names(self) -> Any:
+        """What the template's !Ref and !GetAtt resolve to on this stack."""
+        from stratus.local.iam import PARTITION, LocalNames
+
+        refs: dict[str, str] = {
+            "AWS::Region": REGION,
+            "AWS::AccountId": ACCOUNT,
+            "AWS::StackName": "stratus",
+            "AWS::Partition": PARTITION,
+            "AWS::URLSuffix": "amazonaws.com",
+        }
+        refs.update({k: str(v) for k, v in self.plan.parameters.items() if v is not None})
+        refs.update({k: v for k, v in self.environment.items() if k in self.plan.parameters})
+        refs.update(self.queue_urls)
+        refs.update(self.table_names)
+        refs["DocumentBucket"] = self.plan.bucket
+        # No API Gateway stage runs locally: its usage plan is whichever one a test or the CLI makes.
+        refs["StratusApiUsagePlan"] = "*"
+        attributes: dict[tuple[str, str], str] = {}
+        for logical_id, arn in self.queue_arns.items():
+            attributes[(logical_id, "Arn")] = arn
+            attributes[(logical_id, "QueueName")] = arn.rsplit(":", 1)[-1]
+            attributes[(logical_id, "QueueUrl")] = self.queue_urls[logical_id]
+        for logical_id, name in self.table_names.items():
+            attributes[(logical_id, "Arn")] = f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/{name}"
+        attributes[("DocumentBucket", "Arn")] = f"arn:aws:s3:::{self.plan.bucket}"
+        return LocalNames(refs, attributes, dict(self.plan.conditions))
+
+    def _create_roles(self) -> None:
+        """A role per function with the template's expanded policies, and an assumed-role session of each."""
+        from dataclasses import asdict
+
+        from stratus.local.iam import function_roles, managed_policy_document
+
+        assert self.admin is not None
+        self.roles = function_roles(self.repo_root / "template.yaml", self.local_names())
+        iam, sts = self.client("iam"), self.client("sts")
+        admin_arn = f"arn:aws:iam::{ACCOUNT}:user/{ADMIN_USER}"
+        # Lambda's service principal cannot call the emulator: the local trust policy names the admin.
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Principal": {"AWS": admin_arn}, "Action": "sts:AssumeRole"}],
+        }
+        by_key: dict[str, FunctionRole] = {}
+        for function, role in self.roles.items():
+            for arn in role.managed_policy_arns:
+                document = managed_policy_document(arn)
+                if document is not None:
+                    role.policies[f"managed:{arn.rsplit('/', 1)[-1]}"] = document
+            name = f"stratus-{function}"[:64]
+            arn = iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"]["Arn"]
+            for policy_name, document in role.policies.items():
+                iam.put_role_policy(
+                    RoleName=name,
+                    PolicyName=policy_name.replace(":", "-"),
+                    # (SAM's policy templates carry no Version; moto requires one, AWS defaults it.)
+                    PolicyDocument=json.dumps({"Version": "2012-10-17", **document}),
+                )
+            session = sts.assume_role(RoleArn=arn, RoleSessionName=function)["Credentials"]
+            credentials = Credentials(
+                session["AccessKeyId"], session["SecretAccessKey"], session["SessionToken"], function
+            )
+            self.credentials[function] = credentials
+            by_key[credentials.access_key_id] = role
+        if self.emulator == "process":
+            import httpx
+
+            from stratus.local.emulator import CALLS_PATH
+
+            payload = {key: asdict(role) for key, role in by_key.items()}
+            httpx.post(f"{self.endpoint_url}{CALLS_PATH}", json=payload, timeout=10).raise_for_status()
+        else:
+            from stratus.local import emulator
+
+            emulator.ROLES.clear()
+            emulator.ROLES.update(by_key)
+
+    def set_role(self, function: str, role: FunctionRole) -> None:
+        """Replace `function`'s role policies in the emulator (tests remove grants this way)."""
+        from dataclasses import asdict
+
+        iam = self.client("iam")
+        name = f"stratus-{function}"[:64]
+        for policy_name in iam.list_role_policies(RoleName=name)["PolicyNames"]:
+            iam.delete_role_policy(RoleName=name, PolicyName=policy_name)
+        for policy_name, document in role.policies.items():
+            iam.put_role_policy(
+                RoleName=name,
+                PolicyName=policy_name.replace(":", "-"),
+                PolicyDocument=json.dumps({"Version": "2012-10-17", **document}),
+            )
+        self.roles[function] = role
+        key = self.credentials[function].access_key_id
+        if self.emulator == "process":
+            import httpx
+
+            from stratus.local.emulator import CALLS_PATH
+
+            payload = {c.access_key_id: asdict(self.roles[f]) for f, c in self.credentials.items()}
+            httpx.post(f"{self.endpoint_url}{CALLS_PATH}", json=payload, timeout=10).raise_for_status()
+        else:
+            from stratus.local import emulator
+
+            emulator.ROLES[key] = role
+
+    def collect_calls(self) -> list[tuple[str, str, str, str, bool, int]]:
+        """Add the requests the emulator authorised since the last collect to `calls`, by principal."""
+        if self.emulator == "process":
+            import httpx
+
+            from stratus.local.emulator import CALLS_PATH
+
+            taken = httpx.get(f"{self.endpoint_url}{CALLS_PATH}", timeout=10).json()
+        else:
+            from stratus.local.emulator import take_calls
+
+            taken = take_calls()
+        principals = {c.access_key_id: c.principal for c in self.credentials.values()}
+        if self.admin is not None:
+            principals[self.admin.access_key_id] = ADMIN_PRINCIPAL
+        for key, action, resource, context, allowed, count in taken:
+            principal = principals.get(key, key or "(anonymous)")
+            self.calls.append((principal, action, resource, context, bool(allowed), int(count)))
+        return self.calls
 
     def _create_resources(self) -> None:
         sqs, s3, ddb = self.client("sqs"), self.client("s3"), self.client("dynamodb")
@@ -401,15 +603,18 @@ class LocalStack:
             if self.visibility_timeout_s is not None:
                 attributes["VisibilityTimeout"] = str(self.visibility_timeout_s)
             if plan.dead_letter_queue:
-                import json
-
                 attributes["RedrivePolicy"] = json.dumps(
                     {
                         "deadLetterTargetArn": self.queue_arns[plan.dead_letter_queue],
                         "maxReceiveCount": str(plan.max_receive_count),
                     }
                 )
-            url = sqs.create_queue(QueueName=f"stratus-{plan.logical_id}", Attributes=attributes)["QueueUrl"]
+            name = f"stratus-{plan.logical_id}"
+            if plan.fifo:
+                # FIFO (issue 20): message groups as on AWS; moto holds a group back while one is in flight.
+                name += ".fifo"
+                attributes.update({"FifoQueue": "true", "ContentBasedDeduplication": "false"})
+            url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
             self.queue_urls[plan.logical_id] = url
             self.queue_arns[plan.logical_id] = sqs.get_queue_attributes(
                 QueueUrl=url, AttributeNames=["QueueArn"]
@@ -478,6 +683,10 @@ class LocalStack:
         if self.lancedb_uri:
             environment["STRATUS_LANCEDB_URI"] = self.lancedb_uri
         environment.update(self.extra_environment)
+        if self.admin is not None:
+            # Other processes pointed at this stack (the CLI through .stratus/local.json) act as the admin.
+            environment["AWS_ACCESS_KEY_ID"] = self.admin.access_key_id
+            environment["AWS_SECRET_ACCESS_KEY"] = self.admin.secret_access_key
         self.environment = environment
         os.environ.update(environment)
         from stratus import services

@@ -446,7 +446,7 @@ class FetchStage:
             source=content.source,
             title=parsed.title,
             content_sha256=sha,
-            metadata=metadata,
+            metadata={**parsed.metadata, **metadata},  # parser's (e-mail headers, OCR) under the sidecar's
             chunks=chunks,
         )
         staged = dump_chunk_batch(batch)
@@ -644,6 +644,13 @@ def handle_fetch_batch(event: dict[str, Any], context: Any) -> dict[str, list[di
             continue
         try:
             run_fetch_message(record["body"], message_id, receive_count(record), deadline=deadline)
+        except TransientError as error:
+            # Expected (a URL's 503, S3 throttling): one line, not a traceback per redelivery.
+            logger.warning(
+                "fetch record failed transiently; SQS delivers it again",
+                extra={"message_id": message_id, "error": str(error)[:500]},
+            )
+            failed.append(message_id)
         except Exception:
             logger.exception("fetch record failed; SQS delivers it again", extra={"message_id": message_id})
             failed.append(message_id)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from stratus.errors import PermanentError
 from stratus.models import DocumentStatus, StageMessage
@@ -174,12 +174,31 @@ def build_index_stage() -> IndexStage:
     return IndexStage(services.blob_store(), services.document_table(), services.chunk_store())
 
 
-def run_index_batch(event: dict[str, object]) -> dict[str, list[dict[str, str]]]:
+def fifo_failures(event: Mapping[str, Any], response: dict[str, list[dict[str, str]]]) -> list[str]:
+    """The records to report failed from a FIFO queue: each failed one and every later one of its group.
+
+    Lambda's rule for FIFO event sources: a message group stops at its first failure, so the group's
+    order survives the retry (a delete is never applied before the upsert it follows).
+    """
+    failed = {f["itemIdentifier"] for f in response.get("batchItemFailures", [])}
+    stopped: set[str] = set()
+    out: list[str] = []
+    for record in event.get("Records", []):
+        message_id = record.get("messageId", "")
+        group = record.get("attributes", {}).get("MessageGroupId")
+        if message_id in failed or (group is not None and group in stopped):
+            out.append(message_id)
+            if group is not None:
+                stopped.add(group)
+    return out
+
+
+def run_index_batch(event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
     """Handle one SQS batch of index messages; the response names the messages to retry."""
-    from stratus.pipeline.sqs import run_stage_batch
+    from stratus.pipeline.sqs import batch_response, run_stage_batch
     from stratus.settings import get_settings
 
     _, _, response = run_stage_batch(
         event, "index", build_index_stage().handle_batch, get_settings().index_max_receive_count
     )
-    return response
+    return batch_response(fifo_failures(event, response))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -123,7 +124,8 @@ def map_concurrently(function: Callable[[_T], _R], items: Sequence[_T], workers:
             futures.append(future)
         return futures
     with ThreadPoolExecutor(max_workers=min(workers, len(items)), thread_name_prefix="stage-io") as pool:
-        return [pool.submit(function, item) for item in items]
+        # copy_context: the caller's context (the local stack's per-function credentials) reaches the pool.
+        return [pool.submit(contextvars.copy_context().run, function, item) for item in items]
 
 
 @dataclass

@@ -21,9 +21,23 @@ class BlobInfo:
     metadata: Mapping[str, str] = field(default_factory=dict)  # user metadata (x-amz-meta-*)
 
 
+class AccessDeniedError(TransientError):
+    """S3 refused the call (403): a missing grant; retried, so a fixed grant and a redrive resume the work."""
+
+
 def _is_missing(error: Exception) -> bool:
+    # Only 404 means "no such key". A 403 is never read as missing: with s3:ListBucket granted (the
+    # template grants it unconditionally) S3 answers a missing key with 404, so a 403 is a real refusal.
     code = getattr(error, "response", {}).get("Error", {}).get("Code", "")
     return code in {"NoSuchKey", "404", "NotFound"}
+
+
+def access_denied_reason(what: str, code: str) -> str:
+    """The readable reason of a 403 from S3."""
+    return (
+        f"S3 {what}: access denied ({code}): the role lacks s3:GetObject/PutObject on this key, or "
+        "s3:ListBucket on the bucket (without it S3 answers a missing key with 403, not 404)"
+    )
 
 
 def _raise_classified(error: Exception, what: str) -> None:
@@ -33,6 +47,8 @@ def _raise_classified(error: Exception, what: str) -> None:
     if isinstance(error, ClientError):
         status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         code = error.response.get("Error", {}).get("Code", "")
+        if status == 403 or code in {"AccessDenied", "403", "Forbidden"}:
+            raise AccessDeniedError(access_denied_reason(what, code or str(status))) from error
         if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout", "InternalError"}:
             raise TransientError(f"S3 {what}: {code or status}") from error
         raise PermanentError(f"S3 {what}: {code or status}") from error

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
@@ -12,6 +13,8 @@ from typing import Any
 from stratus.errors import TransientError
 from stratus.models import DocumentStatus
 from stratus.stores.aws import call_dynamodb
+
+_DOC_ID = re.compile(r"[0-9a-f]{32}")
 
 
 @dataclass
@@ -81,6 +84,25 @@ def _not_in(statuses: Collection[DocumentStatus], values: dict[str, Any]) -> str
         values[f":nf{i}"] = {"S": status.value}
         names.append(f":nf{i}")
     return f"NOT (#st IN ({', '.join(names)}))"
+
+
+def decode_cursor(cursor: str, collection: str) -> dict[str, Any]:
+    """The DynamoDB start key of a list cursor; ValueError unless it is one `list` made for `collection`."""
+    try:
+        key = json.loads(base64.urlsafe_b64decode(cursor.encode("ascii")))
+    except (ValueError, UnicodeError) as error:
+        raise ValueError("not a cursor") from error
+    if (
+        not isinstance(key, dict)
+        or set(key) != {"collection", "doc_id"}
+        or key["collection"] != {"S": collection}
+        or not isinstance(key["doc_id"], dict)
+        or set(key["doc_id"]) != {"S"}
+        or not isinstance(key["doc_id"]["S"], str)
+        or not _DOC_ID.fullmatch(key["doc_id"]["S"])
+    ):
+        raise ValueError("not a cursor of this collection")
+    return key
 
 
 def _from_item(item: dict[str, Any]) -> DocumentRecord:
@@ -178,7 +200,7 @@ class DocumentTable:
             "Limit": limit,
         }
         if cursor:
-            params["ExclusiveStartKey"] = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+            params["ExclusiveStartKey"] = decode_cursor(cursor, collection)
         response = self._call("query", **params)
         records = [_from_item(item) for item in response.get("Items", [])]
         last = response.get("LastEvaluatedKey")

@@ -37,6 +37,10 @@ SKIPPED = ("_transactions/", "_versions/")
 TMP_SUFFIX = ".replica-tmp"
 
 
+class ReplicaTooLarge(Exception):
+    """Copying the table would take the local replicas past their byte budget: read S3 directly."""
+
+
 def manifest_version(name: str) -> int | None:
     """The table version a manifest file name stands for (V1 ``<v>.manifest``, V2 inverted)."""
     stem = name.removesuffix(".manifest")
@@ -56,12 +60,15 @@ class _Replica:
     checked_at: float = 0.0
     syncs: int = 0
     files_copied: int = 0
+    too_large_until: float = 0.0
 
 
 class TableReplica:
     """Keeps local copies of tables under ``s3://bucket/prefix`` in ``root``."""
 
-    def __init__(self, s3: Any, uri: str, root: Path, interval_s: float, workers: int = 8) -> None:
+    def __init__(
+        self, s3: Any, uri: str, root: Path, interval_s: float, workers: int = 8, max_bytes: int | None = None
+    ) -> None:
         if not uri.startswith("s3://"):
             raise ValueError(f"a replica mirrors an s3:// store, not {uri!r}")
         bucket, _, prefix = uri.removeprefix("s3://").partition("/")
@@ -71,6 +78,9 @@ class TableReplica:
         self.root = Path(root)
         self.interval_s = interval_s
         self._workers = workers
+        # Budget of every local copy together (Lambda's /tmp is EphemeralStorage; a copy made on a first
+        # query must also fit the API's 29 s): a table that does not fit is read from S3 directly.
+        self.max_bytes = max_bytes
         self._replicas: dict[str, _Replica] = {}
         self._guard = threading.Lock()
         self._db: Any = None
@@ -83,17 +93,22 @@ class TableReplica:
         The first call syncs. Later calls check S3 again once the last check is `interval_s` old (so
         a read started that long after a commit sees it, as LanceDB's read_consistency_interval
         promises); while one thread syncs, the others keep reading the previous version.
+        Raises ReplicaTooLarge when the copy would pass `max_bytes` (asked again after `interval_s`).
         """
         replica = self._replica(name)
+        if replica.too_large_until > time.monotonic():
+            raise ReplicaTooLarge(name)
         if replica.table is None:
             with replica.lock:
                 if replica.table is None:
-                    self._sync(name, replica)
+                    self._sync_within_budget(name, replica)
             return replica.table
         if time.monotonic() - replica.checked_at >= self.interval_s and replica.lock.acquire(blocking=False):
             try:
                 if time.monotonic() - replica.checked_at >= self.interval_s:
-                    self._sync(name, replica)
+                    self._sync_within_budget(name, replica)
+            except ReplicaTooLarge:
+                raise
             except Exception:
                 replica.checked_at = time.monotonic()  # do not hammer S3; retry after the interval
                 _log.exception("replica sync of %s failed; serving version %s", name, replica.version)
@@ -119,6 +134,25 @@ class TableReplica:
 
     # --- syncing -----------------------------------------------------------------------
 
+    def _sync_within_budget(self, name: str, replica: _Replica) -> None:
+        try:
+            self._sync(name, replica)
+        except ReplicaTooLarge:
+            replica.table, replica.version = None, None
+            replica.too_large_until = time.monotonic() + self.interval_s
+            shutil.rmtree(self.root / f"{name}.lance", ignore_errors=True)
+            _log.warning(
+                "table %s does not fit the replica budget of %s bytes; reading S3", name, self.max_bytes
+            )
+            raise
+
+    def _local_bytes(self, except_dir: Path) -> int:
+        if not self.root.is_dir():
+            return 0
+        return sum(
+            p.stat().st_size for p in self.root.rglob("*") if p.is_file() and except_dir not in p.parents
+        )
+
     def _replica(self, name: str) -> _Replica:
         with self._guard:
             return self._replicas.setdefault(name, _Replica())
@@ -142,6 +176,11 @@ class TableReplica:
             path = local_dir / key[len(table_prefix) :]
             if not path.is_file() or path.stat().st_size != size:
                 missing.append((key, path))
+        if (
+            self.max_bytes is not None
+            and sum(remote.values()) + self._local_bytes(local_dir) > self.max_bytes
+        ):
+            raise ReplicaTooLarge(name)
         if missing:
             with ThreadPoolExecutor(self._workers) as pool:
                 list(pool.map(lambda item: self._download(*item), missing))

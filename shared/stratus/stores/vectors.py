@@ -1,7 +1,16 @@
-"""LanceDB behind a small class: one table of chunks per collection."""
+"""LanceDB behind a small class: one table of chunks per collection.
+
+A collection's table is ``chunks-<collection>``: the collection name verbatim behind a fixed prefix, so
+the mapping is injective and its inverse exact (collection names are ``[a-z0-9][a-z0-9_-]{0,62}``,
+which LanceDB accepts as they are). Every row also carries its collection (column ``collection``), and
+every query and delete filters on it: a second wall, should two collections ever share a table again.
+Tables of the first layout (``chunks_<collection with '-' as '_'>``, no collection column) are moved
+by ``stratus migrate-tables`` (stratus.stores.migration).
+"""
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -10,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from stratus.models import check_collection_name
+from stratus.errors import TransientError
+from stratus.models import COLLECTION_PATTERN, check_collection_name
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -18,13 +28,23 @@ if TYPE_CHECKING:
     from stratus.stores.replica import TableReplica
 
 FTS_COLUMN = "fts_text"
+COLLECTION_COLUMN = "collection"
+TABLE_PREFIX = "chunks-"
+# The first layout's prefix: `a-b` and `a_b` both became chunks_a_b (see stratus.stores.migration).
+LEGACY_PREFIX = "chunks_"
+# LanceDB's own answer when a table is absent; every other ValueError is a fault of the store.
+_NOT_FOUND = re.compile(r"Table '[^']*' was not found")
 SCALAR_COLUMNS = [
     "chunk_id",
     "doc_id",
+    COLLECTION_COLUMN,
     "source",
     "title",
     "section",
     "page",
+    "sheet",
+    "row_start",
+    "row_end",
     "position",
     "token_count",
     "text",
@@ -55,6 +75,9 @@ def chunk_schema(dimension: int, filter_fields: Mapping[str, str] | None = None)
             pa.field("title", pa.string()),
             pa.field("section", pa.string()),
             pa.field("page", pa.int32()),
+            pa.field("sheet", pa.string()),
+            pa.field("row_start", pa.int32()),
+            pa.field("row_end", pa.int32()),
             pa.field("position", pa.int32()),
             pa.field("token_count", pa.int32()),
             pa.field("text", pa.string()),
@@ -65,6 +88,37 @@ def chunk_schema(dimension: int, filter_fields: Mapping[str, str] | None = None)
             pa.field("vector", pa.list_(pa.float32(), dimension)),
         ]
     )
+
+
+def table_schema(dimension: int, filter_fields: Mapping[str, str] | None = None) -> pa.Schema:
+    """The schema of a collection's LanceDB table: the chunk schema plus the collection of each row."""
+    import pyarrow as pa
+
+    schema = chunk_schema(dimension, filter_fields)
+    return schema.insert(2, pa.field(COLLECTION_COLUMN, pa.string(), nullable=False))
+
+
+def table_name_for(collection: str) -> str:
+    """The LanceDB table of a collection: ``chunks-<collection>`` (injective; see collection_for_table)."""
+    return TABLE_PREFIX + check_collection_name(collection)
+
+
+def collection_for_table(name: str) -> str | None:
+    """The collection whose table is `name`, or None when `name` is no collection's table."""
+    if not name.startswith(TABLE_PREFIX):
+        return None
+    collection = name[len(TABLE_PREFIX) :]
+    return collection if COLLECTION_PATTERN.fullmatch(collection) else None
+
+
+def scoped(collection: str, where: str | None = None) -> str:
+    """A row predicate confined to `collection`, and to `where` when given."""
+    clause = f"{COLLECTION_COLUMN} = {sql_string(collection)}"
+    return f"{clause} AND ({where})" if where else clause
+
+
+class StoreUnavailableError(TransientError):
+    """The vector store could not be reached or refused access (not the same as "no such table")."""
 
 
 def sql_string(value: str) -> str:
@@ -94,7 +148,32 @@ def storage_options_for(
     return options
 
 
-HIT_COLUMNS = ["chunk_id", "doc_id", "source", "title", "section", "page", "text", "metadata_json"]
+HIT_COLUMNS = [
+    "chunk_id",
+    "doc_id",
+    COLLECTION_COLUMN,
+    "source",
+    "title",
+    "section",
+    "page",
+    "sheet",
+    "row_start",
+    "row_end",
+    "text",
+    "metadata_json",
+]
+
+
+# Columns added after tables were first created (issue 15): a table made before lacks them, so reads
+# select only the columns a table has and its hits show None there; the index stage adds them.
+LATER_COLUMNS = ("sheet", "row_start", "row_end")
+
+
+def present(table: Any, columns: Sequence[str]) -> list[str]:
+    """`columns` less the later-added ones that this table (or Arrow schema) does not have."""
+    schema = getattr(table, "schema", table)
+    names = set(schema.names)
+    return [c for c in columns if c in names or c not in LATER_COLUMNS]
 
 
 class TableSnapshot:
@@ -112,13 +191,23 @@ class TableSnapshot:
         matrix = np.ascontiguousarray(flat.reshape(len(self.ids), -1), dtype=np.float32)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         self.vectors = matrix / np.maximum(norms, 1e-12)
-        self.rows = rows.select(HIT_COLUMNS).combine_chunks()
+        self.columns = present(rows, HIT_COLUMNS)
+        self.rows = rows.select(self.columns).combine_chunks()
+        self._collections = np.asarray(self.rows.column(COLLECTION_COLUMN).to_pylist(), dtype=object)
+        self._masks: dict[str, np.ndarray | None] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
 
-    def nearest(self, vector: np.ndarray, limit: int) -> tuple[list[str], list[float]]:
-        """The `limit` chunks of highest cosine similarity, best first."""
+    def _mask(self, collection: str) -> np.ndarray | None:
+        """Rows of other collections (None when every row is `collection`'s, the normal case)."""
+        if collection not in self._masks:
+            foreign = self._collections != collection
+            self._masks[collection] = foreign if bool(foreign.any()) else None
+        return self._masks[collection]
+
+    def nearest(self, vector: np.ndarray, limit: int, collection: str) -> tuple[list[str], list[float]]:
+        """The `limit` chunks of `collection` of highest cosine similarity, best first."""
         if not self.ids:
             return [], []
         query = np.asarray(vector, dtype=np.float32)
@@ -126,22 +215,33 @@ class TableSnapshot:
         # einsum, not BLAS: one thread, so no wake-up of a BLAS pool competing with onnxruntime's
         # and LanceDB's threads (BLAS was 0.2 ms p50 but 16 ms p95 on a busy 2-core machine).
         similarity = np.einsum("ij,j->i", self.vectors, query)
+        foreign = self._mask(collection)
+        if foreign is not None:
+            similarity = np.where(foreign, -np.inf, similarity)
+            limit = min(limit, int((~foreign).sum()))
+            if limit <= 0:
+                return [], []
         limit = min(limit, len(similarity))
         top = np.argpartition(-similarity, limit - 1)[:limit]
         top = top[np.argsort(-similarity[top], kind="stable")]
         return [self.ids[i] for i in top], similarity[top].tolist()
 
-    def row(self, chunk_id: str) -> dict[str, Any] | None:
-        """The hit columns of one chunk (None when this version lacks it)."""
+    def row(self, chunk_id: str, collection: str) -> dict[str, Any] | None:
+        """The hit columns of one chunk of `collection` (None when this version lacks it)."""
         i = self.position.get(chunk_id)
-        if i is None:
+        if i is None or self._collections[i] != collection:
             return None
-        return {name: self.rows.column(name)[i].as_py() for name in HIT_COLUMNS}
+        return {name: self.rows.column(name)[i].as_py() for name in self.columns}
 
-    def vector(self, chunk_id: str) -> np.ndarray | None:
-        """The unit vector of one chunk."""
+    def has(self, chunk_id: str, collection: str) -> bool:
+        """True when this version holds the chunk, in `collection`."""
         i = self.position.get(chunk_id)
-        return None if i is None else self.vectors[i]
+        return i is not None and self._collections[i] == collection
+
+    def vector(self, chunk_id: str, collection: str) -> np.ndarray | None:
+        """The unit vector of one chunk of `collection`."""
+        i = self.position.get(chunk_id)
+        return None if i is None or self._collections[i] != collection else self.vectors[i]
 
 
 class ChunkStore:
@@ -182,27 +282,48 @@ class ChunkStore:
             interval = (
                 timedelta(seconds=self._read_consistency_s) if self._read_consistency_s is not None else None
             )
-            self._db = lancedb.connect(
-                self.uri, storage_options=self._storage_options, read_consistency_interval=interval
-            )
+            try:
+                self._db = lancedb.connect(
+                    self.uri, storage_options=self._storage_options, read_consistency_interval=interval
+                )
+            except (OSError, ValueError, RuntimeError) as error:
+                raise StoreUnavailableError(f"the vector store {self.uri} is unavailable: {error}") from error
         return self._db
 
     def table_name(self, collection: str) -> str:
         """The LanceDB table of a collection."""
-        return f"chunks_{check_collection_name(collection).replace('-', '_')}"
+        return table_name_for(collection)
 
     def open(self, collection: str) -> Any | None:
-        """The collection's table, or None when it has none yet."""
-        name = self.table_name(collection)
+        """The collection's table, or None when it has none yet; StoreUnavailableError on other faults."""
+        return self.open_table(self.table_name(collection))
+
+    def open_table(self, name: str) -> Any | None:
+        """A table by its LanceDB name, or None when it does not exist.
+
+        LanceDB raises ValueError both for a missing table and for a refused or failed S3 request; only
+        its "was not found" answer means absent, the rest raise StoreUnavailableError (a 503, a retry).
+        """
         with self._lock:
             table = self._tables.get(name)
             if table is None:
                 try:
                     table = self.db.open_table(name)
-                except (FileNotFoundError, ValueError):
+                except FileNotFoundError:
                     return None
+                except ValueError as error:
+                    if _NOT_FOUND.search(str(error)):
+                        return None
+                    raise StoreUnavailableError(f"could not open table {name}: {error}") from error
+                except (OSError, RuntimeError) as error:
+                    raise StoreUnavailableError(f"could not open table {name}: {error}") from error
                 self._tables[name] = table
             return table
+
+    def forget_table(self, name: str) -> None:
+        """Drop a cached handle (a table dropped or replaced by the migration)."""
+        with self._lock:
+            self._tables.pop(name, None)
 
     def open_or_create(self, collection: str, dimension: int) -> Any:
         """The collection's table, created empty with the chunk schema when missing."""
@@ -212,16 +333,34 @@ class ChunkStore:
         name = self.table_name(collection)
         with self._lock:
             table = self.db.create_table(
-                name, schema=chunk_schema(dimension, self.filter_fields), exist_ok=True
+                name, schema=table_schema(dimension, self.filter_fields), exist_ok=True
             )
             self._tables[name] = table
             return table
 
+    def table_names(self) -> list[str]:
+        """Every table in the database (all pages)."""
+        names: list[str] = []
+        token: str | None = None
+        try:
+            while True:
+                response = self.db.list_tables(page_token=token)
+                if not hasattr(response, "tables"):
+                    return sorted(response)
+                names.extend(response.tables)
+                token = response.page_token
+                if not token:
+                    return sorted(names)
+        except (OSError, ValueError, RuntimeError) as error:
+            raise StoreUnavailableError(f"could not list the tables of {self.uri}: {error}") from error
+
     def collections(self) -> list[str]:
         """Collections that have a table."""
-        response = self.db.list_tables()
-        names = response.tables if hasattr(response, "tables") else list(response)
-        return sorted(n.removeprefix("chunks_").replace("_", "-") for n in names if n.startswith("chunks_"))
+        return sorted(c for n in self.table_names() if (c := collection_for_table(n)) is not None)
+
+    def legacy_tables(self) -> list[str]:
+        """Tables of the first layout still waiting for `stratus migrate-tables`."""
+        return [n for n in self.table_names() if n.startswith(LEGACY_PREFIX)]
 
     def vectors_for(self, collection: str, doc_id: str) -> dict[str, np.ndarray]:
         """Stored vectors of a document's chunks, by chunk_id (for reuse on re-ingest)."""
@@ -230,7 +369,7 @@ class ChunkStore:
             return {}
         rows = (
             table.search()
-            .where(f"doc_id = {sql_string(doc_id)}", prefilter=True)
+            .where(scoped(collection, f"doc_id = {sql_string(doc_id)}"), prefilter=True)
             .select(["chunk_id", "vector"])
             .limit(None)
             .to_arrow()
@@ -252,7 +391,7 @@ class ChunkStore:
         listed = ", ".join(sql_string(d) for d in sorted(set(doc_ids)))
         rows = (
             table.search()
-            .where(f"doc_id IN ({listed})", prefilter=True)
+            .where(scoped(collection, f"doc_id IN ({listed})"), prefilter=True)
             .select(["doc_id", "chunk_id", "vector"])
             .limit(None)
             .to_arrow()
@@ -280,7 +419,7 @@ class ChunkStore:
         table = self.open_or_create(collection, dimension)
         inserted = updated = 0
         if rows is not None and rows.num_rows:
-            rows = self._conform(table, rows)
+            rows = self.conform(table, rows, collection)
             result = (
                 table.merge_insert("chunk_id")
                 .when_matched_update_all()
@@ -293,9 +432,9 @@ class ChunkStore:
             kept = ", ".join(sql_string(c) for c in keep) or "''"
             clauses.append(f"(doc_id = {sql_string(doc_id)} AND chunk_id NOT IN ({kept}))")
         if clauses:
-            table.delete(" OR ".join(clauses))
+            table.delete(scoped(collection, " OR ".join(clauses)))
         self.ensure_fts_index(table)
-        self._committed(collection)
+        self.committed(collection)
         return {"inserted": inserted, "updated": updated}
 
     @staticmethod
@@ -310,7 +449,15 @@ class ChunkStore:
     def search_table(self, collection: str) -> Any | None:
         """The table queries read: the local replica of an S3 table when one is configured."""
         if self.replica is not None:
-            return self.replica.table(self.table_name(collection))
+            from stratus.stores.replica import ReplicaTooLarge
+
+            try:
+                return self.replica.table(self.table_name(collection))
+            except ReplicaTooLarge:
+                pass  # too large to copy into /tmp: read S3 directly
+            except Exception as error:
+                # Whatever failed (S3 refused or unreachable, a local read), it is not "no such table".
+                raise StoreUnavailableError(f"could not read the replica of {collection}: {error}") from error
         return self.open(collection)
 
     def snapshot(self, table: Any) -> TableSnapshot | None:
@@ -354,12 +501,12 @@ class ChunkStore:
                 self._snapshots.pop(key, None)
                 self._snapshot_misses[key] = version
                 return None
-            data = table.search().select([*HIT_COLUMNS, "vector"]).limit(None).to_arrow()
+            data = table.search().select(present(table, [*HIT_COLUMNS, "vector"])).limit(None).to_arrow()
             snapshot = TableSnapshot(version, data)
             self._snapshots[key] = snapshot
             return snapshot
 
-    def _committed(self, collection: str) -> None:
+    def committed(self, collection: str) -> None:
         """This process wrote the table: its next read re-checks the version (replica and snapshot)."""
         name = self.table_name(collection)
         self._snapshot_checked.pop(name, None)
@@ -394,7 +541,7 @@ class ChunkStore:
         if table is None:
             return []
         rows: list[dict[str, Any]] = self.vector_query(
-            table, vector, limit, SCALAR_COLUMNS, where
+            table, vector, limit, present(table, SCALAR_COLUMNS), scoped(collection, where)
         ).to_pylist()
         return rows
 
@@ -405,25 +552,32 @@ class ChunkStore:
         table = self.search_table(collection)
         if table is None:
             return []
-        rows: list[dict[str, Any]] = self.keyword_query(table, text, limit, SCALAR_COLUMNS, where).to_pylist()
+        rows: list[dict[str, Any]] = self.keyword_query(
+            table, text, limit, present(table, SCALAR_COLUMNS), scoped(collection, where)
+        ).to_pylist()
         return rows
 
-    def _conform(self, table: Any, rows: pa.Table) -> pa.Table:
+    def conform(self, table: Any, rows: pa.Table, collection: str) -> pa.Table:
         """Rows shaped like the table: declared fields it lacks are added first (and back-filled);
-        table columns the rows lack (a field no longer declared) are null."""
+        table columns the rows lack (a field no longer declared) are null; every row is `collection`'s."""
         import pyarrow as pa
 
         from stratus.filters import COLUMN_PREFIX
 
         names = set(table.schema.names)
+        later = [f for f in rows.schema if f.name not in names and f.name in LATER_COLUMNS]
+        if later:
+            table.add_columns(later)  # nullable, nothing to back-fill: older chunks have no sheet/rows
+            names = set(table.schema.names)
         new = [f for f in rows.schema if f.name not in names and f.name.startswith(COLUMN_PREFIX)]
         if new:
             self._add_metadata_columns(table, new)
         schema = table.schema
-        if schema.names == rows.schema.names and schema.types == rows.schema.types:
-            return rows
+        # The collection comes from the caller, never from the rows: a row cannot name another tenant.
         arrays = [
-            rows.column(f.name).cast(f.type)
+            pa.array([collection] * rows.num_rows, type=f.type)
+            if f.name == COLLECTION_COLUMN
+            else rows.column(f.name).cast(f.type)
             if f.name in rows.column_names
             else pa.nulls(rows.num_rows, f.type)
             for f in schema
