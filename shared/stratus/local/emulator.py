@@ -270,7 +270,28 @@ def tune_moto() -> None:
     IAMRequestBase.check_action_permitted = functools.partialmethod(  # type: ignore[method-assign,assignment]
         _authorise, IAMRequestBase.check_action_permitted
     )
+    _serialise_dynamodb_writes()
     backends._stratus_tuned = True  # type: ignore[attr-defined]
+
+
+def _serialise_dynamodb_writes() -> None:
+    """moto's TransactWriteItems deep-copies the tables it touches: a concurrent write to one of them
+    ("dictionary changed size during iteration") fails it. DynamoDB itself has no such race; serialise
+    the emulator's writes (sources' syncs write transactions from the API and the pollers at once)."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+
+    def serialised(method: Any) -> Any:
+        @functools.wraps(method)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return method(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("transact_write_items", "put_item", "update_item", "delete_item", "batch_write_item"):
+        setattr(DynamoDBBackend, name, serialised(getattr(DynamoDBBackend, name)))
 
 
 def make_app() -> Any:
