@@ -10,11 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
+from fakes.env import restore_environment
 from fakes.site import Site, page, sitemap, sitemap_index
 
 from stratus import services
 from stratus.local.stack import LocalStack
 from stratus.models import DocumentStatus, make_doc_id
+from stratus.settings import get_settings
 
 pytestmark = pytest.mark.e2e
 
@@ -90,9 +92,18 @@ def sites() -> Iterator[tuple[Site, Site]]:
     other.stop()
 
 
+SOURCES_ENVIRONMENT = (
+    "STRATUS_URL_ALLOW_HOSTS",
+    "STRATUS_SOURCE_REQUESTS_PER_S",
+    "STRATUS_URL_RETRIES",
+    "STRATUS_SOURCES_TICK_S",
+)
+
+
 @pytest.fixture(scope="module")
 def stack(model_dir: Path, sites: tuple[Site, Site]) -> Iterator[LocalStack]:
     site, other = sites
+    saved = {name: os.environ.get(name) for name in ("POWERTOOLS_METRICS_DISABLED", *SOURCES_ENVIRONMENT)}
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     stack = LocalStack(
         REPO_ROOT,
@@ -108,6 +119,10 @@ def stack(model_dir: Path, sites: tuple[Site, Site]) -> Iterator[LocalStack]:
     ).start()
     yield stack
     stack.stop()
+    restore_environment(
+        saved
+    )  # the stack exports its environment: later tests must not inherit the allow list
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

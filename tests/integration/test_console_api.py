@@ -287,7 +287,7 @@ def test_ui_serves_the_page_with_a_strict_content_security_policy(api: str) -> N
     assert "unsafe-inline" not in csp
     assert httpx.get(f"{api}/ui/app.js", timeout=30).headers["content-type"].startswith("text/javascript")
     config = httpx.get(f"{api}/ui/config.json", timeout=30).json()
-    assert config["features"] == {"sources": False}
+    assert config["features"] == {"sources": True}  # this API serves the sources routes (issue 14)
 
 
 @pytest.mark.parametrize(
