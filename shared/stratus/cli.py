@@ -403,6 +403,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collection(args: argparse.Namespace) -> int:
+    """Show a collection's chunking settings, or change them (--chunking, --chunk-tokens, --overlap)."""
+    from stratus import services
+    from stratus.stores.collections import CollectionSettings
+
+    _use_target(args)
+    store = services.collection_settings()
+    current = store.get(args.collection)
+    if args.chunking or args.chunk_tokens is not None or args.overlap is not None:
+        try:
+            current = CollectionSettings(
+                chunking=args.chunking or current.chunking,
+                chunk_tokens=args.chunk_tokens if args.chunk_tokens is not None else current.chunk_tokens,
+                chunk_overlap_tokens=args.overlap
+                if args.overlap is not None
+                else current.chunk_overlap_tokens,
+            )
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        store.put(args.collection, current)
+    print(json.dumps({"collection": args.collection, **current.to_public()}, indent=2))
+    return 0
+
+
 def cmd_migrate_tables(args: argparse.Namespace) -> int:
     """Move chunk tables of the first layout into one table per collection (idempotent)."""
     from stratus import services
@@ -580,6 +605,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--stack", default=None, help=STACK_HELP)
     status.set_defaults(func=cmd_status)
+
+    collection = sub.add_parser(
+        "collection", help="show or set a collection's chunking (token, heading, rows)"
+    )
+    collection.add_argument("collection")
+    collection.add_argument("--chunking", choices=["token", "heading", "rows"], default=None)
+    collection.add_argument("--chunk-tokens", type=int, default=None, help="chunk budget in encoder tokens")
+    collection.add_argument("--overlap", type=int, default=None, help="token chunking's overlap")
+    collection.add_argument("--stack", default=None, help=STACK_HELP)
+    collection.set_defaults(func=cmd_collection)
 
     migrate = sub.add_parser(
         "migrate-tables", help="move chunk tables of the first layout to one table per collection"

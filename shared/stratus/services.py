@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from stratus.ratelimit import RateLimiter
     from stratus.stores.audit import AuditTable
     from stratus.stores.blobs import BlobStore
+    from stratus.stores.collections import CollectionSettingsStore
     from stratus.stores.conversations import ConversationTable
     from stratus.stores.documents import DocumentTable
     from stratus.stores.feedback import FeedbackTable
@@ -59,6 +60,13 @@ def blob_store() -> BlobStore:
     from stratus.stores.blobs import BlobStore
 
     return BlobStore(aws.client("s3"), get_settings().bucket)
+
+
+def collection_settings() -> CollectionSettingsStore:
+    """Per-collection settings, kept in the documents table."""
+    from stratus.stores.collections import CollectionSettingsStore
+
+    return CollectionSettingsStore(aws.client("dynamodb"), get_settings().documents_table)
 
 
 @per_principal
