@@ -66,7 +66,10 @@ def collection_settings() -> CollectionSettingsStore:
     """Per-collection settings, kept in the documents table."""
     from stratus.stores.collections import CollectionSettingsStore
 
-    return CollectionSettingsStore(aws.client("dynamodb"), get_settings().documents_table)
+    settings = get_settings()
+    return CollectionSettingsStore(
+        aws.client("dynamodb"), settings.documents_table, settings.collection_generation_ttl_s
+    )
 
 
 @per_principal
@@ -191,6 +194,7 @@ def chunk_store() -> ChunkStore:
         filter_fields=settings.filter_fields,
         replica=replica,
         memory_max_rows=settings.search_memory_max_rows,
+        generations=collection_settings().generation,
     )
 
 

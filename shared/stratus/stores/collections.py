@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,9 +49,57 @@ class CollectionSettings:
 class CollectionSettingsStore:
     """Reads and writes a collection's settings item."""
 
-    def __init__(self, dynamodb_client: Any, table_name: str) -> None:
+    def __init__(self, dynamodb_client: Any, table_name: str, generation_ttl_s: float = 1.0) -> None:
         self._ddb = dynamodb_client
         self.table_name = table_name
+        self._generation_ttl_s = generation_ttl_s
+        self._generations: dict[str, tuple[float, int]] = {}
+        self._lock = threading.Lock()
+
+    def generation(self, collection: str, fresh: bool = False) -> int:
+        """The generation whose chunk table serves the collection (0 before any reindex).
+
+        Cached for `generation_ttl_s`: after a switch, readers move within that time, which is why
+        `stratus reindex` waits longer than it before dropping the old table.
+        """
+        now = time.monotonic()
+        with self._lock:
+            cached = self._generations.get(collection)
+        if not fresh and cached is not None and now - cached[0] < self._generation_ttl_s:
+            return cached[1]
+        response = call_dynamodb(
+            self._ddb,
+            "get_item",
+            TableName=self.table_name,
+            Key=self._key(collection),
+            ConsistentRead=True,
+            ProjectionExpression="#g",
+            ExpressionAttributeNames={"#g": "generation"},
+        )
+        value = int(response.get("Item", {}).get("generation", {}).get("N", "0"))
+        with self._lock:
+            self._generations[collection] = (now, value)
+        return value
+
+    def switch_generation(self, collection: str, old: int, new: int) -> bool:
+        """Atomically point the collection at generation `new` if it still serves `old`."""
+        condition = "attribute_not_exists(#g) OR #g = :old" if old == 0 else "#g = :old"
+        try:
+            call_dynamodb(
+                self._ddb,
+                "update_item",
+                TableName=self.table_name,
+                Key=self._key(collection),
+                UpdateExpression="SET #g = :new",
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#g": "generation"},
+                ExpressionAttributeValues={":old": {"N": str(old)}, ":new": {"N": str(new)}},
+            )
+        except self._ddb.exceptions.ConditionalCheckFailedException:
+            return False
+        with self._lock:
+            self._generations[collection] = (time.monotonic(), new)
+        return True
 
     def get(self, collection: str) -> CollectionSettings:
         """The collection's settings; the defaults when none were set."""
