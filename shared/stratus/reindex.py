@@ -42,6 +42,7 @@ class ReindexReport:
     chunks: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
     switched: bool = False
+    caught_up: int = 0
     dropped_old: bool = False
     seconds: float = 0.0
 
@@ -56,6 +57,7 @@ class ReindexReport:
             "chunks": self.chunks,
             "skipped": [{"source": s, "reason": r} for s, r in self.skipped],
             "switched": self.switched,
+            "caught_up": self.caught_up,
             "dropped_old": self.dropped_old,
             "seconds": self.seconds,
         }
@@ -157,7 +159,9 @@ class Reindexer:
             chunks=found_chunks,
         )
 
-    def _write(self, collection: str, generation: int, batches: list[ChunkBatch]) -> int:
+    def _write(
+        self, collection: str, generation: int, batches: list[ChunkBatch], replace: bool = False
+    ) -> int:
         import pyarrow as pa
 
         from stratus.pipeline.common import embed_text
@@ -170,10 +174,30 @@ class Reindexer:
             n = len(batch.chunks)
             tables.append(chunk_rows(batch, vectors[offset : offset + n], self._chunks.filter_fields))
             offset += n
+        # replace: chunks of these documents not in the batch (an older version's) are deleted.
+        kept = {b.doc_id: [c.chunk_id for c in b.chunks] for b in batches} if replace else {}
         self._chunks.write(
-            collection, pa.concat_tables(tables), {}, [], int(vectors.shape[1]), generation=generation
+            collection, pa.concat_tables(tables), kept, [], int(vectors.shape[1]), generation=generation
         )
         return len(texts)
+
+    def _catch_up(self, collection: str, generation: int, since: float) -> int:
+        """Rebuild (or delete) in `generation` the documents changed since `since`; how many."""
+        changed = [r for r in self._records(collection) if r.updated_at >= since]
+        deleted = [r.doc_id for r in changed if r.status == DocumentStatus.DELETED]
+        batches = []
+        for record in changed:
+            if record.status != DocumentStatus.INDEXED:
+                continue
+            try:
+                batches.append(self._batch(collection, record))
+            except PermanentError:
+                deleted.append(record.doc_id)
+        if deleted:
+            self._chunks.write(collection, None, {}, deleted, 0, generation=generation)
+        for start in range(0, len(batches), _BATCH_DOCS):
+            self._write(collection, generation, batches[start : start + _BATCH_DOCS], replace=True)
+        return len(batches) + len(deleted)
 
     def reindex(
         self, collection: str, log: Callable[[str], None] = lambda _: None, force: bool = False
@@ -186,6 +210,7 @@ class Reindexer:
         from stratus.stores.vectors import table_name_for
 
         started = time.perf_counter()
+        since = time.time()
         # A fresh read: the cached generation may be a few seconds old.
         old = self._settings.generation(collection, fresh=True)
         new = old + 1
@@ -227,6 +252,9 @@ class Reindexer:
         else:
             log(f"  switched {collection} to generation {new}; old table dropped in {self._drop_after_s}s")
             self._sleep(self._drop_after_s)
+            # The pipeline wrote changes made during the rebuild into the old table: replay them
+            # into the new one, now that every writer has moved to it.
+            report.caught_up = self._catch_up(collection, new, since)
             report.dropped_old = self._chunks.drop_table(table_name_for(collection, old))
         report.seconds = round(time.perf_counter() - started, 2)
         return report

@@ -117,3 +117,45 @@ def test_reindex_from_token_to_heading_chunks_switches_with_no_search_errors(
     assert all(len(texts) >= 6 for texts in before)
     assert len(after) == 3
     assert all(text.count(SENTENCE) == 22 for text in after)
+    during = [entry for entry in log if entry[2] >= switch_started]
+    print(f"\nreindex {report.seconds}s: {len(log)} searches ({len(during)} from the reindex on), 0 errors")
+
+
+def test_a_document_indexed_during_the_rebuild_is_in_the_new_table_after_the_switch(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    # given a collection of one document
+    collection = "reindex-live"
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "a.md").write_text("# A\n\nThe lighthouse keeper counts gulls.\n")
+    since = time.time()
+    s3 = stack.client("s3")
+    ids = upload_files(s3, stack.plan.bucket, "inbox/", collection, collect_uploads([first]))
+    wait_for_documents(services.document_table(), collection, ids, 240, since=since)
+
+    # when a second document is uploaded and indexed (into the old table) while the rebuild runs
+    reindexer = build_reindexer()
+    rebuild = reindexer._write
+    late = tmp_path / "late"
+    late.mkdir()
+    (late / "b.md").write_text("# B\n\nThe ferry captain paints the harbour crane.\n")
+
+    def write_then_upload(*args: Any, **kwargs: Any) -> int:
+        written = rebuild(*args, **kwargs)
+        if not kwargs.get("replace"):
+            late_ids = upload_files(s3, stack.plan.bucket, "inbox/", collection, collect_uploads([late]))
+            (record,) = wait_for_documents(services.document_table(), collection, late_ids, 240, since=since)
+            assert record.status == DocumentStatus.INDEXED
+        return written
+
+    reindexer._write = write_then_upload  # type: ignore[method-assign]
+    report = reindexer.reindex(collection)
+
+    # then the switch replayed it into the new table, which serves both documents
+    assert report.switched, report.to_public()
+    assert report.caught_up == 1
+    table = services.chunk_store().open(collection, 1)
+    assert table is not None
+    assert sorted(table.to_arrow().column("source").to_pylist()) == ["a.md", "b.md"]
+    assert services.chunk_store().open(collection, 0) is None
