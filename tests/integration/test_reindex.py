@@ -85,7 +85,8 @@ def test_reindex_from_token_to_heading_chunks_switches_with_no_search_errors(
 
     # and a query loop running against the API
     url = f"{stack.api_url}/v1/collections/{COLLECTION}/search"
-    stop, log = threading.Event(), []
+    stop = threading.Event()
+    log: list[Any] = []
     loop = threading.Thread(target=query_loop, args=(url, api_headers, stop, log), daemon=True)
     loop.start()
     time.sleep(1.0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from test_chunking import build_tokenizer, count_tokens
 from tokenizers import Tokenizer
@@ -58,7 +60,13 @@ def test_heading_mode_splits_a_section_too_long_at_paragraphs_without_overlap(to
 
 def test_rows_mode_makes_one_chunk_per_row_with_its_own_row_number(tokenizer: Tokenizer) -> None:
     # given a sheet with a header, a blank row in the middle, and three data rows
-    rows = [(1, ["Region", "Amount"]), (2, ["North", 12]), (3, ["", ""]), (4, ["South", 7]), (5, ["East", 3])]
+    rows: list[tuple[int, list[Any]]] = [
+        (1, ["Region", "Amount"]),
+        (2, ["North", 12]),
+        (3, ["", ""]),
+        (4, ["South", 7]),
+        (5, ["East", 3]),
+    ]
     sections, _ = table_sections("Sales", rows, max_rows=100, max_columns=10, max_cell_chars=100)
     parsed = ParsedDocument(sections=sections)
 
