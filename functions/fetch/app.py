@@ -13,4 +13,10 @@ from stratus.pipeline.fetch import handle_fetch_batch
 @metrics.log_metrics
 def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, list[dict[str, str]]]:
     """Process a batch, each record within a time budget; failed records are reported for redelivery."""
+    if "Records" not in event and event.get("source") == "aws.events":
+        # The SourcesTick schedule: start due source syncs, end interrupted ones.
+        from stratus.sources.sync import handle_tick
+
+        handle_tick(event, context)
+        return {"batchItemFailures": []}
     return handle_fetch_batch(event, context)

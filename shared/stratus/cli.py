@@ -586,6 +586,13 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sources(args: argparse.Namespace) -> int:
+    """Sources and syncs through the API (stratus.sources.cli parses the arguments)."""
+    from stratus.sources.cli import main as sources
+
+    return sources(args.rest, _api_url, _api_headers())
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `stratus` command."""
     parser = argparse.ArgumentParser(prog="stratus", description=__doc__)
@@ -715,6 +722,11 @@ def build_parser() -> argparse.ArgumentParser:
     keys.add_argument("rest", nargs=argparse.REMAINDER, help="create|list|revoke and options")
     keys.set_defaults(func=cmd_keys)
 
+    sources = sub.add_parser(
+        "sources", help="web and S3 sources kept in sync: add, list, sync (takes --help)"
+    )
+    sources.add_argument("rest", nargs=argparse.REMAINDER, help="add|list|sync and options")
+    sources.set_defaults(func=cmd_sources)
     feedback = sub.add_parser("feedback", help="export feedback as a BEIR folder (takes --help)")
     feedback.add_argument("rest", nargs=argparse.REMAINDER, help="export COLLECTION --out DIR")
     feedback.set_defaults(func=cmd_feedback)
@@ -725,7 +737,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the `stratus` command."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    if argv and argv[0] in {"eval", "dlq", "bench", "keys", "doctor", "feedback"}:
+    if argv and argv[0] in {"eval", "dlq", "bench", "keys", "doctor", "feedback", "sources"}:
         # These hand everything after their name (and the benchmark's) to their own parser, --help too.
         head = 2 if argv[0] == "bench" else 1
         args = parser.parse_args(argv[:head])

@@ -46,6 +46,12 @@ class MetricName(StrEnum):
     TOKENS_OUT = "TokensOut"
     AUTH_FAILURES = "AuthFailures"
     RATE_LIMITED = "RateLimited"
+    SYNCS_STARTED = "SyncsStarted"
+    SYNCS_SUCCEEDED = "SyncsSucceeded"
+    SYNCS_FAILED = "SyncsFailed"
+    PAGES_FETCHED = "PagesFetched"
+    PAGES_NOT_MODIFIED = "PagesNotModified"
+    SOURCE_DELETIONS = "SourceDeletions"
 
 
 # Powertools' metric set is a plain dict that it iterates when it flushes (every 100 values): the local

@@ -330,6 +330,20 @@ class Settings(BaseSettings):
         description="Media types a fetched URL may have (comma list or JSON array).",
     )
 
+    # --- Sources and syncs (sources/) -------------------------------------------------
+    sources_table: str = Field(
+        "stratus-sources", description="DynamoDB table of sources, syncs and crawl state."
+    )
+    source_requests_per_s: float = Field(
+        2.0, gt=0, le=1000, description="Politeness: requests per second to one host, all fetchers together."
+    )
+    source_sync_stale_s: float = Field(
+        900.0, gt=0, description="A sync without progress this long is ended FAILED (deleting nothing)."
+    )
+    sources_tick_s: float = Field(
+        60.0, gt=0, description="Local stack: how often due schedules and interrupted syncs are checked."
+    )
+
     # --- Ingestion API (documents_api.py) ----------------------------------------------
     upload_url_expiry_s: int = Field(
         300,

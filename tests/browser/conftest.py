@@ -8,7 +8,6 @@ import shutil
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +15,7 @@ from typing import Any
 
 import pytest
 from fakes.slow_llm import SlowLLM
-from fastapi import APIRouter
 
-from stratus.api.deps import READ_ACCESS, WRITE_ACCESS, CollectionName
 from stratus.local.stack import LocalStack
 
 CHROMIUM = "/usr/bin/chromium"
@@ -114,68 +111,19 @@ def page(browser_context: Any) -> Iterator[Any]:
     tab.close()
 
 
-# An in-memory stand-in of issue 14 item 7's sources routes (another engineer builds the real ones): it
-# speaks their fixed interface so the console's Sources screen, shown only when the app has those
-# routes, is exercised in a browser.
-_SOURCES: dict[str, dict[str, Any]] = {}
-_SYNCS: dict[str, list[dict[str, Any]]] = {}
-sources_router = APIRouter()
-
-
-@sources_router.post("/v1/collections/{collection}/sources", status_code=201, dependencies=[WRITE_ACCESS])
-def _add_source(collection: CollectionName, body: dict[str, Any]) -> dict[str, Any]:
-    source = {"source_id": uuid.uuid4().hex[:12], "collection": collection, **body}
-    _SOURCES[source["source_id"]] = source
-    return source
-
-
-@sources_router.get("/v1/collections/{collection}/sources", dependencies=[READ_ACCESS])
-def _list_sources(collection: CollectionName) -> dict[str, Any]:
-    return {"sources": [s for s in _SOURCES.values() if s["collection"] == collection]}
-
-
-@sources_router.post(
-    "/v1/collections/{collection}/sources/{source_id}/syncs", status_code=202, dependencies=[WRITE_ACCESS]
-)
-def _sync(collection: CollectionName, source_id: str) -> dict[str, Any]:
-    counts = {
-        "discovered": 3,
-        "added": 2,
-        "updated": 0,
-        "unchanged": 0,
-        "deleted": 0,
-        "failed": 1,
-        "skipped": 0,
-    }
-    run = {
-        "sync_id": uuid.uuid4().hex[:12],
-        "state": "SUCCEEDED",
-        "started_at": time.time(),
-        "finished_at": time.time(),
-        "counts": counts,
-        "failures": [
-            {"url": "https://docs.example/<img src=x onerror=window.__pwned=1>", "reason": "HTTP 500"}
-        ],
-    }
-    _SYNCS.setdefault(source_id, []).insert(0, run)
-    return {"sync_id": run["sync_id"]}
-
-
-@sources_router.get("/v1/collections/{collection}/sources/{source_id}/syncs", dependencies=[READ_ACCESS])
-def _recent_syncs(collection: CollectionName, source_id: str) -> dict[str, Any]:
-    return {"syncs": _SYNCS.get(source_id, [])}
-
-
 @pytest.fixture(scope="module")
-def sources_api(console: Console) -> Iterator[str]:
-    """The same app plus the sources stand-in, on its own port (same stack, same keys)."""
+def api_without_sources(console: Console) -> Iterator[str]:
+    """The same app with no sources routes in its OpenAPI document, on its own port (same stack, keys)."""
     import uvicorn
 
     from stratus.api.app import create_app
     from stratus.local.stack import free_port
 
     app = create_app()
-    app.include_router(sources_router)
+    # As an API from before issue 14: its OpenAPI document (what the console reads) has no sources paths.
+    schema = app.openapi()
+    schema["paths"] = {path: ops for path, ops in schema["paths"].items() if "/sources" not in path}
+    app.openapi_schema = schema
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")

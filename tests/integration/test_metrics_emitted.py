@@ -104,6 +104,47 @@ def ask(api: str, key: str, question: str, **fields: Any) -> httpx.Response:
     return post(api, "chat", key, {"messages": [{"role": "user", "content": question}], **fields})
 
 
+def sync_a_site(api: str, key: str) -> None:
+    """Sources: syncs started, succeeded and failed; pages fetched, answered 304, deleted."""
+    from fakes.site import Site, page
+
+    site = Site().start()
+    saved = {"STRATUS_URL_ALLOW_HOSTS": os.environ.get("STRATUS_URL_ALLOW_HOSTS")}
+    os.environ["STRATUS_URL_ALLOW_HOSTS"] = site.host
+    get_settings.cache_clear()
+    try:
+        site.pages = {
+            "/s": ("text/html", page("Start", "<p>Start page.</p>", ["/s/a"])),
+            "/s/a": ("text/html", page("A", "<p>Page a.</p>", [])),
+        }
+
+        def sync(urls: list[str]) -> str:
+            return str(post(api, "sources", key, {"kind": "web", "urls": urls}).json()["source_id"])
+
+        def run(source: str) -> str:
+            sync_id = post(api, f"sources/{source}/syncs", key, {}).json()["sync_id"]
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                view = httpx.get(
+                    f"{api}/v1/collections/{COLLECTION}/sources/{source}/syncs/{sync_id}",
+                    headers={"x-api-key": key},
+                ).json()
+                if view["state"] != "RUNNING":
+                    return str(view["state"])
+                time.sleep(0.3)
+            raise AssertionError("sync still running")
+
+        source = sync([f"{site.url}/s/"])
+        assert run(source) == "SUCCEEDED"
+        del site.pages["/s/a"]
+        assert run(source) == "SUCCEEDED"
+        assert run(sync([f"{site.url}/missing/"])) == "FAILED"
+    finally:
+        restore_environment(saved)
+        get_settings.cache_clear()
+        site.stop()
+
+
 def test_every_dashboard_metric_is_emitted_by_a_real_scenario(
     running_stack: LocalStack, api: str, providers: tuple[FakeOpenAI, FakeOpenAI], tmp_path: Path
 ) -> None:
@@ -157,6 +198,8 @@ def test_every_dashboard_metric_is_emitted_by_a_real_scenario(
         while post(api, "search", admin, {"query": '"the moon pulls"'}).json()["degraded"] != ["keyword"]:
             assert time.monotonic() < deadline, "a phrase query never degraded the search"
             time.sleep(0.5)
+        # And a web source syncs twice (the second finds one page unchanged, one gone) and one fails
+        sync_a_site(api, admin)
     emitted = {name.value for name, _, _ in captured}
     shown = dashboard_custom_metrics()
     # Then every custom metric on the dashboard was seen being emitted

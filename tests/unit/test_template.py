@@ -355,11 +355,13 @@ def test_policies_are_least_privilege(resources: dict[str, Any]) -> None:
         "MaintenanceFunction": lancedb_rw,
     }
     expected_sends = {
-        "FetchFunction": {"EmbedQueue", "IndexQueue"},
+        # Sources: a sync's frontier (URL, sitemap and listing units) is messages on FetchQueue.
+        "FetchFunction": {"EmbedQueue", "IndexQueue", "FetchQueue"},
         "EmbedFunction": {"IndexQueue"},
         # DELETE /v1/collections/{c}/documents/{id} of a URL document has no inbox object whose S3
         # event could reach fetch, so the API sends the delete StageMessage to index itself.
-        # ... and the console's DLQ redrive sends dead letters back to their stage's queue.
+        # POST .../sources/{id}/syncs sends a sync's first unit to FetchQueue, and the console's DLQ
+        # redrive sends dead letters back to their stage's queue.
         "ApiFunction": {"IndexQueue", "FetchQueue", "EmbedQueue"},
     }
     for name in FUNCTIONS:

@@ -32,10 +32,10 @@ def test_symlinks_out_of_the_folder_are_skipped_with_a_reason(tmp_path: Path) ->
 
 
 def test_unsupported_and_hidden_files_are_reported_not_dropped(tmp_path: Path) -> None:
-    # given a folder with a document, a sidecar, a Word file, a plain JSON file and a dotfile
+    # given a folder with a document, a sidecar, an OpenDocument file, a plain JSON file and a dotfile
     (tmp_path / "a.md").write_text("# A")
     (tmp_path / "a.md.metadata.json").write_text('{"metadataAttributes": {}}')
-    (tmp_path / "report.docx").write_bytes(b"PK\x03\x04")
+    (tmp_path / "report.odt").write_bytes(b"PK\x03\x04")
     (tmp_path / "package.json").write_text("{}")
     (tmp_path / ".env").write_text("X=1")
     # when planned
@@ -43,7 +43,7 @@ def test_unsupported_and_hidden_files_are_reported_not_dropped(tmp_path: Path) -
     # then the document and its sidecar go, and each of the others is skipped with its reason
     assert sorted(u.source for u in plan.uploads) == ["a.md", "a.md.metadata.json"]
     reasons = {item.path.name: item.reason for item in plan.skipped}
-    assert reasons["report.docx"].startswith("unsupported type .docx")
+    assert reasons["report.odt"].startswith("unsupported type .odt")
     assert reasons["package.json"].startswith("unsupported type .json")
     assert reasons[".env"] == "hidden file"
     # and the summary prints every one of them
@@ -51,7 +51,7 @@ def test_unsupported_and_hidden_files_are_reported_not_dropped(tmp_path: Path) -
     _print_skipped(Console(file=out, width=200), plan.skipped)
     printed = out.getvalue()
     assert "skipped 3 file(s)" in printed
-    for name in ("report.docx", "package.json", ".env"):
+    for name in ("report.odt", "package.json", ".env"):
         assert name in printed
 
 

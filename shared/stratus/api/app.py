@@ -19,6 +19,7 @@ from stratus.api import (
     routes_health,
     routes_keys,
     routes_search,
+    routes_sources,
 )
 from stratus.api.limits import BodyLimitMiddleware
 from stratus.observability import log_context, logger
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(routes_documents.router)
     app.include_router(routes_chat.router)
     app.include_router(routes_keys.router)
+    app.include_router(routes_sources.router)
     app.include_router(routes_console.router)
     app.include_router(routes_console.ui_router)
     from stratus.console.metrics import recorder

@@ -582,7 +582,7 @@ def _parse_html(data: bytes, filename: str) -> ParsedDocument:
         node = stack.pop()
         if not isinstance(node, BsTag):
             continue
-        if node is not soup and (node.name in _DROP_TAGS or _is_hidden(node)):
+        if node is not soup and (node.name in _DROP_TAGS or _is_hidden(node) or _is_boilerplate(node)):
             doomed.append(node)
             continue
         stack.extend(node.contents)
@@ -660,6 +660,26 @@ def _parse_html(data: bytes, filename: str) -> ParsedDocument:
 
 _END_BLOCK = object()
 _CELL_GAP = object()
+
+
+# Sources (web crawls): boilerplate that sites mark only by id or class, not by a semantic tag —
+# cookie banners, sidebars, breadcrumbs, menus. Matched on whole words of the id and class names.
+_BOILERPLATE_WORDS = frozenset(
+    {"cookie", "cookies", "consent", "gdpr", "breadcrumb", "breadcrumbs", "sidebar", "navbar", "navigation",
+     "menu", "footer", "skiplink", "share", "social", "newsletter", "popup", "advert", "advertisement"}
+)  # fmt: skip
+_NAME_WORD_RE = re.compile(r"[a-z]+")
+_CONTENT_TAGS = frozenset({"body", "main", "article", "html"})
+
+
+def _is_boilerplate(tag: Tag) -> bool:
+    if tag.name in _CONTENT_TAGS:
+        return False
+    classes: Any = tag.attrs.get("class") or []
+    names = " ".join(
+        [str(tag.attrs.get("id", "")), *(classes if isinstance(classes, list) else [str(classes)])]
+    )
+    return not _BOILERPLATE_WORDS.isdisjoint(_NAME_WORD_RE.findall(names.lower()[:500]))
 
 
 def _is_hidden(tag: Tag) -> bool:

@@ -10,7 +10,7 @@ import random
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -103,6 +103,9 @@ class FetchResult:
     error: str | None
     permanent: bool
     out_of_time: bool = False  # the invocation's time budget ran out before this URL was done
+    # Conditional GET (sources): the validators the server sent; status 304 is ok with no body.
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 @dataclass(frozen=True)
@@ -200,6 +203,8 @@ class _Response:
     content_type: str | None
     body: bytes | None
     location: str | None
+    etag: str | None = None
+    last_modified: str | None = None
 
 
 def _media_type(content_type: str | None) -> str:
@@ -234,13 +239,14 @@ class _Fetcher:
             self._host_slots[host] = asyncio.Semaphore(self._options.per_host_concurrency)
         return self._host_slots[host]
 
-    async def fetch(self, url: str) -> FetchResult:
+    async def fetch(self, url: str, headers: dict[str, str] | None = None) -> FetchResult:
+        """One URL, every redirect hop through the guard; `headers` (conditional GET) go on each hop."""
         current = url
         status: int | None = None
         try:
             for _hop in range(self._options.max_redirects + 1):
                 target = check_url_syntax(current, self._allow_hosts)
-                response = await self._with_retries(target)
+                response = await self._with_retries(target, headers)
                 status = response.status
                 if response.location is None:
                     return FetchResult(
@@ -252,6 +258,8 @@ class _Fetcher:
                         response.body,
                         None,
                         False,
+                        etag=response.etag,
+                        last_modified=response.last_modified,
                     )
                 try:
                     current = str(httpx.URL(target.url).join(response.location))
@@ -267,7 +275,7 @@ class _Fetcher:
         except (TransientError, httpx.HTTPError) as exc:
             return FetchResult(url, current, False, status, None, None, str(exc), False)
 
-    async def _with_retries(self, target: ParsedURL) -> _Response:
+    async def _with_retries(self, target: ParsedURL, headers: dict[str, str] | None = None) -> _Response:
         options = self._options
         attempt = 0
         while True:
@@ -275,7 +283,7 @@ class _Fetcher:
                 # Resolve and validate before any request; the transport connects to exactly these addresses.
                 await self._resolve(target)
                 async with self._slot(target.host):
-                    return await self._attempt(target.url)
+                    return await self._attempt(target.url, headers)
             except _Failure as exc:
                 if exc.permanent or attempt >= options.retries:
                     raise
@@ -301,12 +309,12 @@ class _Fetcher:
         except TransientError as exc:
             raise _Failure(str(exc), permanent=False) from exc
 
-    async def _attempt(self, url: str) -> _Response:
+    async def _attempt(self, url: str, headers: dict[str, str] | None = None) -> _Response:
         options = self._options
         try:
             async with asyncio.timeout(options.timeout_s):
-                async with self._client.stream("GET", url) as response:
-                    return await self._read(response)
+                async with self._client.stream("GET", url, headers=headers) as response:
+                    return await self._read(response, conditional=bool(headers))
         except TimeoutError as exc:
             raise _Failure(f"timed out after {options.timeout_s:g}s", permanent=False) from exc
         except httpx.TimeoutException as exc:
@@ -318,10 +326,13 @@ class _Fetcher:
         except httpx.TransportError as exc:
             raise _Failure(f"network error: {type(exc).__name__}: {exc}", permanent=False) from exc
 
-    async def _read(self, response: httpx.Response) -> _Response:
+    async def _read(self, response: httpx.Response, conditional: bool = False) -> _Response:
         options = self._options
         status = response.status_code
         content_type = response.headers.get("content-type")
+        etag, last_modified = response.headers.get("etag"), response.headers.get("last-modified")
+        if status == 304 and conditional:
+            return _Response(status, content_type, None, None, etag, last_modified)
         if status in REDIRECT_STATUSES:
             location = response.headers.get("location")
             if not location:
@@ -356,7 +367,7 @@ class _Fetcher:
                     raise _Failure(too_large, permanent=True, status=status)
                 chunks.append(chunk)
         chunks.extend(decoder.finish())
-        return _Response(status, content_type, b"".join(chunks), None)
+        return _Response(status, content_type, b"".join(chunks), None, etag, last_modified)
 
 
 class _Decoder:
@@ -493,6 +504,16 @@ def fetch_urls_sync(
     return asyncio.run(fetch_urls(urls, options=options, resolver=resolver, deadline=deadline))
 
 
+@contextlib.asynccontextmanager
+async def open_fetcher(options: FetchOptions, resolver: Resolver | None = None) -> AsyncIterator[Any]:
+    """One guarded client for a caller that fetches URLs one by one (`await fetcher.fetch(url, headers)`)."""
+    backend = GuardedNetworkBackend(
+        allow_hosts=options.allow_hosts, resolver=resolver, resolve_timeout_s=options.connect_timeout_s
+    )
+    async with _client(options, backend) as client:
+        yield _Fetcher(client, backend, options)
+
+
 _DONE = object()
 
 
@@ -581,5 +602,6 @@ __all__ = [
     "fetch_urls",
     "fetch_urls_sync",
     "iter_fetch_urls",
+    "open_fetcher",
     "parse_url_manifest",
 ]

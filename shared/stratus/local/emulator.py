@@ -111,9 +111,44 @@ def _named_queue_arn(request: Any) -> str | None:
     return f"arn:aws:sqs:{request._region}:{account}:{name}"
 
 
+# A DynamoDB transaction is authorised as its parts: IAM has no TransactWriteItems action, each Put,
+# Update, Delete and ConditionCheck needs its own action on its own table (moto asks for the whole).
+TRANSACTION_PARTS = {
+    "Put": "dynamodb:PutItem",
+    "Update": "dynamodb:UpdateItem",
+    "Delete": "dynamodb:DeleteItem",
+    "ConditionCheck": "dynamodb:ConditionCheckItem",
+    "Get": "dynamodb:GetItem",
+}
+
+
+def _transaction_parts(request: Any) -> list[tuple[str, str]]:
+    """(action, table ARN) of each item of a TransactWriteItems or TransactGetItems request."""
+    body = request._body.decode() if isinstance(request._body, bytes) else str(request._body or "")
+    try:
+        items = json.loads(body).get("TransactItems", [])
+    except (ValueError, AttributeError):
+        return []
+    parts = []
+    for item in items if isinstance(items, list) else []:
+        for kind, part in item.items() if isinstance(item, dict) else []:
+            named = isinstance(part, dict) and isinstance(part.get("TableName"), str)
+            if kind in TRANSACTION_PARTS and named:
+                table = f"arn:aws:dynamodb:{request._region}:{request.account_id}:table/{part['TableName']}"
+                parts.append((TRANSACTION_PARTS[kind], table))
+    return parts
+
+
 def _authorise(request: Any, original: Any, resource: str) -> None:
     if request._action == "sqs:GetQueueUrl" and resource == "*":
         resource = _named_queue_arn(request) or resource
+    if request._action in ("dynamodb:TransactWriteItems", "dynamodb:TransactGetItems"):
+        parts = _transaction_parts(request)
+        if parts:
+            for action, table in parts:
+                request._action = action
+                _authorise_one(request, original, table)
+            return
     if request._action == "s3:DeleteObject" and "/" not in resource.removeprefix("arn:aws:s3:::"):
         # moto checks a multi-object delete against the bucket, which no key-scoped grant matches.
         keys = _deleted_keys(request)
@@ -270,7 +305,28 @@ def tune_moto() -> None:
     IAMRequestBase.check_action_permitted = functools.partialmethod(  # type: ignore[method-assign,assignment]
         _authorise, IAMRequestBase.check_action_permitted
     )
+    _serialise_dynamodb_writes()
     backends._stratus_tuned = True  # type: ignore[attr-defined]
+
+
+def _serialise_dynamodb_writes() -> None:
+    """moto's TransactWriteItems deep-copies the tables it touches: a concurrent write to one of them
+    ("dictionary changed size during iteration") fails it. DynamoDB itself has no such race; serialise
+    the emulator's writes (sources' syncs write transactions from the API and the pollers at once)."""
+    from moto.dynamodb.models import DynamoDBBackend
+
+    lock = threading.RLock()
+
+    def serialised(method: Any) -> Any:
+        @functools.wraps(method)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with lock:
+                return method(*args, **kwargs)
+
+        return wrapper
+
+    for name in ("transact_write_items", "put_item", "update_item", "delete_item", "batch_write_item"):
+        setattr(DynamoDBBackend, name, serialised(getattr(DynamoDBBackend, name)))
 
 
 def make_app() -> Any:

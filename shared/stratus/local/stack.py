@@ -299,6 +299,24 @@ class LocalStack:
             poller = QueuePoller(self, source, function, load_handler(self.repo_root, function.handler))
             poller.start()
             self.pollers.append(poller)
+        self._start_sources_ticker()
+
+    def _start_sources_ticker(self) -> None:
+        """Sources: what the template's SourcesTick schedule does on AWS, every STRATUS_SOURCES_TICK_S."""
+        from stratus.settings import get_settings
+
+        interval = get_settings().sources_tick_s
+
+        def tick() -> None:
+            from stratus.sources.sync import handle_tick
+
+            while not self.stopping.wait(interval):
+                try:
+                    handle_tick()
+                except Exception:
+                    log.exception("sources tick failed; trying again next tick")
+
+        threading.Thread(target=tick, name="sources-tick", daemon=True).start()
 
     def handler(self, logical_id: str) -> Handler:
         """A template function's handler, imported from the repository; it runs as the function's role."""

@@ -615,7 +615,14 @@ def run_fetch_message(
     `deadline` (time.monotonic()) is the record's time budget (see `handle_fetch_batch`).
     """
     from stratus.settings import get_settings
+    from stratus.sources import is_sync_message
 
+    if is_sync_message(body):
+        # A unit of a source sync (a URL, a sitemap, an S3 listing page): the crawl frontier.
+        from stratus.sources.sync import build_engine
+
+        build_engine().handle(body, deadline)
+        return
     stage = build_fetch_stage()
     last_attempt = receive_count >= get_settings().fetch_max_receive_count
     for event in parse_s3_notification(body):
