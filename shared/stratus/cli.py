@@ -403,6 +403,67 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_collection(args: argparse.Namespace) -> int:
+    """Show a collection's chunking settings, or change them (--chunking, --chunk-tokens, --overlap)."""
+    from stratus import services
+    from stratus.stores.collections import CollectionSettings
+
+    _use_target(args)
+    store = services.collection_settings()
+    current = store.get(args.collection)
+    if args.chunking or args.chunk_tokens is not None or args.overlap is not None:
+        try:
+            current = CollectionSettings(
+                chunking=args.chunking or current.chunking,
+                chunk_tokens=args.chunk_tokens if args.chunk_tokens is not None else current.chunk_tokens,
+                chunk_overlap_tokens=args.overlap
+                if args.overlap is not None
+                else current.chunk_overlap_tokens,
+            )
+        except ValueError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        store.put(args.collection, current)
+    print(json.dumps({"collection": args.collection, **current.to_public()}, indent=2))
+    return 0
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    """Rebuild a collection from its inbox into a new table with its settings; switch over atomically."""
+    from stratus import services
+    from stratus.reindex import build_reindexer
+    from stratus.stores.collections import CollectionSettings
+
+    _use_target(args)
+    if args.chunking:
+        store = services.collection_settings()
+        current = store.get(args.collection)
+        store.put(
+            args.collection,
+            CollectionSettings(args.chunking, current.chunk_tokens, current.chunk_overlap_tokens),
+        )
+
+    def log(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    report = build_reindexer().reindex(args.collection, log=log, force=args.force)
+    if args.json:
+        print(json.dumps(report.to_public(), indent=2))
+    else:
+        console = _console()
+        console.print(
+            text(
+                f"{report.collection}: {report.documents} document(s), {report.chunks} chunk(s) by "
+                f"{report.chunking} into generation {report.new_generation} in {report.seconds}s; "
+                + ("switched" if report.switched else "NOT switched (the old table still serves)")
+                + ("; old table dropped" if report.dropped_old else "")
+            )
+        )
+        for source, reason in report.skipped:
+            console.print(text(f"  not rebuilt: {source}: {reason}"))
+    return 0 if report.switched else 1
+
+
 def cmd_migrate_tables(args: argparse.Namespace) -> int:
     """Move chunk tables of the first layout into one table per collection (idempotent)."""
     from stratus import services
@@ -587,6 +648,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--stack", default=None, help=STACK_HELP)
     status.set_defaults(func=cmd_status)
+
+    collection = sub.add_parser(
+        "collection", help="show or set a collection's chunking (token, heading, rows)"
+    )
+    collection.add_argument("collection")
+    collection.add_argument("--chunking", choices=["token", "heading", "rows"], default=None)
+    collection.add_argument("--chunk-tokens", type=int, default=None, help="chunk budget in encoder tokens")
+    collection.add_argument("--overlap", type=int, default=None, help="token chunking's overlap")
+    collection.add_argument("--stack", default=None, help=STACK_HELP)
+    collection.set_defaults(func=cmd_collection)
+
+    reindex = sub.add_parser(
+        "reindex", help="rebuild a collection into a new table with its settings; switch atomically"
+    )
+    reindex.add_argument("collection")
+    reindex.add_argument("--chunking", choices=["token", "heading", "rows"], default=None)
+    reindex.add_argument(
+        "--force", action="store_true", help="switch even if some indexed documents cannot be rebuilt"
+    )
+    reindex.add_argument("--json", action="store_true")
+    reindex.add_argument("--stack", default=None, help=STACK_HELP)
+    reindex.set_defaults(func=cmd_reindex)
 
     migrate = sub.add_parser(
         "migrate-tables", help="move chunk tables of the first layout to one table per collection"

@@ -155,6 +155,7 @@ def build_index(
     overlap_tokens: int,
     log: Any = print,
     batch_docs: int = 512,
+    chunking: str = "token",
 ) -> dict[str, Any]:
     """Chunk, encode and write a BEIR corpus into a local-folder chunk table (the bulk path)."""
     import pyarrow as pa
@@ -192,7 +193,7 @@ def build_index(
         if not text.strip() and not title.strip():
             continue
         parsed = ParsedDocument(title=title, sections=[Section(text=text or title)])
-        found = chunk_document(doc_id, parsed, tokenizer, chunk_tokens, overlap_tokens)
+        found = chunk_document(doc_id, parsed, tokenizer, chunk_tokens, overlap_tokens, mode=chunking)
         if not found:
             continue
         pending.append(
@@ -284,6 +285,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--variant", choices=["fp32", "int8"], default=s.model_variant)
     parser.add_argument("--chunk-tokens", type=int, default=s.chunk_tokens)
     parser.add_argument("--overlap-tokens", type=int, default=s.chunk_overlap_tokens)
+    parser.add_argument(
+        "--chunking",
+        choices=["token", "heading", "rows"],
+        default="token",
+        help="the collection chunking to evaluate (heading: --chunk-tokens is the split limit)",
+    )
     parser.add_argument("--max-tokens", type=int, default=s.embed_max_tokens)
     parser.add_argument("--fusion", choices=["rrf", "convex"], default=s.search_fusion)
     parser.add_argument("--rrf-k", type=int, default=s.rrf_k)
@@ -317,7 +324,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     key = index_key(
         args.dataset / "corpus.jsonl",
         encoder.model_path,
-        {"chunk_tokens": args.chunk_tokens, "overlap": args.overlap_tokens, "max_tokens": args.max_tokens},
+        {
+            "chunk_tokens": args.chunk_tokens,
+            "overlap": args.overlap_tokens,
+            "max_tokens": args.max_tokens,
+            # Only other chunkings enter the key: indexes built before the option keep theirs.
+            **({"chunking": args.chunking} if args.chunking != "token" else {}),
+        },
     )
     index_dir = args.cache_dir / key
     marker = index_dir / "index.json"
@@ -338,6 +351,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.chunk_tokens,
             args.overlap_tokens,
             log,
+            chunking=args.chunking,
         )
         marker.write_text(json.dumps(built))
     store = ChunkStore(str(index_dir / "lancedb"), memory_max_rows=get_settings().search_memory_max_rows)
@@ -378,6 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for k in (
                     "variant",
                     "chunk_tokens",
+                    "chunking",
                     "overlap_tokens",
                     "max_tokens",
                     "fusion",

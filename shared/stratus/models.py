@@ -56,6 +56,8 @@ class Section(BaseModel):
     sheet: str | None = None  # spreadsheets and CSV: the sheet (or file) and rows the text came from
     row_start: int | None = None
     row_end: int | None = None
+    # Tabular sections: the spreadsheet row number of each "\n\n"-separated line (rows chunking).
+    row_numbers: list[int] | None = None
 
 
 class ParsedDocument(BaseModel):

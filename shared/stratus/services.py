@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from stratus.ratelimit import RateLimiter
     from stratus.stores.audit import AuditTable
     from stratus.stores.blobs import BlobStore
+    from stratus.stores.collections import CollectionSettingsStore
     from stratus.stores.conversations import ConversationTable
     from stratus.stores.documents import DocumentTable
     from stratus.stores.feedback import FeedbackTable
@@ -59,6 +60,16 @@ def blob_store() -> BlobStore:
     from stratus.stores.blobs import BlobStore
 
     return BlobStore(aws.client("s3"), get_settings().bucket)
+
+
+def collection_settings() -> CollectionSettingsStore:
+    """Per-collection settings, kept in the documents table."""
+    from stratus.stores.collections import CollectionSettingsStore
+
+    settings = get_settings()
+    return CollectionSettingsStore(
+        aws.client("dynamodb"), settings.documents_table, settings.collection_generation_ttl_s
+    )
 
 
 @per_principal
@@ -183,6 +194,7 @@ def chunk_store() -> ChunkStore:
         filter_fields=settings.filter_fields,
         replica=replica,
         memory_max_rows=settings.search_memory_max_rows,
+        generations=collection_settings().generation,
     )
 
 

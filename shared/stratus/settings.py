@@ -112,6 +112,22 @@ class Settings(BaseSettings):
     # --- Chunking ----------------------------------------------------------------------
     chunk_tokens: int = Field(200, ge=16, le=512, description="Target chunk size in encoder tokens.")
     chunk_overlap_tokens: int = Field(32, ge=0, le=256, description="Tokens shared by neighbouring chunks.")
+    collection_generation_ttl_s: float = Field(
+        2.0,
+        ge=0,
+        description="How long a process trusts the chunk-table generation it read for a collection.",
+    )
+    reindex_drop_after_s: float = Field(
+        30.0,
+        ge=0,
+        description="`stratus reindex` drops the replaced table this long after the switch (> the TTL).",
+    )
+    heading_chunk_tokens: int = Field(
+        256,
+        ge=16,
+        le=512,
+        description="Collections chunked by heading: a section longer than this many tokens is split.",
+    )
     max_document_bytes: int = Field(50 * 1024 * 1024, ge=1, description="Largest document accepted.")
     max_title_chars: int = Field(
         300, ge=16, description="A document title longer than this is cut (every chunk repeats it)."

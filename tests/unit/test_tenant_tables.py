@@ -26,6 +26,7 @@ from stratus.stores.vectors import (
     StoreUnavailableError,
     chunk_schema,
     collection_for_table,
+    generation_for_table,
     table_name_for,
 )
 
@@ -108,13 +109,55 @@ def test_dash_underscore_and_case_variants_stay_apart_or_are_refused(name: str) 
             table_name_for(name.upper())
 
 
+GENERATIONS = st.integers(min_value=0, max_value=999_999_999)
+
+
+@settings(max_examples=500, deadline=None)
+@given(NAMES, GENERATIONS, NAMES, GENERATIONS)
+def test_generations_of_distinct_collections_never_share_a_table(a: str, g: int, b: str, h: int) -> None:
+    # given two (collection, generation) pairs, as `stratus reindex` makes them
+    # when each is mapped to its table
+    # then distinct pairs give distinct tables, each mapping back to exactly its pair
+    assert (table_name_for(a, g) == table_name_for(b, h)) == ((a, g) == (b, h))
+    assert collection_for_table(table_name_for(a, g)) == a
+    assert generation_for_table(table_name_for(a, g)) == g
+    assert table_name_for(a, 0) == table_name_for(a)
+    assert not table_name_for(a, g).startswith(LEGACY_PREFIX)
+
+
+@pytest.mark.parametrize("name", ["chunks-a.g0", "chunks-a.g01", "chunks-a.gx", "chunks-.g1", "chunks-A.g1"])
+def test_names_no_generation_makes_are_no_collection_s_table(name: str) -> None:
+    # given a name the mapping never produces; then it maps to no collection
+    assert collection_for_table(name) is None
+    assert generation_for_table(name) is None
+
+
+def test_a_generation_table_serves_only_once_the_collection_points_at_it(tmp_path: Path) -> None:
+    # given a store whose collections' serving generations come from a mutable mapping
+    serving = {"gen": 0}
+    store = ChunkStore(str(tmp_path / "db"), generations=lambda c: serving.get(c, 0))
+    index(store, "gen", [("old.md", "the harbour timetable")])
+    rebuilt = single_chunk_batch("gen", "new.md", "new.md", "the harbour timetable, rebuilt")
+    store.write("gen", rows_of([rebuilt]), {}, [], DIM, generation=1)
+    # when searched before and after the switch, then each answer comes from the serving table only
+    assert sources(store, "gen", "harbour timetable") == {"old.md"}
+    serving["gen"] = 1
+    assert sources(store, "gen", "harbour timetable") == {"new.md"}
+    # and the collection is listed once, with both tables present until the old one is dropped
+    assert store.collections() == ["gen"]
+    assert store.drop_table(table_name_for("gen", 0))
+    assert store.table_names() == [table_name_for("gen", 1)]
+
+
 def test_lancedb_accepts_every_table_name_the_mapping_makes(tmp_path: Path) -> None:
     # given names at the edges of the pattern
     names = ["a", "a-b", "a_b", "a--b", "a__b", "0-_-_", "z" * 63, "a-" * 31 + "b"]
     store = ChunkStore(str(tmp_path / "db"))
-    # when each gets a table
+    # when each gets a table, and a generation table beside it
     for name in names:
         index(store, name, [(f"{name}.md", f"text of {name}")])
+        batch = single_chunk_batch(name, "g.md", "g.md", "g")
+        store.write(name, rows_of([batch]), {}, [], DIM, generation=999_999_999)
     # then the database lists each collection back, exactly
     assert store.collections() == sorted(names)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from stratus.api.deps import (
     AUTH_RESPONSES,
@@ -139,3 +139,40 @@ def delete_document(collection: CollectionName, doc_id: DocumentId, principal: W
             raise HTTPException(404, f"document {doc_id} not found in {collection!r}")
         note.detail = f"source {result.source!r}"
         return result
+
+
+class CollectionSettingsBody(BaseModel):
+    """A collection's chunking: token (the default), heading (one chunk per section) or rows."""
+
+    chunking: Literal["token", "heading", "rows"] = "token"
+    chunk_tokens: Annotated[int | None, Field(ge=16, le=512)] = None
+    chunk_overlap_tokens: Annotated[int | None, Field(ge=0, le=256)] = None
+
+
+@router.get(
+    "/v1/collections/{collection}/settings",
+    response_model=CollectionSettingsBody,
+    dependencies=[READ_ACCESS],
+)
+def get_collection_settings(collection: CollectionName) -> CollectionSettingsBody:
+    """The collection's chunking settings (defaults when none were set)."""
+    from stratus import services
+
+    return CollectionSettingsBody(**services.collection_settings().get(collection).to_public())
+
+
+@router.put(
+    "/v1/collections/{collection}/settings",
+    response_model=CollectionSettingsBody,
+    dependencies=[WRITE_ACCESS],
+)
+def put_collection_settings(
+    collection: CollectionName, body: CollectionSettingsBody
+) -> CollectionSettingsBody:
+    """Set the collection's chunking; documents ingested from now on use it."""
+    from stratus import services
+    from stratus.stores.collections import CollectionSettings
+
+    settings = CollectionSettings(**body.model_dump())
+    services.collection_settings().put(collection, settings)
+    return CollectionSettingsBody(**settings.to_public())

@@ -22,7 +22,8 @@ from itertools import pairwise
 from typing import TYPE_CHECKING
 
 from stratus.errors import PermanentError
-from stratus.models import Chunk, ParsedDocument, make_chunk_id
+from stratus.models import Chunk, ParsedDocument, Section, make_chunk_id
+from stratus.stores.collections import CHUNKING_MODES
 
 if TYPE_CHECKING:
     from tokenizers import Encoding, Tokenizer
@@ -167,6 +168,18 @@ class _Section:
         return [(self.text[self.starts[s] : self.ends[e]], self.tokens(s, e)) for s, e in spans]
 
 
+def _row_blocks(section: Section) -> list[tuple[Section, str]]:
+    """One block per row of a tabular section, each carrying its own row number."""
+    lines = [line for line in section.text.split("\n\n") if line.strip()]
+    numbers = section.row_numbers
+    if section.sheet is None or not numbers or len(numbers) != len(lines):
+        return [(section, block) for _, block in _blocks(section.text) if block.strip()]
+    return [
+        (section.model_copy(update={"row_start": n, "row_end": n, "row_numbers": None}), line)
+        for n, line in zip(numbers, lines, strict=True)
+    ]
+
+
 def chunk_document(
     doc_id: str,
     parsed: ParsedDocument,
@@ -174,17 +187,31 @@ def chunk_document(
     chunk_tokens: int,
     overlap_tokens: int,
     max_chunks: int | None = None,
+    mode: str = "token",
 ) -> list[Chunk]:
-    """Split a parsed document into token-bounded chunks with stable ids; PermanentError past `max_chunks`."""
+    """Split a parsed document into chunks with stable ids; PermanentError past `max_chunks`.
+
+    ``token``: greedy chunks of ``chunk_tokens`` with overlap. ``heading``: one chunk per section,
+    split (without overlap) only where it is longer than ``chunk_tokens``. ``rows``: one chunk per
+    row of tabular sections (other sections as ``heading``).
+    """
     if chunk_tokens < 1:
         raise ValueError("chunk_tokens must be at least 1")
+    if mode not in CHUNKING_MODES:
+        raise ValueError(f"unknown chunking mode {mode!r}")
     # More overlap than half a chunk would make chunks crawl forward a few words at a time.
-    overlap = max(0, min(overlap_tokens, chunk_tokens // 2))
+    overlap = max(0, min(overlap_tokens, chunk_tokens // 2)) if mode == "token" else 0
     tok = _plain_tokenizer(tokenizer)
 
-    blocks = [
-        (section, block) for section in parsed.sections for _, block in _blocks(section.text) if block.strip()
-    ]
+    if mode == "rows":
+        blocks = [pair for section in parsed.sections for pair in _row_blocks(section)]
+    else:
+        blocks = [
+            (section, block)
+            for section in parsed.sections
+            for _, block in _blocks(section.text)
+            if block.strip()
+        ]
     chunks: list[Chunk] = []
     seen: Counter[str] = Counter()
     # Batches of blocks go through encode_batch, which tokenizes on all cores.

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from stratus.settings import Settings
     from stratus.stores.blobs import BlobStore
+    from stratus.stores.collections import CollectionSettings, CollectionSettingsStore
     from stratus.stores.documents import DocumentTable
     from stratus.stores.queues import MessageQueue
 
@@ -80,6 +81,7 @@ class FetchConfig:
     chunk_tokens: int
     chunk_overlap_tokens: int
     max_document_bytes: int
+    heading_chunk_tokens: int = 256
     url_allow_hosts: frozenset[str] = frozenset()
     url_max_per_manifest: int = 1000
     inline_max_bytes: int = 0
@@ -97,6 +99,7 @@ class FetchConfig:
             chunk_tokens=settings.chunk_tokens,
             chunk_overlap_tokens=settings.chunk_overlap_tokens,
             max_document_bytes=settings.max_document_bytes,
+            heading_chunk_tokens=settings.heading_chunk_tokens,
             url_allow_hosts=frozenset(settings.url_allow_hosts),
             url_max_per_manifest=settings.url_max_per_manifest,
             inline_max_bytes=settings.stage_inline_max_bytes,
@@ -160,8 +163,10 @@ class FetchStage:
         tokenizer: Callable[[], Tokenizer],
         config: FetchConfig,
         fetch_urls: Callable[[Sequence[str], float | None], Iterable[Any]] | None = None,
+        collection_settings: CollectionSettingsStore | None = None,
     ) -> None:
         self._blobs = blobs
+        self._collection_settings = collection_settings
         self._documents = documents
         self._embed_queue = embed_queue
         self._index_queue = index_queue
@@ -382,6 +387,14 @@ class FetchStage:
             error=None if manifest.urls else summary,
         )
 
+    def settings_for(self, collection: str) -> CollectionSettings:
+        """The collection's chunking settings (one consistent read: a change applies to the next document)."""
+        from stratus.stores.collections import CollectionSettings
+
+        if self._collection_settings is None:
+            return CollectionSettings()
+        return self._collection_settings.get(collection)
+
     def ingest(
         self,
         collection: str,
@@ -400,6 +413,10 @@ class FetchStage:
         doc_id = make_doc_id(collection, content.source)
         digest = hashlib.sha256(content.data)
         digest.update(json.dumps(metadata, sort_keys=True).encode())
+        chunking = self.settings_for(collection)
+        if not chunking.is_default:
+            # Other chunking makes other chunks: a re-upload after a change is not "unchanged".
+            digest.update(json.dumps(chunking.to_public(), sort_keys=True).encode())
         sha = digest.hexdigest()
         existing = self._documents.get(collection, doc_id)
         if existing is not None and existing.version > version:
@@ -426,9 +443,13 @@ class FetchStage:
                     doc_id,
                     parsed,
                     self._tokenizer(),
-                    config.chunk_tokens,
-                    config.chunk_overlap_tokens,
+                    chunking.chunk_tokens
+                    or (config.chunk_tokens if chunking.chunking == "token" else config.heading_chunk_tokens),
+                    config.chunk_overlap_tokens
+                    if chunking.chunk_overlap_tokens is None
+                    else chunking.chunk_overlap_tokens,
                     max_chunks=config.max_chunks_per_document,
+                    mode=chunking.chunking,
                 )
             if not chunks:
                 raise PermanentError("document has no extractable text")
@@ -580,6 +601,7 @@ def build_fetch_stage() -> FetchStage:
         tokenizer=services.chunk_tokenizer,
         config=FetchConfig.from_settings(settings),
         fetch_urls=fetch_urls,
+        collection_settings=services.collection_settings(),
     )
 
 

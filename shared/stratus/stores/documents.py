@@ -13,6 +13,7 @@ from typing import Any
 from stratus.errors import TransientError
 from stratus.models import DocumentStatus
 from stratus.stores.aws import call_dynamodb
+from stratus.stores.collections import SETTINGS_DOC_ID
 
 _DOC_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -202,7 +203,12 @@ class DocumentTable:
         if cursor:
             params["ExclusiveStartKey"] = decode_cursor(cursor, collection)
         response = self._call("query", **params)
-        records = [_from_item(item) for item in response.get("Items", [])]
+        # The collection's settings item (stores/collections.py) shares the partition: not a document.
+        records = [
+            _from_item(item)
+            for item in response.get("Items", [])
+            if item.get("doc_id", {}).get("S") != SETTINGS_DOC_ID
+        ]
         last = response.get("LastEvaluatedKey")
         next_cursor = base64.urlsafe_b64encode(json.dumps(last).encode()).decode() if last else None
         return records, next_cursor

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -98,17 +98,41 @@ def table_schema(dimension: int, filter_fields: Mapping[str, str] | None = None)
     return schema.insert(2, pa.field(COLLECTION_COLUMN, pa.string(), nullable=False))
 
 
-def table_name_for(collection: str) -> str:
-    """The LanceDB table of a collection: ``chunks-<collection>`` (injective; see collection_for_table)."""
-    return TABLE_PREFIX + check_collection_name(collection)
+# `stratus reindex` builds generation N>0 of a collection as ``chunks-<collection>.g<N>``: "." is
+# outside the collection alphabet, so (collection, generation) -> name stays injective.
+_GENERATION_RE = re.compile(r"\.g([1-9][0-9]{0,8})$")
+
+
+def table_name_for(collection: str, generation: int = 0) -> str:
+    """The LanceDB table of a collection's generation: ``chunks-<collection>[.g<N>]`` (injective)."""
+    if generation < 0:
+        raise ValueError("generation must be >= 0")
+    suffix = f".g{generation}" if generation else ""
+    return TABLE_PREFIX + check_collection_name(collection) + suffix
+
+
+def _split_table_name(name: str) -> tuple[str, int] | None:
+    if not name.startswith(TABLE_PREFIX):
+        return None
+    rest = name[len(TABLE_PREFIX) :]
+    generation = 0
+    match = _GENERATION_RE.search(rest)
+    if match:
+        generation = int(match.group(1))
+        rest = rest[: match.start()]
+    return (rest, generation) if COLLECTION_PATTERN.fullmatch(rest) else None
 
 
 def collection_for_table(name: str) -> str | None:
-    """The collection whose table is `name`, or None when `name` is no collection's table."""
-    if not name.startswith(TABLE_PREFIX):
-        return None
-    collection = name[len(TABLE_PREFIX) :]
-    return collection if COLLECTION_PATTERN.fullmatch(collection) else None
+    """The collection whose table (of any generation) is `name`, or None when it is no collection's."""
+    found = _split_table_name(name)
+    return found[0] if found else None
+
+
+def generation_for_table(name: str) -> int | None:
+    """The generation of a collection's table `name` (0 for ``chunks-<collection>``), or None."""
+    found = _split_table_name(name)
+    return found[1] if found else None
 
 
 def scoped(collection: str, where: str | None = None) -> str:
@@ -255,8 +279,11 @@ class ChunkStore:
         filter_fields: Mapping[str, str] | None = None,
         replica: TableReplica | None = None,
         memory_max_rows: int = 0,
+        generations: Callable[[str], int] | None = None,
     ) -> None:
         self.uri = uri
+        # The collection's serving generation (collection settings); None: always generation 0.
+        self._generations = generations
         self._storage_options = storage_options or {}
         self._read_consistency_s = read_consistency_s
         self.filter_fields = dict(filter_fields or {})
@@ -290,13 +317,15 @@ class ChunkStore:
                 raise StoreUnavailableError(f"the vector store {self.uri} is unavailable: {error}") from error
         return self._db
 
-    def table_name(self, collection: str) -> str:
-        """The LanceDB table of a collection."""
-        return table_name_for(collection)
+    def table_name(self, collection: str, generation: int | None = None) -> str:
+        """The LanceDB table of a collection: its serving generation unless `generation` is given."""
+        if generation is None:
+            generation = self._generations(collection) if self._generations is not None else 0
+        return table_name_for(collection, generation)
 
-    def open(self, collection: str) -> Any | None:
+    def open(self, collection: str, generation: int | None = None) -> Any | None:
         """The collection's table, or None when it has none yet; StoreUnavailableError on other faults."""
-        return self.open_table(self.table_name(collection))
+        return self.open_table(self.table_name(collection, generation))
 
     def open_table(self, name: str) -> Any | None:
         """A table by its LanceDB name, or None when it does not exist.
@@ -325,12 +354,12 @@ class ChunkStore:
         with self._lock:
             self._tables.pop(name, None)
 
-    def open_or_create(self, collection: str, dimension: int) -> Any:
+    def open_or_create(self, collection: str, dimension: int, generation: int | None = None) -> Any:
         """The collection's table, created empty with the chunk schema when missing."""
-        table = self.open(collection)
+        name = self.table_name(collection, generation)
+        table = self.open_table(name)
         if table is not None:
             return table
-        name = self.table_name(collection)
         with self._lock:
             table = self.db.create_table(
                 name, schema=table_schema(dimension, self.filter_fields), exist_ok=True
@@ -355,8 +384,8 @@ class ChunkStore:
             raise StoreUnavailableError(f"could not list the tables of {self.uri}: {error}") from error
 
     def collections(self) -> list[str]:
-        """Collections that have a table."""
-        return sorted(c for n in self.table_names() if (c := collection_for_table(n)) is not None)
+        """Collections that have a table (one name however many generations it has)."""
+        return sorted({c for n in self.table_names() if (c := collection_for_table(n)) is not None})
 
     def legacy_tables(self) -> list[str]:
         """Tables of the first layout still waiting for `stratus migrate-tables`."""
@@ -414,9 +443,10 @@ class ChunkStore:
         replace_docs: dict[str, list[str]],
         delete_docs: Sequence[str],
         dimension: int,
+        generation: int | None = None,
     ) -> dict[str, int]:
         """One merge_insert of `rows` and one delete of stale chunks and deleted documents."""
-        table = self.open_or_create(collection, dimension)
+        table = self.open_or_create(collection, dimension, generation)
         inserted = updated = 0
         if rows is not None and rows.num_rows:
             rows = self.conform(table, rows, collection)
@@ -434,8 +464,18 @@ class ChunkStore:
         if clauses:
             table.delete(scoped(collection, " OR ".join(clauses)))
         self.ensure_fts_index(table)
-        self.committed(collection)
+        self.committed(collection, generation)
         return {"inserted": inserted, "updated": updated}
+
+    def drop_table(self, name: str) -> bool:
+        """Drop a table by name (a generation a reindex replaced); False when it did not exist."""
+        self.forget_table(name)
+        if self.open_table(name) is None:
+            return False
+        self.forget_table(name)
+        self.db.drop_table(name)
+        self._snapshots.pop(name, None)
+        return True
 
     @staticmethod
     def ensure_fts_index(table: Any) -> None:
@@ -506,9 +546,9 @@ class ChunkStore:
             self._snapshots[key] = snapshot
             return snapshot
 
-    def committed(self, collection: str) -> None:
+    def committed(self, collection: str, generation: int | None = None) -> None:
         """This process wrote the table: its next read re-checks the version (replica and snapshot)."""
-        name = self.table_name(collection)
+        name = self.table_name(collection, generation)
         self._snapshot_checked.pop(name, None)
         if self.replica is not None:
             self.replica.invalidate(name)

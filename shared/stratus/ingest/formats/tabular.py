@@ -37,6 +37,7 @@ class RowSections:
         self.sections: list[Section] = []
         self.rows = 0
         self._lines: list[str] = []
+        self._numbers: list[int] = []
         self._first = 0
         self._last = 0
         self._chars = 0
@@ -61,6 +62,7 @@ class RowSections:
         if not self._lines:
             self._first = number
         self._lines.append(line)
+        self._numbers.append(number)
         self._last = number
         self._chars += len(line)
 
@@ -73,9 +75,10 @@ class RowSections:
                     sheet=self.sheet,
                     row_start=self._first,
                     row_end=self._last,
+                    row_numbers=self._numbers,
                 )
             )
-        self._lines, self._chars = [], 0
+        self._lines, self._numbers, self._chars = [], [], 0
 
     def finish(self) -> list[Section]:
         """The sections; a table of only a header becomes one section of its column names."""
