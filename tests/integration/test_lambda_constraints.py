@@ -84,7 +84,11 @@ def _interpreter(as_root: bool) -> str:
         f"python{sys.version_info.major}.{sys.version_info.minor}", path="/usr/local/bin:/usr/bin"
     )
     if found is None:
-        pytest.skip(f"no python{sys.version_info.major}.{sys.version_info.minor} that nobody may run")
+        # No silent skip: without it the constraint is unchecked, so the run fails and says what to install.
+        pytest.fail(
+            f"no python{sys.version_info.major}.{sys.version_info.minor} in /usr/local/bin or /usr/bin that "
+            "an unprivileged user may run (install the system package of that version)"
+        )
     return found
 
 
