@@ -4,7 +4,8 @@ import { append, el, highlight, replace, safeUrl, toast, when } from "./dom.js";
 
 const main = document.getElementById("main");
 const FINAL = new Set(["INDEXED", "FAILED", "DELETED"]);
-const state = { who: null, collections: [], collection: null, config: {}, sources: null, timer: null };
+const state = { who: null, collections: [], collection: null, config: {}, sources: null };
+let routed = 0;
 
 const SCREENS = [
   { id: "collections", title: "Collections", render: collectionsScreen },
@@ -18,6 +19,11 @@ const SCREENS = [
 
 const isAdmin = () => !!state.who && state.who.roles.includes("admin");
 const canWrite = () => !!state.who && (state.who.roles.includes("write") || isAdmin());
+
+/** Run fn every ms while the view is on the page; a view left behind stops its own timer. */
+function every(view, ms, fn) {
+  const id = setInterval(() => { if (view.isConnected) fn(); else clearInterval(id); }, ms);
+}
 
 function heading(text) {
   return el("h1", { id: "screen-title", tabindex: "-1" }, text);
@@ -98,7 +104,10 @@ function buildNav() {
 
 async function route() {
   if (!state.who) return;
-  clearInterval(state.timer);
+  // Each route renders into a view of its own; a slower earlier route that finishes late writes into its
+  // detached view and never marks the page ready, so data-ready always names the screen on show.
+  const seq = ++routed;
+  delete main.dataset.ready;
   const id = (location.hash.match(/^#\/([a-z]+)/) || [])[1] || "collections";
   const screen = SCREENS.find((s) => s.id === id && (!s.shown || s.shown())) || SCREENS[0];
   for (const link of document.querySelectorAll("#nav a")) {
@@ -106,19 +115,21 @@ async function route() {
     else link.removeAttribute("aria-current");
   }
   document.title = `${screen.title} · Stratus console`;
-  replace(main, heading(screen.title));
+  const view = el("div", { class: "view" }, heading(screen.title));
+  replace(main, view);
   try {
-    await screen.render();
+    await screen.render(view);
   } catch (error) {
-    append(main, [problem(error)]);
+    append(view, [problem(error)]);
   }
+  if (seq !== routed) return;
   main.dataset.ready = screen.id;
   document.getElementById("screen-title")?.focus();
 }
 
 // --- collections -----------------------------------------------------------------------------------
 
-async function collectionsScreen() {
+async function collectionsScreen(main) {
   if (!state.collections.length) { append(main, [el("p", {}, "No collections yet.")]); return; }
   const body = el("tbody");
   const table = el("table", {}, el("caption", {}, "Collections this key may read"),
@@ -139,7 +150,7 @@ async function collectionsScreen() {
 
 // --- documents -------------------------------------------------------------------------------------
 
-async function documentsScreen() {
+async function documentsScreen(main) {
   append(main, [collectionPicker(route)]);
   if (!state.collection) { append(main, [el("p", {}, "Pick or name a collection.")]); return; }
   const status = el("p", { class: "hint", "aria-live": "polite", id: "doc-status" });
@@ -166,7 +177,7 @@ async function documentsScreen() {
     return busy;
   }
   await refresh();
-  state.timer = setInterval(() => { refresh().catch(() => {}); }, 1000);
+  every(main, 1000, () => refresh().catch(() => {}));
 }
 
 function uploader(done) {
@@ -209,7 +220,7 @@ async function dlqPanel() {
 
 const items = (data, name) => (Array.isArray(data) ? data : (data && data[name]) || []);
 
-async function sourcesScreen() {
+async function sourcesScreen(main) {
   append(main, [collectionPicker(route)]);
   if (!state.collection) return;
   const base = `/v1/collections/${state.collection}/sources`;
@@ -255,7 +266,7 @@ async function sourcesScreen() {
 
 // --- search ----------------------------------------------------------------------------------------
 
-async function searchScreen() {
+async function searchScreen(main) {
   append(main, [collectionPicker(route)]);
   const query = el("input", { id: "q", name: "q", type: "search", required: true, autocomplete: "off" });
   const mode = el("select", { id: "mode", name: "mode" }, ["hybrid", "vector", "keyword"].map((m) => el("option", { value: m }, m)));
@@ -320,7 +331,7 @@ function newConversation() {
   chat.log = [];
 }
 
-async function chatScreen() {
+async function chatScreen(main) {
   append(main, [collectionPicker(() => { newConversation(); route(); })]);
   if (!chat.conversationId) newConversation();
   const log = el("div", { id: "chat-log", class: "chat-log", "aria-live": "polite" });
@@ -406,7 +417,7 @@ async function openPassage(c, passage) {
 
 // --- operations ------------------------------------------------------------------------------------
 
-async function operationsScreen() {
+async function operationsScreen(main) {
   const data = await api("GET", "/v1/operations");
   const stat = (label, value, id) => el("div", { class: "stat", "data-metric": id }, el("span", { class: "label" }, label),
     el("span", { class: "value" }, String(value)));
@@ -426,12 +437,12 @@ async function operationsScreen() {
         ["QUEUED", "FETCHED", "EMBEDDED", "INDEXED", "FAILED", "DELETED"].map((s) => el("td", {}, counts[s] || 0)))))))),
     el("section", { "aria-labelledby": "t-title", class: "card" }, el("h2", { id: "t-title" }, "Totals (metric names as on the dashboard)"),
       el("div", { class: "stats" }, Object.entries(totals).map(([k, v]) => stat(k, Math.round(v * 100) / 100, k))))]);
-  state.timer = setInterval(() => { if (location.hash === "#/operations") route(); }, 10000);
+  every(main, 10000, () => route());
 }
 
 // --- keys ------------------------------------------------------------------------------------------
 
-async function keysScreen() {
+async function keysScreen(main) {
   const name = el("input", { id: "key-name", name: "name", required: true, autocomplete: "off" });
   const collections = el("input", { id: "key-collections", name: "collections", required: true, value: state.collection || "*" });
   const role = el("select", { id: "key-role", name: "role" }, ["read", "write", "admin"].map((r) => el("option", { value: r }, r)));
