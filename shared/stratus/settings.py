@@ -326,8 +326,10 @@ class Settings(BaseSettings):
         "Stratus/0.1 (+https://github.com/stratus-rag)", description="User-Agent of URL fetches."
     )
     url_allowed_content_types: Annotated[frozenset[str], NoDecode] = Field(
-        frozenset({"text/html", "text/plain", "text/markdown", "application/pdf", "application/xhtml+xml"}),
-        description="Media types a fetched URL may have (comma list or JSON array).",
+        frozenset(),
+        description=(
+            "Media types a fetched URL may have (comma list or JSON array); empty: every type a parser reads."
+        ),
     )
 
     # --- Sources and syncs (sources/) -------------------------------------------------

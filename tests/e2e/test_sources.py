@@ -508,3 +508,111 @@ def test_unchanged_resync_without_a_sitemap_still_reaches_every_page(
     assert sorted(h.status for h in other.log if h.path.startswith("/w")) == [304, 304, 304]
     records = settled([f"{other.url}/w", f"{other.url}/w/x", f"{other.url}/w/y"])
     assert all(r is not None and r.status == DocumentStatus.INDEXED for r in records.values())
+
+
+def docx_bytes(sentence: str) -> bytes:
+    """A small Word file with one heading and `sentence`."""
+    import io
+
+    from docx import Document
+
+    document = Document()
+    document.add_heading("Field guide", level=1)
+    document.add_paragraph(sentence)
+    buffer = io.BytesIO()
+    document.save(buffer)
+    return buffer.getvalue()
+
+
+def test_redirects_header_noindex_linked_office_files_and_a_failing_page(
+    api: str, headers: dict[str, str], sites: tuple[Site, Site]
+) -> None:
+    # given a site section with a redirect to another in-scope page, a page marked noindex by its
+    # X-Robots-Tag header, a linked Word file, a page whose last segment has a dot, a stylesheet link,
+    # and a page whose only child is linked from nowhere else
+    _, other = sites
+    docx_type = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    hub_links = [
+        "/h/old",
+        "/h/new",
+        "/h/tagged",
+        "/h/guide.docx",
+        "/h/release/v2.0",
+        "/h/flaky",
+        "/h/site.css",
+    ]
+    other.pages.update(
+        {
+            "/h": ("text/html", page("Hub", "<p>The hub lists the heron field notes.</p>", hub_links)),
+            "/h/new": ("text/html", page("New", "<p>The new page covers the newt pond survey.</p>", [])),
+            "/h/tagged": ("text/html", page("Tagged", "<p>The tagged page names the tapir.</p>", [])),
+            "/h/guide.docx": (docx_type, docx_bytes("The guide explains the gecko terrarium humidity.")),
+            "/h/release/v2.0": (
+                "text/html",
+                page("Release", "<p>Version two adds the vole tunnel map.</p>", []),
+            ),
+            "/h/flaky": ("text/html", page("Flaky", "<p>Flaky mentions the finch feeder.</p>", ["/h/child"])),
+            "/h/child": ("text/html", page("Child", "<p>The child page tracks the chamois herd.</p>", [])),
+            "/h/site.css": ("text/css", b"body { color: black }"),
+        }
+    )
+    other.redirects["/h/old"] = "/h/new"
+    other.headers["/h/tagged"] = {"X-Robots-Tag": "otherbot: nofollow\nnoindex"}
+    created = httpx.post(
+        f"{api}/v1/collections/{COLLECTION}/sources",
+        json={"kind": "web", "urls": [f"{other.url}/h/"]},
+        headers=headers,
+    )
+    source_id = created.json()["source_id"]
+    other.log.clear()
+
+    # when it is synced
+    first = run_sync(api, headers, source_id)
+
+    # then the redirect is crawled once, as its target; the header's noindex and the stylesheet are
+    # skipped; the Word file and the dotted page are documents; exact counts
+    assert first["state"] == "SUCCEEDED", first
+    assert first["counts"] == {
+        "discovered": 10,
+        "added": 6,
+        "updated": 0,
+        "unchanged": 0,
+        "deleted": 0,
+        "failed": 0,
+        "skipped": 4,
+    }, first
+    assert first["skipped_by"] == {"redirect": 1, "noindex": 1, "type": 1, "scope": 1}
+    paths = other.paths()
+    assert "/h/site.css" not in paths
+    assert paths.count("/h/release/v2.0") == 1
+    base = other.url
+    live = [f"{base}/h", f"{base}/h/new", f"{base}/h/guide.docx", f"{base}/h/release/v2.0", f"{base}/h/flaky"]
+    records = settled([*live, f"{base}/h/child", f"{base}/h/old", f"{base}/h/tagged"])
+    assert records[f"{base}/h/old"] is None
+    assert records[f"{base}/h/tagged"] is None
+    assert search(api, headers, "gecko terrarium humidity")[0]["source"] == f"{base}/h/guide.docx"
+    assert search(api, headers, "vole tunnel map")[0]["source"] == f"{base}/h/release/v2.0"
+    assert search(api, headers, "newt pond survey")[0]["source"] == f"{base}/h/new"
+
+    # when the page that alone links to the child fails (503) during the next sync
+    other.failing["/h/flaky"] = 503
+    other.log.clear()
+    second = run_sync(api, headers, source_id)
+
+    # then the failure is reported with its reason, and neither it nor the child it links is deleted:
+    # a page that failed is not proven gone, and the links it had last time still count as reached
+    assert second["state"] == "SUCCEEDED", second
+    assert second["counts"] == {
+        "discovered": 10,
+        "added": 0,
+        "updated": 0,
+        "unchanged": 5,
+        "deleted": 0,
+        "failed": 1,
+        "skipped": 4,
+    }, second
+    assert [f["url"] for f in second["failures"]] == [f"{base}/h/flaky"]
+    assert "503" in second["failures"][0]["reason"]
+    after = settled([f"{base}/h/flaky", f"{base}/h/child"])
+    assert all(r is not None and r.status == DocumentStatus.INDEXED for r in after.values()), after
+    assert search(api, headers, "chamois herd")[0]["source"] == f"{base}/h/child"

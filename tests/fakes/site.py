@@ -23,7 +23,7 @@ class Hit:
 
 @dataclass
 class Site:
-    """Pages by path: (content type, bytes). Missing paths answer 404; `gone` paths 410."""
+    """Pages by path: (content type, bytes). Missing paths answer 404; `gone` paths 410; `redirects` 301."""
 
     pages: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     gone: set[str] = field(default_factory=set)
@@ -31,6 +31,9 @@ class Site:
     hang: set[str] = field(default_factory=set)  # paths that block until `release` is set
     release: threading.Event = field(default_factory=threading.Event)
     conditional: bool = True
+    redirects: dict[str, str] = field(default_factory=dict)  # path -> Location (301)
+    failing: dict[str, int] = field(default_factory=dict)  # path -> status it answers (e.g. 503)
+    headers: dict[str, dict[str, str]] = field(default_factory=dict)  # path -> extra response headers
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: Any = None
 
@@ -72,7 +75,8 @@ class Site:
                 if ctype:
                     self.send_header("Content-Type", ctype)
                 for name, value in extra.items():
-                    self.send_header(name, value)
+                    for line in value.split("\n"):  # one header per line: X-Robots-Tag may repeat
+                        self.send_header(name, line)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
@@ -92,12 +96,17 @@ class Site:
         """Status, content type, body and extra headers for a GET of `path`."""
         if path in self.gone:
             return 410, "text/plain", b"gone", {}
+        if path in self.redirects:
+            return 301, "text/plain", b"", {"Location": self.redirects[path]}
+        if path in self.failing:
+            return self.failing[path], "text/plain", b"unavailable", {}
         found = self.pages.get(path)
         if found is None:
             return 404, "text/plain", b"not found", {}
         ctype, body = found
         etag = '"' + hashlib.sha256(body).hexdigest()[:16] + '"'
         extra = {"ETag": etag} if self.conditional else {}
+        extra.update(self.headers.get(path, {}))
         if self.conditional and headers.get("If-None-Match") == etag:
             return 304, "", b"", extra
         return 200, ctype, body, extra

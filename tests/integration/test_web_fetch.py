@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 import threading
 import time
@@ -12,8 +13,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from stratus.ingest.formats import CONTENT_TYPES as FORMAT_TYPES
 from stratus.ingest.urlguard import check_url
 from stratus.ingest.web import FetchOptions, FetchResult, fetch_urls, fetch_urls_sync
+from stratus.settings import Settings
 
 PUBLIC_V4 = "93.184.216.34"
 MAX_BYTES = 1000
@@ -118,6 +121,10 @@ def png(handler: Handler) -> None:
     handler.reply(200, "image/png", b"\x89PNG\r\n\x1a\n")
 
 
+def archive(handler: Handler) -> None:
+    handler.reply(200, "application/zip", b"PK\x05\x06" + b"\x00" * 18)
+
+
 def big_declared(handler: Handler) -> None:
     handler.reply(200, "text/plain", b"x" * (MAX_BYTES * 5))
 
@@ -161,6 +168,7 @@ def world() -> Iterator[World]:
             {
                 "/page": html,
                 "/image": png,
+                "/archive": archive,
                 "/big-declared": big_declared,
                 "/big-streamed": big_streamed,
                 "/flaky": fails_first(503),
@@ -333,14 +341,28 @@ def test_body_over_the_size_cap_fails_permanently(world: World, path: str) -> No
 
 
 def test_unsupported_content_type_fails_permanently(world: World) -> None:
-    # given a PNG
+    # given a zip archive (no parser reads one)
     # when fetched
-    result = fetch_one(world.url("/image"), options_for(world))
+    result = fetch_one(world.url("/archive"), options_for(world))
     # then it is refused by type, without retry
     assert not result.ok
     assert result.permanent
-    assert result.error == "unsupported content type 'image/png'"
-    assert world.hits["/image"] == 1
+    assert result.error == "unsupported content type 'application/zip'"
+    assert world.hits["/archive"] == 1
+
+
+def test_every_type_a_parser_reads_is_fetched_by_default(world: World) -> None:
+    # given the default settings (no STRATUS_URL_ALLOWED_CONTENT_TYPES) and a PNG (read by OCR)
+    options = dataclasses.replace(
+        options_for(world), allowed_content_types=FetchOptions.from_settings(Settings()).allowed_content_types
+    )
+    # when fetched
+    result = fetch_one(world.url("/image"), options)
+    # then it comes back for the parser, and the default names every format's media type
+    assert result.ok, result.error
+    assert result.content_type == "image/png"
+    assert set(FORMAT_TYPES) <= options.allowed_content_types
+    assert "application/zip" not in options.allowed_content_types
 
 
 def test_server_error_is_retried_until_it_succeeds(world: World) -> None:

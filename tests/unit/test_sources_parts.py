@@ -9,12 +9,12 @@ import pytest
 
 from stratus.errors import PermanentError
 from stratus.ingest.parsing import parse_document
-from stratus.sources.links import read_links
+from stratus.sources.links import header_robots, read_links
 from stratus.sources.models import WebSourceRequest
 from stratus.sources.robots import RobotsPolicy, product_token
 from stratus.sources.schedule import next_run
 from stratus.sources.sitemaps import parse_sitemap
-from stratus.sources.urls import Scope, normalise_url
+from stratus.sources.urls import ASSET_EXTENSIONS, Scope, extension, normalise_url
 
 
 @pytest.mark.parametrize(
@@ -105,6 +105,49 @@ def test_links_canonical_and_robots_meta() -> None:
     assert found.canonical == "http://e.com/docs/a"
     assert found.noindex
     assert not found.nofollow
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ("noindex", (True, False)),
+        ("NoIndex, NoFollow", (True, True)),
+        ("none", (True, True)),
+        ("stratus: noindex", (True, False)),
+        ("otherbot: noindex, nofollow", (False, False)),
+        ("otherbot: noindex\nnofollow", (False, True)),
+        ("unavailable_after: 25 Jun 2010 15:00:00 PST, noarchive", (False, False)),
+        ("otherbot: noarchive, stratus: nofollow", (False, True)),
+        ("", (False, False)),
+    ],
+)
+def test_x_robots_tag_header_applies_to_all_crawlers_or_to_ours(
+    headers: str, expected: tuple[bool, bool]
+) -> None:
+    # given X-Robots-Tag headers (one per line), some scoped to a user agent
+    # when read for the crawler whose product token is "Stratus"
+    # then only the directives for every crawler or for Stratus count
+    assert header_robots(headers, "Stratus") == expected
+
+
+@pytest.mark.parametrize(
+    ("url", "fetched"),
+    [
+        ("http://e.com/docs/guide.docx", True),
+        ("http://e.com/docs/sales.xlsx", True),
+        ("http://e.com/docs/export.csv", True),
+        ("http://e.com/docs/release/v2.0", True),
+        ("http://e.com/docs/page.cfm", True),
+        ("http://e.com/docs/report.pdf", True),
+        ("http://e.com/docs/logo.png", False),
+        ("http://e.com/docs/app.js", False),
+        ("http://e.com/docs/feed.xml", False),
+        ("http://e.com/docs/bundle.zip", False),
+    ],
+)
+def test_crawl_requests_every_link_but_assets(url: str, fetched: bool) -> None:
+    # given a link's last path segment; then only known asset types are left unrequested
+    assert (extension(url) not in ASSET_EXTENSIONS) is fetched
 
 
 def test_cookie_banner_and_div_sidebar_never_reach_the_text() -> None:

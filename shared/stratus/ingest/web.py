@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from stratus.errors import PermanentError, TransientError
+from stratus.ingest.formats import CONTENT_TYPES as FORMAT_TYPES
 from stratus.ingest.urlguard import (
     BlockedURLError,
     GuardedNetworkBackend,
@@ -32,8 +33,9 @@ if TYPE_CHECKING:
     from stratus.settings import Settings
 
 DEFAULT_USER_AGENT = "Stratus/0.1 (+https://github.com/stratus-rag)"
+# Every media type a parser reads (HTML, text, Markdown, PDF and the formats of stratus.ingest.formats).
 DEFAULT_CONTENT_TYPES = frozenset(
-    {"text/html", "text/plain", "text/markdown", "application/pdf", "application/xhtml+xml"}
+    {"text/html", "text/plain", "text/markdown", "application/pdf", "application/xhtml+xml", *FORMAT_TYPES}
 )
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # 408 and 429 are the client errors that mean "later"; every other 4xx is final.
@@ -78,7 +80,8 @@ class FetchOptions:
             backoff_base_s=settings.url_backoff_base_s,
             retry_after_max_s=settings.url_retry_after_max_s,
             user_agent=settings.url_user_agent,
-            allowed_content_types=frozenset(t.lower() for t in settings.url_allowed_content_types),
+            allowed_content_types=frozenset(t.lower() for t in settings.url_allowed_content_types)
+            or DEFAULT_CONTENT_TYPES,
             max_redirects=settings.url_max_redirects,
             allow_hosts=frozenset(settings.url_allow_hosts),
             max_bytes_in_flight=settings.url_max_bytes_in_flight,
@@ -106,6 +109,7 @@ class FetchResult:
     # Conditional GET (sources): the validators the server sent; status 304 is ok with no body.
     etag: str | None = None
     last_modified: str | None = None
+    robots_tag: str = ""  # X-Robots-Tag headers, one per line (sources honour noindex / nofollow)
 
 
 @dataclass(frozen=True)
@@ -205,6 +209,7 @@ class _Response:
     location: str | None
     etag: str | None = None
     last_modified: str | None = None
+    robots_tag: str = ""
 
 
 def _media_type(content_type: str | None) -> str:
@@ -260,6 +265,7 @@ class _Fetcher:
                         False,
                         etag=response.etag,
                         last_modified=response.last_modified,
+                        robots_tag=response.robots_tag,
                     )
                 try:
                     current = str(httpx.URL(target.url).join(response.location))
@@ -331,8 +337,9 @@ class _Fetcher:
         status = response.status_code
         content_type = response.headers.get("content-type")
         etag, last_modified = response.headers.get("etag"), response.headers.get("last-modified")
+        robots_tag = "\n".join(response.headers.get_list("x-robots-tag"))[:2048]
         if status == 304 and conditional:
-            return _Response(status, content_type, None, None, etag, last_modified)
+            return _Response(status, content_type, None, None, etag, last_modified, robots_tag)
         if status in REDIRECT_STATUSES:
             location = response.headers.get("location")
             if not location:
@@ -367,7 +374,7 @@ class _Fetcher:
                     raise _Failure(too_large, permanent=True, status=status)
                 chunks.append(chunk)
         chunks.extend(decoder.finish())
-        return _Response(status, content_type, b"".join(chunks), None, etag, last_modified)
+        return _Response(status, content_type, b"".join(chunks), None, etag, last_modified, robots_tag)
 
 
 class _Decoder:

@@ -55,3 +55,28 @@ def read_links(html: bytes, base_url: str) -> PageLinks:
             continue
         result.links.append(urljoin(base, href))
     return result
+
+
+# X-Robots-Tag directives that carry a value after a colon; any other "word:" starts a user-agent group.
+_VALUED_DIRECTIVES = frozenset({"unavailable_after", "max-snippet", "max-image-preview", "max-video-preview"})
+
+
+def header_robots(value: str, token: str) -> tuple[bool, bool]:
+    """(noindex, nofollow) of X-Robots-Tag headers (one per line) for the crawler named `token`.
+
+    "noindex, nofollow" applies to every crawler; "otherbot: noindex" only to otherbot (a user-agent
+    prefix applies to the directives after it in the same header, up to the next prefix).
+    """
+    noindex = nofollow = False
+    for header in value.lower().splitlines():
+        agent: str | None = None
+        for part in header.split(","):
+            head, colon, rest = part.partition(":")
+            directive = part.strip()
+            if colon and head.strip() not in _VALUED_DIRECTIVES:
+                agent, directive = head.strip(), rest.strip()
+            if agent is not None and agent != token.lower():
+                continue
+            noindex |= directive in ("noindex", "none")
+            nofollow |= directive in ("nofollow", "none")
+    return noindex, nofollow

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 SYNC_STATES = ("RUNNING", "SUCCEEDED", "FAILED")
 COUNT_NAMES = ("discovered", "added", "updated", "unchanged", "deleted", "failed", "skipped")
 # Why a URL was not fetched or not indexed; the sync reports a count per class.
-SKIP_CLASSES = ("robots", "scope", "type", "noindex", "depth", "max_pages", "canonical")
+SKIP_CLASSES = ("robots", "scope", "type", "noindex", "depth", "max_pages", "canonical", "redirect")
 MAX_PATTERNS = 50
 MAX_URLS = 100
 _SCHEDULE = re.compile(

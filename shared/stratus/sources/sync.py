@@ -27,7 +27,7 @@ from stratus.models import DocumentStatus, make_doc_id
 from stratus.observability import MetricName, emit_metric, logger
 from stratus.sources import MESSAGE_TAG
 from stratus.sources.robots import MAX_ROBOTS_BYTES, RobotsPolicy, product_token
-from stratus.sources.urls import FILE_EXTENSIONS, PAGE_EXTENSIONS, Scope, extension, normalise_url, origin
+from stratus.sources.urls import ASSET_EXTENSIONS, Scope, extension, normalise_url, origin
 from stratus.stores.documents import normalise_version
 
 if TYPE_CHECKING:
@@ -231,7 +231,7 @@ class SyncEngine:
                 continue
             if not scope.allows(url):
                 verdicts[url] = "scope"
-            elif extension(url) not in PAGE_EXTENSIONS | FILE_EXTENSIONS:
+            elif extension(url) in ASSET_EXTENSIONS:
                 verdicts[url] = "type"
             elif depth > int(source.get("max_depth", 5)):
                 verdicts[url] = "depth"
@@ -306,19 +306,42 @@ class SyncEngine:
                 return {"c_failed": 1}, {"url": url, "reason": result.error or f"HTTP {result.status}"}
             if (result.error or "").startswith("unsupported content type"):
                 return {"c_skipped": 1, "k_type": 1}, None
+            if page is not None:
+                # Not proven gone (a 5xx, a timeout, a 403): the page keeps its document, and the links it
+                # had last time still count as reached, so the end of the sync deletes none of them.
+                stored_links = json.loads(page.get("links") or "[]")
+                self._store.put_page(
+                    source_id, url, sync_id, page.get("etag"), page.get("last_modified"), stored_links
+                )
+                self._discover(source, sync_id, stored_links, message["key"], depth + 1)
             return {"c_failed": 1}, {"url": url, "reason": result.error or "fetch failed"}
         final = result.final_url
         with contextlib.suppress(ValueError):
             final = normalise_url(final)
-        if final != url and not self._scope(source).allows(final):
-            return {"c_skipped": 1, "k_scope": 1}, None
+        if final != url:
+            if not self._scope(source).allows(final):
+                return {"c_skipped": 1, "k_scope": 1}, None
+            # One page, one document: a redirect inside the scope is followed as a link to its target
+            # (fetched as its own unit, robots and depth checked), and this URL keeps no document.
+            self._discover(source, sync_id, [final], message["key"], depth)
+            deleted = self._remove_if_live(collection, source_id, url, record)
+            return {"c_skipped": 1, "k_redirect": 1, **({"c_deleted": 1} if deleted else {})}, None
         body = result.body or b""
         outlinks: list[str] = []
         media = (result.content_type or "").split(";", 1)[0].strip().lower()
+        from stratus.sources.links import header_robots
+
+        header_noindex, header_nofollow = header_robots(
+            result.robots_tag, product_token(self._config.user_agent)
+        )
+        if header_noindex:
+            deleted = self._remove_if_live(collection, source_id, url, record)
+            return {"c_skipped": 1, "k_noindex": 1, **({"c_deleted": 1} if deleted else {})}, None
         if media in HTML_TYPES:
             from stratus.sources.links import read_links
 
             found = read_links(body, result.final_url)
+            found.nofollow |= header_nofollow
             outlinks = [] if found.nofollow else found.links
             if not found.nofollow:
                 self._discover(source, sync_id, found.links, message["key"], depth + 1)

@@ -9,13 +9,23 @@ from urllib.parse import urlsplit, urlunsplit
 
 from w3lib.url import canonicalize_url, url_query_cleaner
 
+from stratus.ingest.formats import EXTENSIONS as FORMAT_EXTENSIONS
+
 DEFAULT_PORTS = {"http": 80, "https": 443}
 TRACKING_PARAMETERS = frozenset(
     {"gclid", "fbclid", "msclkid", "dclid", "yclid", "mc_cid", "mc_eid", "_ga", "_gl", "igshid", "ref_src"}
 )
-# Linked files the parsers read; a link to anything else with an extension is not fetched.
-PAGE_EXTENSIONS = frozenset({"", ".html", ".htm", ".xhtml", ".php", ".asp", ".aspx", ".jsp"})
-FILE_EXTENSIONS = frozenset({".pdf", ".md", ".markdown", ".txt"})
+# Links a crawl never requests: assets and data that are not documents. Any other link is fetched and
+# its Content-Type decides (an unreadable type is skipped as "type"), so /release/v2.0 or /page.cfm
+# are crawled although their last segment has a dot.
+_ASSETS = (
+    ".gif .svg .ico .bmp .avif .heic .css .js .mjs .map .json .xml .rss .atom .ics .woff .woff2 .ttf .otf"
+    " .eot .mp3 .mp4 .m4a .m4v .mov .avi .webm .ogg .wav .flac .zip .gz .tgz .bz2 .xz .7z .rar .tar .exe"
+    " .msi .dmg .pkg .deb .rpm .apk .iso .bin .jar .wasm .doc .xls .ppt .odt .ods .odp .rtf .psd .ai .eps"
+)
+ASSET_EXTENSIONS = frozenset(
+    {*(e for e, f in FORMAT_EXTENSIONS.items() if f == "image"), *_ASSETS.split(" ")}
+)
 
 
 def normalise_url(url: str) -> str:
