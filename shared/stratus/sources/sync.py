@@ -112,6 +112,7 @@ class SyncEngine:
         self._options = options
         self._config = config
         self._fetch_one = fetch or _fetch_one
+        self._token = product_token(config.user_agent)
         self._robots: dict[tuple[str, str], RobotsPolicy] = {}
         self._deadline: float | None = None
 
@@ -286,17 +287,7 @@ class SyncEngine:
         emit_metric(MetricName.PAGES_FETCHED, 1)
         if result.ok and result.status == 304:
             emit_metric(MetricName.PAGES_NOT_MODIFIED, 1)
-            stored_links = json.loads((page or {}).get("links") or "[]")
-            self._store.put_page(
-                source_id,
-                url,
-                sync_id,
-                result.etag or (page or {}).get("etag"),
-                result.last_modified or (page or {}).get("last_modified"),
-                stored_links,
-            )
-            # Not modified, so its links are the ones read last time: follow them as if fetched.
-            self._discover(source, sync_id, stored_links, message["key"], depth + 1)
+            self._still_reached(source, sync_id, url, page, result, message["key"], depth)
             return {"c_unchanged": 1}, None
         if not result.ok:
             if result.status in (404, 410):
@@ -309,11 +300,7 @@ class SyncEngine:
             if page is not None:
                 # Not proven gone (a 5xx, a timeout, a 403): the page keeps its document, and the links it
                 # had last time still count as reached, so the end of the sync deletes none of them.
-                stored_links = json.loads(page.get("links") or "[]")
-                self._store.put_page(
-                    source_id, url, sync_id, page.get("etag"), page.get("last_modified"), stored_links
-                )
-                self._discover(source, sync_id, stored_links, message["key"], depth + 1)
+                self._still_reached(source, sync_id, url, page, None, message["key"], depth)
             return {"c_failed": 1}, {"url": url, "reason": result.error or "fetch failed"}
         final = result.final_url
         with contextlib.suppress(ValueError):
@@ -324,19 +311,15 @@ class SyncEngine:
             # One page, one document: a redirect inside the scope is followed as a link to its target
             # (fetched as its own unit, robots and depth checked), and this URL keeps no document.
             self._discover(source, sync_id, [final], message["key"], depth)
-            deleted = self._remove_if_live(collection, source_id, url, record)
-            return {"c_skipped": 1, "k_redirect": 1, **({"c_deleted": 1} if deleted else {})}, None
+            return self._skip("redirect", collection, source_id, url, record), None
         body = result.body or b""
         outlinks: list[str] = []
         media = (result.content_type or "").split(";", 1)[0].strip().lower()
         from stratus.sources.links import header_robots
 
-        header_noindex, header_nofollow = header_robots(
-            result.robots_tag, product_token(self._config.user_agent)
-        )
+        header_noindex, header_nofollow = header_robots(result.robots_tag, self._token)
         if header_noindex:
-            deleted = self._remove_if_live(collection, source_id, url, record)
-            return {"c_skipped": 1, "k_noindex": 1, **({"c_deleted": 1} if deleted else {})}, None
+            return self._skip("noindex", collection, source_id, url, record), None
         if media in HTML_TYPES:
             from stratus.sources.links import read_links
 
@@ -352,11 +335,9 @@ class SyncEngine:
                     canonical = url
                 if canonical != url and self._scope(source).allows(canonical):
                     self._discover(source, sync_id, [canonical], message["key"], depth)
-                    self._remove_if_live(collection, source_id, url, record)
-                    return {"c_skipped": 1, "k_canonical": 1}, None
+                    return self._skip("canonical", collection, source_id, url, record), None
             if found.noindex:
-                deleted = self._remove_if_live(collection, source_id, url, record)
-                return {"c_skipped": 1, "k_noindex": 1, **({"c_deleted": 1} if deleted else {})}, None
+                return self._skip("noindex", collection, source_id, url, record), None
         return self._ingest(source, sync_id, url, record, result, media, outlinks)
 
     def _ingest(
@@ -556,6 +537,32 @@ class SyncEngine:
         self._store.delete_page(source_id, url)
         emit_metric(MetricName.SOURCE_DELETIONS, 1)
 
+    def _skip(
+        self, why: str, collection: str, source_id: str, url: str, record: DocumentRecord | None
+    ) -> dict[str, int]:
+        """Counts of a page skipped as `why`; the document it had, if any, deleted (and counted)."""
+        deleted = self._remove_if_live(collection, source_id, url, record)
+        return {"c_skipped": 1, f"k_{why}": 1, **({"c_deleted": 1} if deleted else {})}
+
+    def _still_reached(
+        self,
+        source: dict[str, Any],
+        sync_id: str,
+        url: str,
+        page: dict[str, Any] | None,
+        result: FetchResult | None,
+        parent: str,
+        depth: int,
+    ) -> None:
+        """Mark a page reached without reading it (a 304, or a failure that proves nothing) and follow
+        the links it had last time, as if fetched."""
+        page = page or {}
+        stored_links = json.loads(page.get("links") or "[]")
+        etag = (result.etag if result else None) or page.get("etag")
+        last_modified = (result.last_modified if result else None) or page.get("last_modified")
+        self._store.put_page(source["source_id"], url, sync_id, etag, last_modified, stored_links)
+        self._discover(source, sync_id, stored_links, parent, depth + 1)
+
     def _remove_if_live(
         self, collection: str, source_id: str, url: str, record: DocumentRecord | None
     ) -> bool:
@@ -644,7 +651,6 @@ class SyncEngine:
         cached = self._robots.get((sync_id, host))
         if cached is not None:
             return cached
-        token = product_token(self._config.user_agent)
         stored = self._store.get_robots(sync_id, host)
         if stored is None:
             options = dataclasses.replace(
@@ -660,7 +666,7 @@ class SyncEngine:
                 text, allow_all = None, False  # (unreachable: assume complete disallow)
             self._store.put_robots(sync_id, host, text, allow_all)
             stored = self._store.get_robots(sync_id, host) or {"text": text, "allow_all": allow_all}
-        policy = RobotsPolicy(stored.get("text"), bool(stored.get("allow_all")), token)
+        policy = RobotsPolicy(stored.get("text"), bool(stored.get("allow_all")), self._token)
         self._robots[(sync_id, host)] = policy
         return policy
 
