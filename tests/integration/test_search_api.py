@@ -281,6 +281,45 @@ def test_the_api_sees_new_commits_within_the_consistency_window(
         time.sleep(0.05)
 
 
+def test_a_collection_whose_documents_were_all_deleted_searches_and_chats_to_no_hits(
+    stack: LocalStack, api_headers: dict[str, str]
+) -> None:
+    # given a collection on S3 with one document, searched once (its replica and in-memory copy are warm)
+    from stratus.embedding.encoder import get_encoder
+
+    store = services.chunk_store()
+    batch = single_chunk_batch("emptied", "gone.md", "Gone", "The lighthouse keeper logs the tides.")
+    store.write(
+        "emptied", chunk_rows(batch, get_encoder().embed_documents([batch.chunks[0].text])), {}, [], 384
+    )
+    warm = post(stack, api_headers, {"query": "lighthouse keeper"}, collection="emptied")
+    assert warm.status_code == 200, warm.text
+    assert [h["source"] for h in warm.json()["hits"]] == ["gone.md"]
+
+    # when that document is deleted (the table stays, with zero rows) and the API's reads see the commit
+    store.write("emptied", None, {}, [batch.doc_id], 384)
+    assert table_of(store.open("emptied")).count_rows() == 0
+    time.sleep(0.4)  # past STRATUS_READ_CONSISTENCY_S
+
+    # then every search mode answers 200 with no hits, nothing degraded
+    for mode in ("hybrid", "vector", "keyword"):
+        body = {"query": "lighthouse keeper tides", "top_k": 5, "mode": mode}
+        response = post(stack, api_headers, body, collection="emptied")
+        assert response.status_code == 200, (mode, response.text)
+        assert response.json()["hits"] == [], mode
+        assert response.json()["degraded"] == [], mode
+    # and chat answers 200 with the no-context answer and no citations
+    chat = httpx.post(
+        f"{stack.api_url}/v1/collections/emptied/chat",
+        json={"messages": [{"role": "user", "content": "What does the lighthouse keeper log?"}]},
+        headers=api_headers,
+        timeout=30,
+    )
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["refused"] is True
+    assert chat.json()["citations"] == []
+
+
 # --- the replica itself ----------------------------------------------------------------------------
 
 

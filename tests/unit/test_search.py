@@ -12,7 +12,7 @@ import pytest
 from fakes.chunks import single_chunk_batch
 
 from stratus.filters import FilterError
-from stratus.models import ChunkBatch
+from stratus.models import ChunkBatch, make_doc_id
 from stratus.pipeline.embed import chunk_rows
 from stratus.search import (
     CollectionNotFoundError,
@@ -347,6 +347,38 @@ def test_the_snapshot_follows_new_commits_and_skips_big_tables(tmp_path: Path, e
     small = ChunkStore(str(tmp_path / "db"), memory_max_rows=2)
     assert small.snapshot(small.search_table(COLLECTION)) is None
     assert run(small, encoder, query="garbage collector", mode="vector").hits[0].source == "rust.md"
+
+
+def test_a_table_whose_rows_are_all_deleted_searches_to_no_hits(
+    store: ChunkStore, encoder: BagOfWords
+) -> None:
+    # given a collection whose every document was deleted (the table remains, with zero rows)
+    doc_ids = [make_doc_id(COLLECTION, source) for source, *_ in DOCS]
+    store.write(COLLECTION, None, {}, doc_ids, DIM)
+    table = store.search_table(COLLECTION)
+    assert table is not None
+    assert table.count_rows() == 0
+
+    # when it is searched in every mode, and through the store's own retrievers
+    responses = {
+        mode: run(store, encoder, query="cats sleep", mode=mode) for mode in ("hybrid", "vector", "keyword")
+    }
+
+    # then every answer is empty, not an error, and no retriever is reported degraded
+    for mode, response in responses.items():
+        assert response.hits == [], mode
+        assert response.degraded == [], mode
+    assert run(store, encoder, query="cats sleep", mmr={"lambda": 0.5}, rerank=False).hits == []
+    assert store.keyword_search(COLLECTION, "cats", 5) == []
+    assert store.vector_search(COLLECTION, encoder.embed_query("cats"), 5) == []
+    # and the in-memory copy of an empty table is an empty snapshot, searched to nothing
+    snapshot = store.snapshot(table)
+    if store.memory_max_rows:
+        assert snapshot is not None
+        assert len(snapshot) == 0
+        assert snapshot.nearest(encoder.embed_query("cats"), 5, COLLECTION) == ([], [])
+    else:
+        assert snapshot is None
 
 
 def test_another_writers_commit_is_searched_once_the_consistency_window_has_passed(

@@ -211,8 +211,12 @@ class TableSnapshot:
         self.version = version
         self.ids: list[str] = rows.column("chunk_id").to_pylist()
         self.position = {chunk_id: i for i, chunk_id in enumerate(self.ids)}
-        flat = rows.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        matrix = np.ascontiguousarray(flat.reshape(len(self.ids), -1), dtype=np.float32)
+        vectors = rows.column("vector")
+        flat = vectors.combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        # The width comes from the column's type (a fixed-size list), not from the data: a table whose
+        # rows were all deleted has zero rows, and numpy cannot infer a -1 axis from an empty array.
+        dimension = getattr(vectors.type, "list_size", None) or (-1 if self.ids else 0)
+        matrix = np.ascontiguousarray(flat.reshape(len(self.ids), dimension), dtype=np.float32)
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         self.vectors = matrix / np.maximum(norms, 1e-12)
         self.columns = present(rows, HIT_COLUMNS)
