@@ -60,6 +60,14 @@ class Section(BaseModel):
     row_numbers: list[int] | None = None
 
 
+class Attachment(BaseModel):
+    """A file carried inside a document (an e-mail's attachment), to be ingested as its own document."""
+
+    name: str
+    content_type: str
+    data: bytes
+
+
 class ParsedDocument(BaseModel):
     """A document reduced to plain text sections."""
 
@@ -67,6 +75,9 @@ class ParsedDocument(BaseModel):
     sections: list[Section]
     metadata: dict[str, str | int | float | bool] = Field(
         default_factory=dict, description="What the parser learnt (e-mail headers, OCR confidence)."
+    )
+    attachments: list[Attachment] = Field(
+        default_factory=list, exclude=True, description="Files inside it that become documents of their own."
     )
 
 

@@ -126,7 +126,8 @@ class Reindexer:
         if not chunking.is_default:
             digest.update(json.dumps(chunking.to_public(), sort_keys=True).encode())
         parsed = bound_document(
-            parse_document(data, key.rsplit("/", 1)[-1], info.content_type),
+            # Attachments are documents of their own in the inbox: reindexed as such, not folded in.
+            parse_document(data, key.rsplit("/", 1)[-1], info.content_type, keep_attachments=True),
             max_title_chars=config.max_title_chars,
             max_section_chars=config.max_section_chars,
         )

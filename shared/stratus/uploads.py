@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 TERMINAL = {DocumentStatus.INDEXED, DocumentStatus.FAILED, DocumentStatus.DELETED}
 # What progress reports read of each pending document while waiting.
-PROGRESS_FIELDS = ("updated_at", "chunk_count", "error")
+PROGRESS_FIELDS = ("updated_at", "chunk_count", "error", "attachments")
 POLL_S_PER_PENDING = 0.001
 SUPPORTED_SUFFIXES = {".md", ".markdown", ".txt", ".html", ".htm", ".pdf", ".urls", *EXTENSIONS}
 SIDECAR_SUFFIX = ".metadata.json"
@@ -183,15 +183,24 @@ def wait_for_documents(
 ) -> list[DocumentRecord]:
     """Poll until every document reached INDEXED, FAILED or DELETED after `since` (or the timeout).
 
-    Each poll reads only the documents still pending, and only the fields progress needs; the
-    full records are read once at the end.
+    A message's attachments, once it names them, are waited for too and reported after it. Each
+    poll reads only the documents still pending, and only the fields progress needs; the full
+    records are read once at the end.
     """
     deadline = time.monotonic() + timeout_s
     seen: dict[str, DocumentRecord] = {}
-    pending = list(dict.fromkeys(doc_ids))
+    doc_ids = list(dict.fromkeys(doc_ids))
+    pending = list(doc_ids)
     while True:
         seen.update(documents.get_many(collection, pending, PROGRESS_FIELDS))
+        settled = [d for d in pending if d in seen and _settled(seen[d], since)]
         pending = [d for d in pending if d not in seen or not _settled(seen[d], since)]
+        for doc_id in settled:
+            for source in seen[doc_id].attachments:
+                attachment = make_doc_id(collection, source)
+                if attachment not in doc_ids:
+                    doc_ids.append(attachment)
+                    pending.append(attachment)
         if on_progress:
             on_progress([seen[d] for d in doc_ids if d in seen])
         if not pending or time.monotonic() > deadline:

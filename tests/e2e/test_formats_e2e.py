@@ -106,7 +106,17 @@ def test_every_new_format_is_found_by_its_sentence_with_page_sheet_and_row_and_h
         "book.epub": make_epub(
             "Sea Book", [("Calm", "Nothing happens."), ("Storm", "The otter files weather reports.")]
         ),
-        "memo.eml": make_eml("Lighthouse memo", "The seagull choir rehearses at dawn on Tuesdays."),
+        "memo.eml": make_eml(
+            "Lighthouse memo",
+            "The seagull choir rehearses at dawn on Tuesdays.",
+            [
+                (
+                    "agenda.docx",
+                    "application/octet-stream",
+                    make_docx("Agenda", "The puffin quartet tunes its banjos."),
+                )
+            ],
+        ),
         "photo.png": make_png(["The badger inspects copper kettles"]),
         "scan.pdf": make_scanned_pdf([["Cover page"], ["The lynx repairs paper lanterns"]]),
         # hostile
@@ -134,7 +144,8 @@ def test_every_new_format_is_found_by_its_sentence_with_page_sheet_and_row_and_h
     )
 
     # then every good file is INDEXED and every hostile one FAILED with its reason
-    assert len(records) == len(files), sorted(records)
+    # (and the message's attachment, a document of its own that the wait follows)
+    assert len(records) == len(files) + 1, sorted(records)
     reasons = {n: (r.status, r.error) for n, r in records.items()}
     for name in (
         "tides.docx",
@@ -143,6 +154,7 @@ def test_every_new_format_is_found_by_its_sentence_with_page_sheet_and_row_and_h
         "orders.csv",
         "book.epub",
         "memo.eml",
+        "1-agenda.docx",
         "photo.png",
         "scan.pdf",
     ):
@@ -174,6 +186,9 @@ def test_every_new_format_is_found_by_its_sentence_with_page_sheet_and_row_and_h
     assert hit("otter files weather reports", "book.epub")["section"] == "Storm"
     memo = hit("seagull choir rehearses at dawn", "memo.eml")
     assert memo["metadata"]["email_subject"] == "Lighthouse memo"
+    agenda = hit("puffin quartet tunes its banjos", "memo.eml.attachments/1-agenda.docx")
+    assert agenda["metadata"]["email_message"] == "memo.eml"
+    assert agenda["metadata"]["parent_doc_id"] == records["memo.eml"].doc_id
     badger = hit("badger inspects copper kettles", "photo.png")
     assert badger["metadata"]["ocr"] is True
     assert hit("lynx repairs paper lanterns", "scan.pdf")["page"] == 2

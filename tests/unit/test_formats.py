@@ -244,3 +244,40 @@ def test_chat_citations_carry_the_sheet_and_rows_of_the_cited_chunk() -> None:
     # then the citations say where inside each file the passage is
     assert (cited[0].sheet, cited[0].row_start, cited[0].row_end, cited[0].page) == ("Sales", 2, 9, None)
     assert (cited[1].sheet, cited[1].page) == (None, 3)
+
+
+def test_eml_attachments_are_handed_back_as_files_when_asked_and_named_in_the_message() -> None:
+    # given a message with a CSV and a nested message attached
+    from email import policy
+    from email.parser import BytesParser
+
+    outer = BytesParser(policy=policy.default).parsebytes(
+        make_eml("Outer", "Outer body.", [("parts.csv", "text/csv", make_csv([["part"], ["bolt"]]))])
+    )
+    inner = BytesParser(policy=policy.default).parsebytes(make_eml("Inner", "The inner body."))
+    outer.add_attachment(inner, filename="fwd")
+    data = bytes(outer)
+    # when it is parsed keeping its attachments
+    doc = parse_document(data, "mail.eml", keep_attachments=True)
+    # then the message holds only its own text, names its attachments, and hands them back as files
+    assert [(a.name, a.content_type) for a in doc.attachments] == [
+        ("parts.csv", "text/csv"),
+        ("fwd.eml", "message/rfc822"),
+    ]
+    assert doc.metadata["email_attachments"] == 2
+    assert not any(s.sheet == "parts.csv" for s in doc.sections)
+    assert any(s.text == "Attachments: parts.csv, fwd.eml" for s in doc.sections)
+    assert parse_document(doc.attachments[1].data, "fwd.eml").title == "Inner"
+
+
+def test_attachment_file_names_are_safe_and_never_special() -> None:
+    # given hostile attachment names, then each becomes one safe path segment that no stage reads as special
+    from stratus.pipeline.fetch import attachment_file_name
+
+    assert attachment_file_name(1, "../../etc/passwd") == "1-passwd"
+    assert attachment_file_name(2, "C:\\Users\\a\\report.docx") == "2-report.docx"
+    assert attachment_file_name(3, "list.URLS") == "3-list.URLS.txt"
+    assert attachment_file_name(4, "x.metadata.json") == "4-x.metadata.json.txt"
+    assert attachment_file_name(5, "ré\u202esumé\n.pdf") == "5-r__sum__.pdf"
+    assert attachment_file_name(6, "...") == "6-attachment"
+    assert len(attachment_file_name(7, "a" * 5000 + ".pdf")) <= 102

@@ -316,7 +316,10 @@ def _s3_grants(props: dict[str, Any], name: str = "") -> set[tuple[str, str]]:
                 # Bucket-level: only listing (unconditional: test_object_readers_may_list_the_bucket)
                 assert actions == ["s3:ListBucket"], statement
                 continue
-            match = re.fullmatch(r"\$\{DocumentBucket\.Arn\}/([a-z]+/)\*", resource["Fn::Sub"])
+            # One prefix, or (fetch) the attachments beside inbox messages: inbox/*.attachments/*
+            match = re.fullmatch(
+                r"\$\{DocumentBucket\.Arn\}/([a-z]+/(?:\*\.attachments/)?)\*", resource["Fn::Sub"]
+            )
             assert match, f"object access must be scoped to one prefix: {resource}"
             grants |= {(action, match.group(1)) for action in actions}
     return grants
@@ -337,7 +340,13 @@ def test_policies_are_least_privilege(resources: dict[str, Any]) -> None:
         for a in ("s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload")
     }
     expected_s3 = {
-        "FetchFunction": {("s3:GetObject", "inbox/"), ("s3:PutObject", "staging/")},
+        # fetch writes (and deletes) an e-mail's attachments beside it, nothing else of the inbox
+        "FetchFunction": {
+            ("s3:GetObject", "inbox/"),
+            ("s3:PutObject", "staging/"),
+            ("s3:PutObject", "inbox/*.attachments/"),
+            ("s3:DeleteObject", "inbox/*.attachments/"),
+        },
         # embed reads the store (never writes it) to reuse vectors of unchanged chunks
         "EmbedFunction": {
             ("s3:GetObject", "staging/"),

@@ -79,3 +79,55 @@ def test_a_manifest_contributes_its_own_record_and_its_urls_to_the_wait(tmp_path
         make_doc_id("c", "web.urls"),
         make_doc_id("c", "https://example.com/a"),
     ]
+
+
+def test_the_wait_follows_a_message_to_its_attachments_and_reports_them_after_it() -> None:
+    # given a document table where a message settled naming two attachments, one settled and one still queued
+    from typing import Any, cast
+
+    from stratus.models import DocumentStatus, make_doc_id
+    from stratus.stores.documents import DocumentRecord, DocumentTable
+    from stratus.uploads import wait_for_documents
+
+    sources = ["m.eml.attachments/1-a.pdf", "m.eml.attachments/2-b.csv"]
+    records = {
+        make_doc_id("c", "m.eml"): DocumentRecord(
+            "c",
+            make_doc_id("c", "m.eml"),
+            "m.eml",
+            DocumentStatus.INDEXED,
+            updated_at=2.0,
+            attachments=sources,
+        ),
+        make_doc_id("c", sources[0]): DocumentRecord(
+            "c", make_doc_id("c", sources[0]), sources[0], DocumentStatus.INDEXED, updated_at=2.0
+        ),
+        make_doc_id("c", sources[1]): DocumentRecord(
+            "c", make_doc_id("c", sources[1]), sources[1], DocumentStatus.QUEUED, updated_at=2.0
+        ),
+    }
+    asked: list[list[str]] = []
+
+    class Table:
+        def get_many(
+            self, collection: str, doc_ids: Any, attributes: Any = None
+        ) -> dict[str, DocumentRecord]:
+            asked.append(list(doc_ids))
+            return {d: records[d] for d in doc_ids if d in records}
+
+    # when the CLI waits for the message alone (the second attachment settling on the third poll)
+    def progress(seen: list[DocumentRecord]) -> None:
+        if len(asked) >= 3:
+            records[make_doc_id("c", sources[1])].status = DocumentStatus.FAILED
+
+    found = wait_for_documents(
+        cast(DocumentTable, Table()), "c", [make_doc_id("c", "m.eml")], 5, progress, since=1.0, poll_s=0.01
+    )
+    # then it waited for both attachments too and reports all three, the message first
+    assert [r.source for r in found] == ["m.eml", *sources]
+    assert [r.status for r in found] == [
+        DocumentStatus.INDEXED,
+        DocumentStatus.INDEXED,
+        DocumentStatus.FAILED,
+    ]
+    assert asked[1] == [make_doc_id("c", s) for s in sources]

@@ -220,8 +220,14 @@ for _format, _parser in formats.PARSERS.items():  # Office, tables, e-books, e-m
     register_parser(cast("Format", _format))(_parser)
 
 
-def parse_document(data: bytes, filename: str, content_type: str | None = None) -> ParsedDocument:
-    """Parse document bytes into a title and text sections; PermanentError when it cannot be used."""
+def parse_document(
+    data: bytes, filename: str, content_type: str | None = None, *, keep_attachments: bool = False
+) -> ParsedDocument:
+    """Parse document bytes into a title and text sections; PermanentError when it cannot be used.
+
+    A message's attachments are folded into its sections unless `keep_attachments` hands them back
+    as files (the fetch stage makes each a document of its own).
+    """
     fmt = detect_format(data, filename, content_type)
     parser = PARSERS.get(fmt)
     if parser is None:
@@ -230,10 +236,19 @@ def parse_document(data: bytes, filename: str, content_type: str | None = None) 
         parsed = parser(data, filename)
     except RecursionError as error:
         raise PermanentError(f"document nests too deeply to parse ({error})") from error
+    if parsed.attachments and not keep_attachments:
+        from stratus.ingest.formats.email_message import fold_attachments
+
+        parsed = fold_attachments(parsed)
     sections = [s for s in parsed.sections if s.text.strip()]
     if not sections:
         raise PermanentError("document has no extractable text")
-    return ParsedDocument(title=parsed.title or _stem(filename), sections=sections, metadata=parsed.metadata)
+    return ParsedDocument(
+        title=parsed.title or _stem(filename),
+        sections=sections,
+        metadata=parsed.metadata,
+        attachments=parsed.attachments,
+    )
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -263,9 +278,7 @@ def bound_document(parsed: ParsedDocument, *, max_title_chars: int, max_section_
             used += len(capped) + (len(SECTION_JOIN) if len(path) > 1 else 0)
         text = "\n".join(overflow) + "\n\n" + section.text if overflow and section.text else section.text
         sections.append(section.model_copy(update={"heading_path": path, "text": text}))
-    return ParsedDocument(
-        title=_truncate(parsed.title, max_title_chars), sections=sections, metadata=parsed.metadata
-    )
+    return parsed.model_copy(update={"title": _truncate(parsed.title, max_title_chars), "sections": sections})
 
 
 SECTION_JOIN = " > "

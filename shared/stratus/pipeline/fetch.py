@@ -11,11 +11,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote_plus
+from urllib.parse import quote, unquote, unquote_plus
 
 from stratus.errors import PermanentError, TransientError
 from stratus.models import (
     REQUEST_ID_METADATA,
+    Attachment,
     ChunkBatch,
     DocumentStatus,
     StageMessage,
@@ -36,6 +37,16 @@ if TYPE_CHECKING:
     from stratus.stores.queues import MessageQueue
 
 MANIFEST_SUFFIX = ".urls"
+# A message's attachments are written beside it in the inbox, as documents of their own:
+# `<message key>.attachments/<n>-<safe name>`, linked to the message by object metadata.
+ATTACHMENTS_SUFFIX = ".attachments/"
+# Attachments of attachments become documents down to this depth; deeper ones are folded into their message.
+MAX_ATTACHMENT_DEPTH = 3
+ATTACHMENT_LINK_METADATA = {
+    "parent_doc_id": "stratus-parent-doc-id",
+    "email_message": "stratus-email-message",
+    "attachment_name": "stratus-attachment-name",
+}
 # A URL document in one of these states, written within STRATUS_URL_REFETCH_AFTER_S, is not fetched again.
 RECENT_STATES = {DocumentStatus.FETCHED, DocumentStatus.EMBEDDED, DocumentStatus.INDEXED}
 # Below this much time left for a record, fetch stops taking records and reports the rest for retry.
@@ -118,6 +129,18 @@ class FetchedContent:
     data: bytes
     filename: str
     content_type: str | None = None
+    # Where it lies in the inbox (None for a URL): a message's attachments are written beside it.
+    inbox_key: str | None = None
+
+
+def attachment_file_name(index: int, name: str) -> str:
+    """`<n>-<name>` with only safe characters, never read as a manifest or a metadata sidecar."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    safe = "".join(c if c.isascii() and (c.isalnum() or c in "._- ") else "_" for c in base).strip(" .")
+    safe = (safe or "attachment")[-100:].lstrip(" .") or "attachment"
+    if safe.lower().endswith((MANIFEST_SUFFIX, ".metadata.json")):
+        safe += ".txt"
+    return f"{index}-{safe}"
 
 
 def parse_s3_notification(body: str) -> list[ObjectEvent]:
@@ -207,6 +230,7 @@ class FetchStage:
             return
         if event.kind == "removed":
             self.delete_document(collection, source, event.version, request_id)
+            self.delete_attachments(key)
         elif is_manifest(key):
             self._ingest_manifest(collection, source, key, event.version, request_id)
         else:
@@ -263,12 +287,15 @@ class FetchStage:
                     f"document is {info.size} bytes; the limit is {limit}",
                 )
                 return
-            content = FetchedContent(source, data, PurePosixPath(key).name, info.content_type)
+            content = FetchedContent(source, data, PurePosixPath(key).name, info.content_type, inbox_key=key)
             try:
                 metadata = self._sidecar_metadata(sidecar_key or sidecar_key_for(key))
             except PermanentError as error:
                 self._fail(collection, doc_id, source, version, f"metadata sidecar: {error}")
                 return
+            for name, header in ATTACHMENT_LINK_METADATA.items():
+                if ATTACHMENTS_SUFFIX in key and header in info.metadata:
+                    metadata[name] = unquote(info.metadata[header])
             self.ingest(collection, content, version, metadata, request_id)
 
     def _sidecar_metadata(self, sidecar_key: str) -> dict[str, Any]:
@@ -432,9 +459,18 @@ class FetchStage:
         try:
             if self._deadline is not None and time.monotonic() >= self._deadline:
                 raise PermanentError("fetch: the invocation's time budget ran out before parsing")
+            keep_attachments = (
+                content.inbox_key is not None
+                and content.inbox_key.count(ATTACHMENTS_SUFFIX) < MAX_ATTACHMENT_DEPTH
+            )
             with stopwatch(timings, "parse"):
                 parsed = bound_document(
-                    parse_document(content.data, content.filename, content.content_type),
+                    parse_document(
+                        content.data,
+                        content.filename,
+                        content.content_type,
+                        keep_attachments=keep_attachments,
+                    ),
                     max_title_chars=config.max_title_chars,
                     max_section_chars=config.max_section_chars,
                 )
@@ -461,6 +497,13 @@ class FetchStage:
         except PermanentError as error:
             self._fail(collection, doc_id, content.source, version, str(error), sha)
             return
+        attachments: list[str] = []
+        if content.inbox_key is not None and (parsed.attachments or (existing and existing.attachments)):
+            # Before the record: a retry after a failed write finds the message unchanged and stops there.
+            with stopwatch(timings, "attachments"):
+                attachments = self._write_attachments(
+                    content.inbox_key, content.source, doc_id, parsed.attachments, metadata
+                )
         batch = ChunkBatch(
             collection=collection,
             doc_id=doc_id,
@@ -488,7 +531,10 @@ class FetchStage:
             chunk_count=len(chunks),
             chunks_embedded=0,
             chunks_reused=0,
-            detail=None,
+            detail=f"{len(attachments)} attachment(s) ingested as documents of their own"
+            if attachments
+            else None,
+            attachments=attachments,
             timings_ms=timings,
         )
         if not recorded:
@@ -514,6 +560,55 @@ class FetchStage:
         logger.info("document fetched", extra={"doc_id": doc_id, "chunks": len(chunks)})
         emit_metric(MetricName.DOCUMENTS_FETCHED, 1)
         emit_metric(MetricName.CHUNKS_PRODUCED, len(chunks))
+
+    def _write_attachments(
+        self,
+        message_key: str,
+        message_source: str,
+        message_doc_id: str,
+        attachments: Sequence[Attachment],
+        metadata: dict[str, Any],
+    ) -> list[str]:
+        """Write each attachment beside its message in the inbox (their own events ingest them).
+
+        Attachments the message no longer carries are deleted (their documents with them). The
+        message's sidecar attributes are copied to each attachment, so filters find both. Returns
+        the attachments' sources.
+        """
+        from stratus.ingest.parsing import sidecar_key_for
+
+        prefix = message_key + ATTACHMENTS_SUFFIX
+        written: set[str] = set()
+        sources = []
+        inherited = {k: v for k, v in metadata.items() if k not in ATTACHMENT_LINK_METADATA}
+        sidecar = json.dumps({"metadataAttributes": inherited}).encode() if inherited else None
+        link = {
+            ATTACHMENT_LINK_METADATA["parent_doc_id"]: message_doc_id,
+            ATTACHMENT_LINK_METADATA["email_message"]: quote(message_source, safe=""),
+        }
+        for index, attachment in enumerate(attachments, start=1):
+            key = prefix + attachment_file_name(index, attachment.name)
+            if sidecar is not None:
+                # First, so the attachment's own event finds it.
+                self._blobs.put_bytes(sidecar_key_for(key), sidecar, "application/json")
+                written.add(sidecar_key_for(key))
+            self._blobs.put_bytes(
+                key,
+                attachment.data,
+                attachment.content_type,
+                {**link, ATTACHMENT_LINK_METADATA["attachment_name"]: quote(attachment.name[:200], safe="")},
+            )
+            written.add(key)
+            sources.append(message_source + key[len(message_key) :])
+        for stale in self._blobs.list_keys(prefix):
+            if stale not in written and stale[len(prefix) :].count("/") == 0:
+                self._blobs.delete(stale)
+        return sources
+
+    def delete_attachments(self, message_key: str) -> None:
+        """Delete the objects of a message's attachments; their removal events delete their documents."""
+        for key in self._blobs.list_keys(message_key + ATTACHMENTS_SUFFIX):
+            self._blobs.delete(key)
 
     def give_up(self, event: ObjectEvent, attempts: int, error: Exception) -> None:
         """On the message's last receive: mark the event's documents FAILED, resumable by a redrive."""

@@ -126,6 +126,17 @@ class BlobStore:
         except Exception as error:
             _raise_classified(error, f"put {key}")
 
+    def list_keys(self, prefix: str) -> list[str]:
+        """Every key under `prefix` (all pages)."""
+        keys: list[str] = []
+        try:
+            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                keys.extend(item["Key"] for item in page.get("Contents", []))
+        except Exception as error:
+            _raise_classified(error, f"list {prefix}")
+            raise
+        return keys
+
     def delete(self, key: str) -> None:
         """Delete an object (no error when it is already gone)."""
         try:

@@ -40,6 +40,8 @@ class DocumentRecord:
     # The stage that gave up on this FAILED document after transient faults: its message is in that
     # stage's dead-letter queue, and only a (redriven) message of that stage may resume it.
     dead_letter_stage: str | None = None
+    # Sources of the documents made from this one's attachments (an e-mail's).
+    attachments: list[str] = field(default_factory=list)
 
     def to_public(self) -> dict[str, Any]:
         """The JSON the API and CLI report."""
@@ -58,6 +60,7 @@ class DocumentRecord:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "timings_ms": self.timings_ms,
+            "attachments": self.attachments,
         }
 
 
@@ -73,7 +76,7 @@ def _attr(value: Any) -> dict[str, Any]:
         return {"N": repr(value) if isinstance(value, float) else str(value)}
     if value is None:
         return {"NULL": True}
-    if isinstance(value, dict):
+    if isinstance(value, dict | list):
         return {"S": json.dumps(value)}
     return {"S": str(value)}
 
@@ -132,6 +135,7 @@ def _from_item(item: dict[str, Any]) -> DocumentRecord:
         updated_at=n("updated_at"),
         timings_ms=timings,
         dead_letter_stage=item.get("dead_letter_stage", {}).get("S"),
+        attachments=json.loads(s("attachments", "[]") or "[]"),
     )
 
 

@@ -1,9 +1,10 @@
 """E-mail messages (.eml, RFC 5322) read with the standard library's ``email`` package.
 
 Subject, from, to and date become document metadata (filterable) and a header section (searchable);
-the body is the text part, else the HTML part. Attachments of supported types are parsed and
-indexed as sections of the message under "Attachment: <name>" (not as documents of their own);
-an attachment Stratus cannot read is named in a section so it is never dropped silently.
+the body is the text part, else the HTML part. Attachments are handed back with the message
+(`ParsedDocument.attachments`): the fetch stage writes each beside the message in the inbox, where it
+becomes a document of its own linked to the message (`pipeline/fetch.py`); where it cannot,
+`fold_attachments` indexes them as sections of the message. Past the cap they are named, never dropped.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from email.parser import BytesParser
 
 from stratus.errors import PermanentError
 from stratus.ingest.formats.safety import FormatLimits
-from stratus.models import ParsedDocument, Section
+from stratus.models import Attachment, ParsedDocument, Section
 
 _MAX_DEPTH = 3
 
@@ -27,17 +28,15 @@ def _header(message: EmailMessage, name: str) -> str:
     return " ".join(str(value).split()) if value is not None else ""
 
 
-def parse_eml(data: bytes, filename: str, limits: FormatLimits, depth: int = 0) -> ParsedDocument:
-    """Headers as metadata, the text body, and supported attachments as sections."""
-    from stratus.ingest.parsing import _parse_html, normalize_text, parse_document
+def parse_eml(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocument:
+    """Headers as metadata, the text body as sections, and the attachments (up to the cap) as files."""
+    from stratus.ingest.parsing import _parse_html, normalize_text
 
-    if depth > _MAX_DEPTH:
-        raise PermanentError("e-mail nests attached messages too deeply")
     message = BytesParser(policy=policy.default).parsebytes(data)
     if not isinstance(message, EmailMessage) or not (message.keys() or message.get_payload()):
         raise PermanentError("e-mail message has no headers or body")
     meta = {k: _header(message, k.title()) for k in ("subject", "from", "to", "date")}
-    metadata = {f"email_{k}": v for k, v in meta.items() if v}
+    metadata: dict[str, str | int | float | bool] = {f"email_{k}": v for k, v in meta.items() if v}
     header_text = "\n".join(f"{k.title()}: {v}" for k, v in meta.items() if v)
     sections = [Section(heading_path=["Message"], text=header_text)] if header_text else []
 
@@ -55,6 +54,7 @@ def parse_eml(data: bytes, filename: str, limits: FormatLimits, depth: int = 0) 
         elif isinstance(content, str):
             sections.append(Section(heading_path=["Message"], text=normalize_text(content, keep_indent=True)))
 
+    attachments: list[Attachment] = []
     for index, part in enumerate(message.iter_attachments()):
         name = part.get_filename() or f"attachment-{index + 1}"
         label = f"Attachment: {name}"
@@ -66,20 +66,51 @@ def parse_eml(data: bytes, filename: str, limits: FormatLimits, depth: int = 0) 
                 )
             )
             continue
+        if part.get_content_type() == "message/rfc822":
+            inner = part.get_content()
+            payload = inner.as_bytes() if hasattr(inner, "as_bytes") else None
+            content_type = "message/rfc822"
+            if not name.lower().endswith(".eml"):
+                name = f"{name}.eml"
+        else:
+            payload = part.get_payload(decode=True)
+            content_type = part.get_content_type()
+        if not isinstance(payload, bytes) or not payload:
+            sections.append(
+                Section(heading_path=[label], text=f"{label} not indexed: attachment has no content")
+            )
+            continue
+        attachments.append(Attachment(name=name, content_type=content_type, data=payload))
+    if attachments:
+        metadata["email_attachments"] = len(attachments)
+        names = ", ".join(a.name for a in attachments)
+        sections.append(Section(heading_path=["Attachments"], text=f"Attachments: {names}"))
+    return ParsedDocument(
+        title=meta["subject"], sections=sections, metadata=metadata, attachments=attachments
+    )
+
+
+def fold_attachments(parsed: ParsedDocument, depth: int = 0) -> ParsedDocument:
+    """The message with its attachments parsed into sections under "Attachment: <name>".
+
+    For a message whose attachments cannot become documents of their own (one fetched from a URL,
+    or nested too deeply); an attachment that cannot be read is named in a section, never dropped.
+    """
+    from stratus.ingest.parsing import parse_document
+
+    if depth > _MAX_DEPTH:
+        raise PermanentError("e-mail nests attached messages too deeply")
+    sections = list(parsed.sections)
+    for attachment in parsed.attachments:
+        label = f"Attachment: {attachment.name}"
         try:
-            if part.get_content_type() == "message/rfc822":
-                inner = parse_eml(part.get_content().as_bytes(), name, limits, depth + 1)
-            else:
-                payload = part.get_payload(decode=True)
-                if not isinstance(payload, bytes):
-                    raise PermanentError("attachment has no content")
-                if name.lower().endswith(".eml"):
-                    inner = parse_eml(payload, name, limits, depth + 1)
-                else:
-                    inner = parse_document(payload, name, part.get_content_type())
+            inner = parse_document(
+                attachment.data, attachment.name, attachment.content_type, keep_attachments=True
+            )
+            inner = fold_attachments(inner, depth + 1)
         except PermanentError as exc:
             sections.append(Section(heading_path=[label], text=f"{label} not indexed: {exc}"))
             continue
         for section in inner.sections:
             sections.append(section.model_copy(update={"heading_path": [label, *section.heading_path]}))
-    return ParsedDocument(title=meta["subject"], sections=sections, metadata=metadata)
+    return parsed.model_copy(update={"sections": sections, "attachments": []})
