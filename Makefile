@@ -71,7 +71,7 @@ checkov: $(CHECK_STAMP)
 audit: $(CHECK_STAMP)
 	$(CHECK_VENV)/bin/pip-audit --strict --no-deps --disable-pip -r requirements/runtime.lock
 	$(CHECK_VENV)/bin/pip-audit --strict --no-deps --disable-pip -r requirements/dev.lock
-	$(CHECK_VENV)/bin/pip-audit --strict --no-deps --disable-pip -r layers/fetch-deps/requirements.txt
+	$(CHECK_VENV)/bin/pip-audit --strict --no-deps --disable-pip -r requirements/ocr.lock
 
 # aws-sam-cli pins its own dependencies, so it lives in its own virtual environment.
 $(SAM_STAMP):

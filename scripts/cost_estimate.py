@@ -42,7 +42,7 @@ class Prices:
 
 PRICES = Prices()
 # Memory of the functions in template.yaml (MB).
-MEMORY_MB = {"fetch": 1024, "embed": 3008, "index": 2048, "api": 2048}
+MEMORY_MB = {"fetch": 3008, "embed": 3008, "index": 2048, "api": 2048}
 
 
 @dataclass(frozen=True)

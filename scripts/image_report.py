@@ -6,7 +6,9 @@ Installs the image's pinned requirements (requirements/runtime.lock, as the Dock
 glibc 2.28, CPython 3.12), then reports the size of each installed distribution, their total, and the
 model folder the image bakes in. Uses pip's cache, so a second run downloads nothing.
 
-    .venv/bin/python scripts/image_report.py [--json bench-out/image.json] [--keep DIR]
+    .venv/bin/python scripts/image_report.py [--fetch] [--json bench-out/image.json] [--keep DIR]
+
+--fetch reports the fetch image instead (the Dockerfile's `fetch` target: requirements/ocr.lock too).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 LOCK = REPO_ROOT / "requirements" / "runtime.lock"
+OCR_LOCK = REPO_ROOT / "requirements" / "ocr.lock"  # what the Dockerfile's `fetch` target adds
 MODEL_DIR = REPO_ROOT / "layers" / "model" / "all-MiniLM-L6-v2"
 PYTHON_VERSION = "3.12"  # the image's base, public.ecr.aws/lambda/python:3.12 (glibc 2.34)
 
@@ -65,15 +68,16 @@ def summarise(site: Path, model_dir: Path) -> dict[str, Any]:
     }
 
 
-def install(target: Path) -> None:
-    """pip install the lock into `target` for the Lambda platform (wheels only, no dependency resolution)."""
+def install(target: Path, locks: list[Path]) -> None:
+    """pip install the locks into `target` for the Lambda platform (wheels only, no dependency resolution)."""
+    requirements = [arg for lock in locks for arg in ("-r", str(lock))]
     subprocess.run(
         [
             sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-deps",
             "--no-compile", "--only-binary=:all:",
             "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64",
             "--implementation", "cp", "--python-version", PYTHON_VERSION,
-            "--target", str(target), "-r", str(LOCK),
+            "--target", str(target), *requirements,
         ],
         check=True,
     )  # fmt: skip
@@ -86,10 +90,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--json", type=Path, help="write the report here")
     parser.add_argument("--keep", type=Path, help="install into this folder and keep it")
+    parser.add_argument("--fetch", action="store_true", help="the fetch image: the runtime lock plus OCR")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="stratus-image-") as scratch:
         site = args.keep or Path(scratch) / "site"
-        install(site)
+        install(site, [LOCK, OCR_LOCK] if args.fetch else [LOCK])
         report = summarise(site, MODEL_DIR)
     for name, size in report["packages_mb"].items():
         print(f"{size:9.2f} MB  {name}")

@@ -13,6 +13,8 @@ from fakes.formats import make_csv, make_docx, make_eml
 from stratus import services
 from stratus.local.stack import LocalStack
 from stratus.models import DocumentStatus, make_doc_id
+from stratus.stores.blobs import BlobStore
+from stratus.stores.documents import DocumentTable
 from stratus.worker import sqs_event
 
 pytestmark = pytest.mark.integration
@@ -152,3 +154,60 @@ def test_attachments_become_linked_documents_follow_the_message_and_go_with_it(
     assert record("harbour.eml").status == DocumentStatus.DELETED
     assert record("harbour.eml.attachments/1-parts.csv").status == DocumentStatus.DELETED
     assert keys_under(idle_stack, prefix) == []
+
+
+def test_a_message_overtaken_while_it_was_parsed_writes_no_attachments(
+    idle_stack: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a message with an attachment, whose newer version (here its deletion) is recorded right
+    # after the fetch stage first read the record and while it parses this one
+    source = "overtaken.eml"
+    doc_id = make_doc_id(COLLECTION, source)
+    attachment = ("notes.csv", "text/csv", make_csv([["item", "owner"], ["rope", "Ann"]]))
+    put(idle_stack, f"inbox/{COLLECTION}/{source}", make_eml("Late", "Body of the late one.", [attachment]))
+    real_get = DocumentTable.get
+    reads: list[str] = []
+
+    def first_read_sees_nothing_then_the_newer_version_lands(
+        table: DocumentTable, collection: str, wanted: str
+    ) -> Any:
+        if wanted == doc_id:
+            reads.append(wanted)
+            if len(reads) == 1:
+                table.record_version(
+                    collection, wanted, "~newer", DocumentStatus.DELETED, source=source, chunk_count=0
+                )
+                return None
+        return real_get(table, collection, wanted)
+
+    monkeypatch.setattr(DocumentTable, "get", first_read_sees_nothing_then_the_newer_version_lands)
+    # when the stages run
+    pump(idle_stack)
+    # then the stale version wrote no attachment, and the newer record stands
+    assert len(reads) >= 2, "the stage re-reads the record before writing attachments"
+    assert keys_under(idle_stack, f"inbox/{COLLECTION}/{source}.attachments/") == []
+    assert record(source).status == DocumentStatus.DELETED
+
+
+def test_deleting_documents_lists_no_prefix(idle_stack: LocalStack, monkeypatch: pytest.MonkeyPatch) -> None:
+    # given a plain document and a message with an attachment, both indexed
+    attachment = ("crew.csv", "text/csv", make_csv([["name", "role"], ["Bo", "cook"]]))
+    put(idle_stack, f"inbox/{COLLECTION}/plain.eml", make_eml("Plain", "No attachments here."))
+    put(idle_stack, f"inbox/{COLLECTION}/crewed.eml", make_eml("Crew", "Crew list attached.", [attachment]))
+    pump(idle_stack)
+    assert keys_under(idle_stack, f"inbox/{COLLECTION}/crewed.eml.attachments/") != []
+
+    def no_listing(store: BlobStore, prefix: str) -> Any:
+        raise AssertionError(f"listed {prefix}: a record names a message's attachments")
+
+    monkeypatch.setattr(BlobStore, "list_keys", no_listing)
+    # when both are deleted from the inbox
+    s3 = idle_stack.client("s3")
+    for name in ("plain.eml", "crewed.eml"):
+        s3.delete_object(Bucket=idle_stack.plan.bucket, Key=f"inbox/{COLLECTION}/{name}")
+    pump(idle_stack)
+    # then both are DELETED, and the attachment went with its message, found through its record
+    assert record("plain.eml").status == DocumentStatus.DELETED
+    assert record("crewed.eml").status == DocumentStatus.DELETED
+    assert keys_under(idle_stack, f"inbox/{COLLECTION}/crewed.eml.attachments/") == []
+    assert record("crewed.eml.attachments/1-crew.csv").status == DocumentStatus.DELETED

@@ -126,3 +126,13 @@ def test_the_script_reads_benchmark_reports(
     assert estimate["search_latency_ms"] == 10.0
     assert estimate["search_per_1000"]["total"] == pytest.approx(cost.query_cost_per_1000(10.0)["total"])
     assert "search_per_1000: $" in capsys.readouterr().out
+
+
+def test_function_memory_is_the_templates(cost: ModuleType) -> None:
+    # Given the functions of template.yaml
+    from stratus.local.cfn_yaml import load_template
+
+    resources = load_template(REPO_ROOT / "template.yaml")["Resources"]
+    # When the estimate prices each stage's GB-seconds / Then it uses the memory the stack deploys
+    for stage, memory in cost.MEMORY_MB.items():
+        assert resources[f"{stage.capitalize()}Function"]["Properties"]["MemorySize"] == memory, stage

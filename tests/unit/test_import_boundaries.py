@@ -1,13 +1,25 @@
-"""Packaging facts the template relies on: the fetch zip has no heavy packages; imports stay cheap."""
+"""Packaging facts the template relies on: the fetch image holds what fetch loads; imports stay cheap."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+from fakes.formats import (
+    make_csv,
+    make_docx,
+    make_eml,
+    make_epub,
+    make_png,
+    make_pptx,
+    make_scanned_pdf,
+    make_xlsx,
+)
+from packaging.utils import canonicalize_name
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAVY = ["numpy", "pyarrow", "lancedb", "onnxruntime", "tiktoken", "huggingface_hub"]
@@ -21,13 +33,75 @@ def imported_after(module: str) -> set[str]:
     return set(json.loads(result.stdout.splitlines()[-1]))
 
 
-def test_fetch_handler_imports_nothing_the_fetch_layer_lacks() -> None:
-    # given the fetch function, which ships as a zip with a small layer
+def test_fetch_handler_loads_heavy_packages_lazily() -> None:
+    # given the fetch function (an image since OCR; its cold start counts on every new container)
     # when its handler module is imported
     modules = imported_after("functions.fetch.app")
 
-    # then no heavy package was imported
+    # then no heavy package was imported: each waits for the first document that needs it
     assert not {m.split(".")[0] for m in modules} & set(HEAVY)
+
+
+# What pypdf imports when present and does without (embedded font metrics); the image has none.
+OPTIONAL_EXTRAS = {"fontTools"}
+
+
+def _lock_names(*locks: str) -> set[str]:
+    names: set[str] = set()
+    for lock in locks:
+        for line in (ROOT / "requirements" / lock).read_text().splitlines():
+            if "==" in line and not line.startswith((" ", "#")):
+                names.add(canonicalize_name(line.split("==")[0]))
+    return names
+
+
+def test_every_package_the_fetch_stage_loads_for_any_format_is_in_the_fetch_image(tmp_path: Path) -> None:
+    # given one file of every format the fetch stage reads, OCR'd ones included (made here, so that
+    # the libraries that write them do not count)
+    files = {
+        "a.docx": make_docx("Heading", "Body text of the file."),
+        "a.pptx": make_pptx([("Title", "Body", "Notes")]),
+        "a.xlsx": make_xlsx({"Sheet": [["name", "value"], ["a", 1]]}),
+        "a.csv": make_csv([["name", "value"], ["a", "1"]]),
+        "a.epub": make_epub("Book", [("Chapter", "Text of the chapter.")]),
+        "a.eml": make_eml("Subject", "Body of the message."),
+        "a.png": make_png(["Pixels become text"]),
+        "a.pdf": make_scanned_pdf([["A scanned page"]]),
+        "a.html": b"<html><body><h1>Title</h1><p>Text.</p></body></html>",
+        "a.md": b"# Title\n\nText.\n",
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+
+    # when a fresh process without pypdf's optional font extra (the image lacks it) imports the fetch
+    # handler and parses and chunks each of them
+    code = (
+        "import json, sys, pathlib\n"
+        "at_start = set(sys.modules)\n"
+        f"for extra in {sorted(OPTIONAL_EXTRAS)!r}: sys.modules[extra] = None\n"
+        "import functions.fetch.app\n"
+        "from stratus.ingest.parsing import parse_document\n"
+        "from stratus.ingest.chunking import chunk_document\n"
+        "from stratus.services import chunk_tokenizer\n"
+        f"for path in sorted(pathlib.Path({str(tmp_path)!r}).iterdir()):\n"
+        "    doc = parse_document(path.read_bytes(), path.name)\n"
+        "    assert chunk_document('d', doc, chunk_tokenizer(), 200, 20), path.name\n"
+        "new = [m for m, module in sys.modules.items() if module is not None and m not in at_start]\n"
+        "print(json.dumps(sorted({m.split('.')[0] for m in new})))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = json.loads(result.stdout.splitlines()[-1])
+
+    # then every package it loaded comes from a distribution the Dockerfile's fetch target installs
+    owners = packages_distributions()
+    pinned = _lock_names("runtime.lock", "ocr.lock")
+    third_party = {m: {canonicalize_name(d) for d in owners[m]} for m in loaded if m in owners}
+    assert {"rapidocr_onnxruntime", "docx", "cv2"} <= set(third_party)  # the probe is not vacuous
+    missing = {m: d for m, d in third_party.items() if not d & (pinned | {"stratus"})}
+    assert missing == {}
 
 
 @pytest.mark.parametrize("module", ["functions.embed.app", "functions.index.app", "functions.api.app"])

@@ -29,7 +29,6 @@ FUNCTIONS = [
 ]
 # main queue -> its consuming function
 CONSUMERS = {"FetchQueue": "FetchFunction", "EmbedQueue": "EmbedFunction", "IndexQueue": "IndexFunction"}
-HEAVY_PACKAGES = {"lancedb", "pyarrow", "numpy", "onnxruntime", "onnxruntime-gpu", "botocore", "boto3"}
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +85,7 @@ def test_cfn_lint_reports_nothing() -> None:
 
 def test_cfn_lint_is_live_on_a_broken_copy() -> None:
     # Given the template with an invalid queue visibility timeout
-    text = TEMPLATE_PATH.read_text().replace("VisibilityTimeout: 720", "VisibilityTimeout: 99999", 1)
+    text = TEMPLATE_PATH.read_text().replace("VisibilityTimeout: 1800", "VisibilityTimeout: 99999", 1)
     assert "99999" in text
     # When cfn-lint checks it / Then the error is found (the clean result above is not vacuous)
     assert any("VisibilityTimeout" in str(m) or "99999" in str(m) for m in lint_all(text))
@@ -254,7 +253,7 @@ def test_globals_give_every_function_the_shared_environment(template: dict[str, 
 def test_functions_have_their_sizes_and_entry_points(resources: dict[str, Any]) -> None:
     # Given the five functions
     expected = {
-        "FetchFunction": (120, 1024),
+        "FetchFunction": (300, 3008),
         "EmbedFunction": (300, 3008),
         "IndexFunction": (300, 2048),
         "ApiFunction": (29, 2048),
@@ -266,24 +265,19 @@ def test_functions_have_their_sizes_and_entry_points(resources: dict[str, Any]) 
         res = resources[name]
         props = res["Properties"]
         assert (props["Timeout"], props["MemorySize"]) == (timeout, memory), name
-        if name == "FetchFunction":
-            # Then fetch is a python3.12 zip (Amazon Linux 2023, the images' Python; python3.11 ran on
-            # Amazon Linux 2, deprecated 2026-06-30) whose handler is app.handler in its CodeUri
-            assert (props["PackageType"], props["Runtime"], props["Handler"]) == (
-                "Zip",
-                "python3.12",
-                "app.handler",
-            )
-            handler_file = REPO_ROOT / props["CodeUri"] / "app.py"
-        else:
-            # Then the others are images whose command is a dotted path to functions/<stage>/app.py
-            assert props["PackageType"] == "Image"
-            (command,) = props["ImageConfig"]["Command"]
-            module, _, attr = command.rpartition(".")
-            assert attr == "handler"
-            handler_file = REPO_ROOT / (module.replace(".", "/") + ".py")
-            dockerfile = REPO_ROOT / res["Metadata"]["DockerContext"] / res["Metadata"]["Dockerfile"]
-            assert dockerfile.is_file(), dockerfile
+        # Then each is an image whose command is a dotted path to functions/<stage>/app.py
+        assert props["PackageType"] == "Image"
+        (command,) = props["ImageConfig"]["Command"]
+        module, _, attr = command.rpartition(".")
+        assert attr == "handler"
+        assert module == f"functions.{name.removesuffix('Function').lower()}.app", name
+        handler_file = REPO_ROOT / (module.replace(".", "/") + ".py")
+        dockerfile = REPO_ROOT / res["Metadata"]["DockerContext"] / res["Metadata"]["Dockerfile"]
+        assert dockerfile.is_file(), dockerfile
+        # And a build target it names exists in its Dockerfile
+        target = res["Metadata"].get("DockerBuildTarget")
+        if target:
+            assert re.search(rf"^FROM \S+ AS {target}$", dockerfile.read_text(), re.MULTILINE), target
         assert handler_file.is_file(), handler_file
         assert re.search(r"^def handler\(", handler_file.read_text(), re.MULTILINE), handler_file
 
@@ -461,33 +455,31 @@ def test_only_the_api_function_manages_gateway_keys_with_the_calls_it_needs(
     assert "STRATUS_API_USAGE_PLAN_ID" not in api["Properties"]["Environment"]["Variables"]
 
 
-def test_fetch_layer_carries_deps_stratus_and_tokenizer_but_nothing_heavy(resources: dict[str, Any]) -> None:
-    # Given the fetch function, its layer and the pinned runtime lock
-    fetch = resources["FetchFunction"]["Properties"]
-    layer = resources["FetchDepsLayer"]
-    assert fetch["Layers"] == [{"Ref": "FetchDepsLayer"}]
-    layer_dir = REPO_ROOT / layer["Properties"]["ContentUri"]
-    lock = dict(
-        line.split("==")
-        for line in (REPO_ROOT / "requirements" / "runtime.lock").read_text().split()
-        if "==" in line
-    )
-    pins = [line.strip() for line in (layer_dir / "requirements.txt").read_text().splitlines()]
-    pins = [p for p in pins if p and not p.startswith("#")]
-    # Then every requirement is pinned to the runtime lock's version, and none is heavy
-    for pin in pins:
-        name, version = pin.split("==")
-        assert lock.get(name) == version, pin
-        assert name.lower() not in HEAVY_PACKAGES, pin
-    # And the Makefile target SAM calls installs them, the stratus package and the tokenizer
-    makefile = (layer_dir / "Makefile").read_text()
-    assert layer["Metadata"]["BuildMethod"] == "makefile"
-    assert "build-FetchDepsLayer:" in makefile
-    assert "layers/fetch-deps/requirements.txt" in makefile
-    assert "shared" in makefile
-    assert '"$(ARTIFACTS_DIR)/model/"' in makefile
-    # And the fetch function reads the tokenizer where the layer unpacks it (/opt/model)
-    assert fetch["Environment"]["Variables"]["STRATUS_MODEL_DIR"] == "/opt/model"
+def test_fetch_image_is_the_runtime_image_plus_ocr(resources: dict[str, Any]) -> None:
+    # Given the fetch function and the Dockerfile target it is built from
+    fetch = resources["FetchFunction"]
+    assert fetch["Metadata"]["DockerBuildTarget"] == "fetch"
+    dockerfile = (REPO_ROOT / "functions/embed/Dockerfile").read_text()
+    stage = dockerfile.split("FROM runtime AS fetch", 1)[1].split("\nFROM ", 1)[0]
+    # Then that target starts from the runtime image (every parser, the tokenizer in /opt/model) and adds
+    # the OCR lock without dependency resolution (rapidocr declares the GUI opencv, which needs libGL)
+    assert "COPY requirements/ocr.lock" in stage
+    assert re.search(r"pip install [^\n]*--no-deps -r /tmp/ocr.lock", stage), stage
+    ocr = (REPO_ROOT / "requirements/ocr.lock").read_text()
+    assert "opencv-python-headless==" in ocr
+    assert "\nopencv-python==" not in ocr
+    assert "STRATUS_MODEL_DIR=/opt/model" in dockerfile
+    # And the fetch image's tag differs from the shared runtime image's, so one does not overwrite the other
+    tags = {
+        name: res["Metadata"]["DockerTag"]
+        for name, res in resources.items()
+        if "DockerTag" in res.get("Metadata", {})
+    }
+    assert list(tags.values()).count(tags["FetchFunction"]) == 1
+    # And OCR's per-document budget fits inside the function's timeout
+    from stratus.settings import Settings
+
+    assert Settings.model_fields["ocr_max_seconds"].default < fetch["Properties"]["Timeout"]
 
 
 def test_dockerfiles_copy_only_what_exists() -> None:
@@ -998,15 +990,16 @@ def test_maintenance_may_sweep_the_dead_letter_queues(resources: dict[str, Any])
 RUNTIME_DEPRECATION = {"python3.11": "2026-06-30", "python3.12": "2028-10-31", "python3.13": "2029-06-30"}
 
 
-def test_zip_runtime_is_supported_for_at_least_another_year(resources: dict[str, Any]) -> None:
+def test_image_runtime_is_supported_for_at_least_another_year() -> None:
     """Finding 3: python3.11 (Amazon Linux 2) reached its deprecation date on 2026-06-30."""
     import datetime
 
-    runtime = resources["FetchFunction"]["Properties"]["Runtime"]
-    layer = resources["FetchDepsLayer"]["Properties"]["CompatibleRuntimes"]
-    assert layer == [runtime]
-    deprecated = datetime.date.fromisoformat(RUNTIME_DEPRECATION[runtime])
-    assert deprecated > datetime.date.today() + datetime.timedelta(days=365), runtime
-    # And the layer's wheels are built for that runtime's interpreter
-    makefile = (REPO_ROOT / "layers/fetch-deps/Makefile").read_text()
-    assert f"--python-version {runtime.removeprefix('python')}" in makefile
+    # Given the Lambda base image every function is built from
+    for name in ("Dockerfile", "Dockerfile.gpu"):
+        text = (REPO_ROOT / "functions/embed" / name).read_text()
+        if "public.ecr.aws/lambda/python:" not in text:
+            continue
+        (version,) = set(re.findall(r"public\.ecr\.aws/lambda/python:(\d+\.\d+)", text))
+        # Then its Python is a Lambda runtime supported for more than another year
+        deprecated = datetime.date.fromisoformat(RUNTIME_DEPRECATION[f"python{version}"])
+        assert deprecated > datetime.date.today() + datetime.timedelta(days=365), (name, version)

@@ -229,8 +229,8 @@ class FetchStage:
             self.delete_document(collection, source, event.version, request_id, index=False)
             return
         if event.kind == "removed":
-            self.delete_document(collection, source, event.version, request_id)
-            self.delete_attachments(key)
+            if self.delete_document(collection, source, event.version, request_id):
+                self.delete_attachments(collection, source, key)
         elif is_manifest(key):
             self._ingest_manifest(collection, source, key, event.version, request_id)
         else:
@@ -238,20 +238,20 @@ class FetchStage:
 
     def delete_document(
         self, collection: str, source: str, version: str, request_id: str | None, index: bool = True
-    ) -> None:
-        """Record the deletion and ask the index stage to remove every chunk of the document."""
+    ) -> bool:
+        """Record the deletion and ask the index stage to remove every chunk; False if a newer version won."""
         doc_id = make_doc_id(collection, source)
         if not self._documents.record_version(
             collection, doc_id, version, DocumentStatus.DELETED, source=source, chunk_count=0
         ):
             logger.info("stale delete ignored", extra={"doc_id": doc_id})
-            return
-        if not index:
-            return
-        message = StageMessage(
-            action="delete", collection=collection, doc_id=doc_id, source=source, request_id=request_id
-        )
-        self._index_queue.send([message])
+            return False
+        if index:
+            message = StageMessage(
+                action="delete", collection=collection, doc_id=doc_id, source=source, request_id=request_id
+            )
+            self._index_queue.send([message])
+        return True
 
     def _ingest_object(
         self,
@@ -498,11 +498,18 @@ class FetchStage:
             self._fail(collection, doc_id, content.source, version, str(error), sha)
             return
         attachments: list[str] = []
-        if content.inbox_key is not None and (parsed.attachments or (existing and existing.attachments)):
+        previous = existing.attachments if existing is not None else []
+        if content.inbox_key is not None and (parsed.attachments or previous):
+            # A newer version (or the message's deletion) recorded while this one was parsed owns the
+            # attachments now: writing this version's would resurrect or overwrite them.
+            latest = self._documents.get(collection, doc_id)
+            if latest is not None and latest.version > version:
+                logger.info("a newer version was recorded meanwhile", extra={"doc_id": doc_id})
+                return
             # Before the record: a retry after a failed write finds the message unchanged and stops there.
             with stopwatch(timings, "attachments"):
                 attachments = self._write_attachments(
-                    content.inbox_key, content.source, doc_id, parsed.attachments, metadata
+                    content.inbox_key, content.source, doc_id, parsed.attachments, metadata, previous
                 )
         batch = ChunkBatch(
             collection=collection,
@@ -568,10 +575,12 @@ class FetchStage:
         message_doc_id: str,
         attachments: Sequence[Attachment],
         metadata: dict[str, Any],
+        previous: Sequence[str] = (),
     ) -> list[str]:
         """Write each attachment beside its message in the inbox (their own events ingest them).
 
-        Attachments the message no longer carries are deleted (their documents with them). The
+        Attachments of `previous` (the sources the last version recorded) that the message no longer
+        carries are deleted, their documents with them. The
         message's sidecar attributes are copied to each attachment, so filters find both. Returns
         the attachments' sources.
         """
@@ -600,15 +609,27 @@ class FetchStage:
             )
             written.add(key)
             sources.append(message_source + key[len(message_key) :])
-        for stale in self._blobs.list_keys(prefix):
-            if stale not in written and stale[len(prefix) :].count("/") == 0:
-                self._blobs.delete(stale)
+        self._delete_attachment_objects(message_key, message_source, set(previous) - set(sources))
         return sources
 
-    def delete_attachments(self, message_key: str) -> None:
-        """Delete the objects of a message's attachments; their removal events delete their documents."""
-        for key in self._blobs.list_keys(message_key + ATTACHMENTS_SUFFIX):
+    def delete_attachments(self, collection: str, message_source: str, message_key: str) -> None:
+        """Delete a deleted message's attachment objects; their removal events delete their documents."""
+        record = self._documents.get(collection, make_doc_id(collection, message_source))
+        if record is not None and record.attachments:
+            self._delete_attachment_objects(message_key, message_source, record.attachments)
+
+    def _delete_attachment_objects(
+        self, message_key: str, message_source: str, sources: Iterable[str]
+    ) -> None:
+        from stratus.ingest.parsing import sidecar_key_for
+
+        for source in sources:
+            if not source.startswith(message_source + ATTACHMENTS_SUFFIX):
+                continue  # only the message's own attachments: a record never names anything else
+            key = message_key + source[len(message_source) :]
+            # The object first: the sidecar's removal event then finds no document to re-read.
             self._blobs.delete(key)
+            self._blobs.delete(sidecar_key_for(key))
 
     def give_up(self, event: ObjectEvent, attempts: int, error: Exception) -> None:
         """On the message's last receive: mark the event's documents FAILED, resumable by a redrive."""
