@@ -216,6 +216,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         poll_wait_s=settings.local_poll_wait_s,
         lancedb_uri=args.lancedb or settings.lancedb_uri,
         emulator=settings.local_emulator,
+        pipeline_nice=settings.local_pipeline_nice,
     )
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -153,7 +153,7 @@ def queue(stage: str) -> MessageQueue:
 @per_principal
 def chunk_store() -> ChunkStore:
     """The LanceDB chunk tables; reads see other writers' commits within read_consistency_s."""
-    from stratus.stores.vectors import ChunkStore, storage_options_for
+    from stratus.stores.vectors import ChunkStore, handle_interval_s, storage_options_for
 
     settings = get_settings()
     uri = settings.resolved_lancedb_uri
@@ -170,7 +170,7 @@ def chunk_store() -> ChunkStore:
             aws.client("s3"),
             uri,
             root,
-            settings.read_consistency_s,
+            handle_interval_s(settings.read_consistency_s, settings.search_memory_max_rows),
             max_bytes=settings.search_replica_max_bytes,
         )
     storage_options = storage_options_for(

@@ -283,6 +283,13 @@ class Settings(BaseSettings):
         None, ge=0, description="Local stack only: replaces the template's queue visibility timeouts."
     )
     local_poll_wait_s: int = Field(1, ge=0, le=20, description="Local stack only: SQS long-poll wait.")
+    local_pipeline_nice: int = Field(
+        10,
+        ge=0,
+        le=19,
+        description="Local stack only (`stratus up`): nice value of the pipeline's queue pollers, so "
+        "searches keep their CPU while a corpus ingests (on AWS they never share one); 0: same priority.",
+    )
     local_emulator: Literal["process", "thread"] = Field(
         "process",
         description=(

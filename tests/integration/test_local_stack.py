@@ -151,3 +151,34 @@ def test_poller_fills_a_batch_within_the_window_by_long_polling() -> None:
         assert stack.queue_depth(source.queue) == 0
     finally:
         stack.stop()
+
+
+def test_pollers_run_below_the_api_priority_and_the_threads_they_start_too(
+    stack_with_user_settings: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given the stack's pollers lowered to nice 7 (`STRATUS_LOCAL_PIPELINE_NICE`), this thread at its own
+    stack = stack_with_user_settings
+    monkeypatch.setattr(stack, "pipeline_nice", 7)
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    source = next(s for s in stack.plan.event_sources if s.function == "EmbedFunction")
+    seen: dict[str, int] = {}
+
+    def record_priorities(self: QueuePoller) -> None:
+        # (in place of polling: the poller's own thread, and one it starts, as the encoder's pool does)
+        seen["poller"] = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        child = threading.Thread(
+            target=lambda: seen.update(child=os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
+        )
+        child.start()
+        child.join()
+
+    monkeypatch.setattr(QueuePoller, "_poll", record_priorities)
+    poller = QueuePoller(stack, source, stack.plan.functions[source.function], lambda *_: None)
+
+    # when the poller runs
+    poller.start()
+    poller.join(10)
+
+    # then it and its threads are at nice 7, and the rest of the process keeps its priority
+    assert seen["poller"] == seen["child"] >= 7
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine

@@ -395,6 +395,44 @@ def test_an_interrupted_sync_keeps_serving_the_previous_version(
     assert not list(tmp_path.rglob("*.replica-tmp"))
 
 
+def test_under_steady_reads_the_replica_syncs_in_the_background(
+    stack: LocalStack, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a synced replica with a 1 s consistency interval, whose copies are slow (a large commit)
+    interval = 1.0
+    store = services.chunk_store()
+    name = store.table_name(COLLECTION)
+    replica = TableReplica(stack.client("s3"), store.uri, tmp_path, interval_s=interval)
+    before = replica.refresh(name)
+    original = TableReplica._download
+
+    def slow(self: TableReplica, key: str, path: Path) -> None:
+        time.sleep(0.1)
+        original(self, key, path)
+
+    monkeypatch.setattr(TableReplica, "_download", slow)
+
+    # when another process commits and a read comes half an interval after the last check
+    store.write(COLLECTION, rows_for([("aside.md", "Aside", "Copied aside.", {})]), {}, [], 384)
+    time.sleep(interval / 2)
+    started = time.perf_counter()
+    during = table_of(replica.table(name))
+    waited = time.perf_counter() - started
+
+    # then that read is served at once from the version it had, while a sync runs in the background
+    assert during.version == before
+    assert waited < 0.1, waited
+    # and reads see the new version before the interval has passed again, without waiting for it
+    latest = table_of(store.open(COLLECTION)).version
+    deadline = time.monotonic() + interval
+    while replica.stats(name)["version"] != latest:
+        assert time.monotonic() < deadline, "the background sync did not land within the interval"
+        time.sleep(0.02)
+    started = time.perf_counter()
+    assert table_of(replica.table(name)).version == latest
+    assert time.perf_counter() - started < 0.1
+
+
 def test_dash_and_underscore_collections_stay_apart_through_the_replica_and_snapshot(
     stack: LocalStack, api_headers: dict[str, str]
 ) -> None:

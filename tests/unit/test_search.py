@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import re
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -347,6 +349,80 @@ def test_the_snapshot_follows_new_commits_and_skips_big_tables(tmp_path: Path, e
     small = ChunkStore(str(tmp_path / "db"), memory_max_rows=2)
     assert small.snapshot(small.search_table(COLLECTION)) is None
     assert run(small, encoder, query="garbage collector", mode="vector").hits[0].source == "rust.md"
+
+
+def test_another_writers_commit_is_copied_aside_while_queries_keep_the_previous_copy(
+    tmp_path: Path, encoder: BagOfWords, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a reader under steady queries whose in-memory copy is warm, and a writer elsewhere
+    consistency = 1.0
+    writer = ChunkStore(str(tmp_path / "db"))
+    index(writer, encoder, DOCS[:2], {})
+    reader = ChunkStore(str(tmp_path / "db"), memory_max_rows=1000, read_consistency_s=consistency)
+    before = reader.snapshot(reader.search_table(COLLECTION))
+    assert before is not None
+    # and a copy that takes a while to build (as a large table's does)
+    building = threading.Event()
+    build = reader._build_snapshot_locked
+
+    def build_slowly(*args: Any) -> Any:
+        building.set()
+        time.sleep(0.4)
+        return build(*args)
+
+    monkeypatch.setattr(reader, "_build_snapshot_locked", build_slowly)
+
+    # when the writer commits while the reader keeps querying
+    index(writer, encoder, DOCS[2:3], {})
+    committed = time.monotonic()
+    slowest = 0.0
+    while not building.is_set():
+        assert time.monotonic() - committed < consistency, "the new version was never noticed"
+        started = time.perf_counter()
+        served = reader.snapshot(reader.search_table(COLLECTION))
+        slowest = max(slowest, time.perf_counter() - started)
+        # then every query, the one that noticed the new version too, is answered from the old copy
+        assert served is before
+        time.sleep(0.02)
+    assert slowest < 0.2, slowest
+    # and the new copy, built aside, replaces it within the consistency window of the commit
+    while (served := reader.snapshot(reader.search_table(COLLECTION))) is before:
+        assert time.monotonic() - committed < consistency + 0.2, "the copy built aside never landed"
+        time.sleep(0.02)
+    assert served is not None
+    assert served.version > before.version
+    assert len(served) == 3
+
+
+def test_a_stale_copy_is_served_no_longer_than_the_consistency_window(
+    tmp_path: Path, encoder: BagOfWords, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a reader under steady queries whose copies built aside never finish
+    consistency = 0.4
+    writer = ChunkStore(str(tmp_path / "db"))
+    index(writer, encoder, DOCS[:2], {})
+    reader = ChunkStore(str(tmp_path / "db"), memory_max_rows=1000, read_consistency_s=consistency)
+    before = reader.snapshot(reader.search_table(COLLECTION))
+    assert before is not None
+    abandoned: list[int] = []
+
+    def abandon(key: str, table: Any, version: int, asked_at: float) -> None:
+        abandoned.append(version)
+        reader._snapshot_build_lock.release()
+
+    monkeypatch.setattr(reader, "_build_snapshot_aside", abandon)
+
+    # when the writer commits and the reader keeps querying
+    index(writer, encoder, DOCS[2:3], {})
+    committed = time.monotonic()
+    while (served := reader.snapshot(reader.search_table(COLLECTION))) is before:
+        assert time.monotonic() - committed < consistency + 0.3, "the stale copy outlived the window"
+        time.sleep(0.02)
+
+    # then the old copy was kept while a build was tried aside, and then a query built the new one itself
+    assert abandoned
+    assert served is not None
+    assert served.version > before.version
 
 
 def test_a_table_whose_rows_are_all_deleted_searches_to_no_hits(

@@ -145,6 +145,13 @@ class QueuePoller(threading.Thread):
 
     def run(self) -> None:
         """Poll until `stopped()`, as the function's role (Lambda's event source polls with it too)."""
+        if self.stack.pipeline_nice > 0:
+            # On AWS the stages and the API never share a CPU; here they do. Below the API's priority
+            # (this thread only, and the threads it starts: the encoder's), queries keep their CPU.
+            try:
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.stack.pipeline_nice)
+            except (AttributeError, OSError):
+                log.info("could not lower the priority of poller %s", self.source.function)
         with use_credentials(self.stack.credentials.get(self.function.logical_id)):
             self._poll()
 
@@ -228,6 +235,7 @@ class LocalStack:
         extra_environment: dict[str, str] | None = None,
         emulator: str = "thread",
         enforce_iam: bool = True,
+        pipeline_nice: int = 0,
     ) -> None:
         if emulator not in EMULATOR_MODES:
             raise ValueError(f"emulator must be one of {EMULATOR_MODES}, not {emulator!r}")
@@ -237,6 +245,7 @@ class LocalStack:
         self.visibility_timeout_s = visibility_timeout_s
         self.poll_wait_s = poll_wait_s
         self.batch_window_cap_s = batch_window_cap_s
+        self.pipeline_nice = pipeline_nice
         self.lancedb_uri = lancedb_uri
         self.extra_environment = extra_environment or {}
         self.stopping = threading.Event()

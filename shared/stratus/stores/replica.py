@@ -13,9 +13,10 @@ version reads. A sync therefore:
    handle they started with;
 5. deletes local files S3 no longer has (only versions pruned by maintenance reference them).
 
-The API reads through :meth:`TableReplica.table`: the first call syncs; later calls sync again
-when the last check is ``interval_s`` old (one LIST when nothing changed), so a commit is served to
-every read that starts ``interval_s`` after it; a commit made by this process is seen at once.
+The API reads through :meth:`TableReplica.table`: the first call syncs; under steady reads a sync
+runs in the background once the last check is ``interval_s`` / 2 old (one LIST when nothing
+changed), and a read waits for one only when the last check is ``interval_s`` old, so a commit is
+served to every read that starts ``interval_s`` after it; a commit made by this process is seen at once.
 """
 
 from __future__ import annotations
@@ -90,10 +91,12 @@ class TableReplica:
     def table(self, name: str) -> Any | None:
         """The local handle of table `name` (None when S3 has no such table).
 
-        The first call syncs. Later calls check S3 again once the last check is `interval_s` old (so
-        a read started that long after a commit sees it, as LanceDB's read_consistency_interval
-        promises); while one thread syncs, the others keep reading the previous version.
-        Raises ReplicaTooLarge when the copy would pass `max_bytes` (asked again after `interval_s`).
+        The first call syncs. Once the last check is `interval_s` / 2 old, a read starts a sync in the
+        background and keeps the version it has; a read that finds the last check `interval_s` old
+        (or a commit by this process, `invalidate`) waits for a sync, so a read started that long
+        after a commit sees it, as LanceDB's read_consistency_interval promises. Steady traffic thus
+        never waits for a copy. Raises ReplicaTooLarge when the copy would pass `max_bytes` (asked
+        again after `interval_s`).
         """
         replica = self._replica(name)
         if replica.too_large_until > time.monotonic():
@@ -103,18 +106,35 @@ class TableReplica:
                 if replica.table is None:
                     self._sync_within_budget(name, replica)
             return replica.table
-        if time.monotonic() - replica.checked_at >= self.interval_s and replica.lock.acquire(blocking=False):
-            try:
+        age = time.monotonic() - replica.checked_at
+        if age >= self.interval_s:
+            with replica.lock:  # a background sync in flight finishes first
                 if time.monotonic() - replica.checked_at >= self.interval_s:
-                    self._sync_within_budget(name, replica)
-            except ReplicaTooLarge:
-                raise
-            except Exception:
-                replica.checked_at = time.monotonic()  # do not hammer S3; retry after the interval
-                _log.exception("replica sync of %s failed; serving version %s", name, replica.version)
-            finally:
-                replica.lock.release()
+                    self._sync_or_keep(name, replica)
+        elif age >= self.interval_s / 2 and replica.lock.acquire(blocking=False):
+            threading.Thread(target=self._sync_aside, args=(name, replica), daemon=True).start()
+        if replica.too_large_until > time.monotonic():
+            raise ReplicaTooLarge(name)
         return replica.table
+
+    def _sync_or_keep(self, name: str, replica: _Replica) -> None:
+        """Sync; on any failure but ReplicaTooLarge keep serving the version held."""
+        try:
+            self._sync_within_budget(name, replica)
+        except ReplicaTooLarge:
+            raise
+        except Exception:
+            replica.checked_at = time.monotonic()  # do not hammer S3; retry after the interval
+            _log.exception("replica sync of %s failed; serving version %s", name, replica.version)
+
+    def _sync_aside(self, name: str, replica: _Replica) -> None:
+        """A background sync by a thread that already holds the replica's lock."""
+        try:
+            self._sync_or_keep(name, replica)
+        except ReplicaTooLarge:
+            pass  # recorded in too_large_until: the next read goes to S3
+        finally:
+            replica.lock.release()
 
     def invalidate(self, name: str) -> None:
         """Make the next read check S3 (this process just committed to the table)."""

@@ -10,6 +10,7 @@ by ``stratus migrate-tables`` (stratus.stores.migration).
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 import time
@@ -26,6 +27,14 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
     from stratus.stores.replica import TableReplica
+
+_log = logging.getLogger(__name__)
+
+
+def handle_interval_s(read_consistency_s: float, memory_max_rows: int) -> float:
+    """How stale a table handle (or replica) may be: half the window when in-memory copies take the rest."""
+    return read_consistency_s / 2 if memory_max_rows > 0 else read_consistency_s
+
 
 FTS_COLUMN = "fts_text"
 COLLECTION_COLUMN = "collection"
@@ -296,6 +305,10 @@ class ChunkStore:
         self._snapshots: dict[str, TableSnapshot] = {}
         self._snapshot_misses: dict[str, int] = {}
         self._snapshot_checked: dict[str, float] = {}
+        # When each copy was last known to hold its table's latest version (monotonic).
+        self._snapshot_confirmed: dict[str, float] = {}
+        # Tables this process wrote: their next read waits for a copy that holds the write.
+        self._snapshot_must_see: set[str] = set()
         self._snapshot_build_lock = threading.Lock()
         self._db: Any = None
         self._tables: dict[str, Any] = {}
@@ -311,7 +324,9 @@ class ChunkStore:
             import lancedb
 
             interval = (
-                timedelta(seconds=self._read_consistency_s) if self._read_consistency_s is not None else None
+                timedelta(seconds=handle_interval_s(self._read_consistency_s, self.memory_max_rows))
+                if self._read_consistency_s is not None
+                else None
             )
             try:
                 self._db = lancedb.connect(
@@ -507,53 +522,83 @@ class ChunkStore:
     def snapshot(self, table: Any) -> TableSnapshot | None:
         """The in-memory copy of the table, when it is small and has no ANN index (else None).
 
-        Built on first use (one scan of the hit columns and vectors) and rebuilt by the first query
-        that finds the table's version moved (the version is asked at most every read_consistency_s
-        / 4, and at once after a commit by this process); while one thread rebuilds, the others keep
-        the previous copy.
+        Built on first use (one scan of the hit columns and vectors). A query that finds the table's
+        version moved (asked at most every read_consistency_s / 8) while the copy was confirmed
+        current less than read_consistency_s / 2 ago (steady traffic) keeps the copy and has the new
+        one built aside; otherwise, and after a commit by this process (read-your-writes), it waits
+        for the rebuild. With the handle's own lag (`handle_interval_s`) a commit is served within
+        read_consistency_s.
         """
         if self.memory_max_rows <= 0:
             return None
         key = str(table.name)
         current = self._snapshots.get(key)
         # Asking the table its version costs a hop to LanceDB's event loop (~0.2-1 ms); the handle
-        # itself only moves every read_consistency_s, so a quarter of that is often enough.
+        # itself only moves every handle_interval_s, so an eighth of the window is often enough.
         now = time.monotonic()
         consistency = self._read_consistency_s or 0.0
-        if current is not None and now - self._snapshot_checked.get(key, 0.0) < consistency / 4:
+        must_see = key in self._snapshot_must_see
+        if (
+            current is not None
+            and not must_see
+            and now - self._snapshot_checked.get(key, 0.0) < consistency / 8
+        ):
             return current
         version = int(table.version)
         self._snapshot_checked[key] = now
         if current is not None and current.version == version:
+            self._snapshot_confirmed[key] = now
+            self._snapshot_must_see.discard(key)
             return current
         if current is None and self._snapshot_misses.get(key) == version:
             return None
-        if current is not None:
-            if not self._snapshot_build_lock.acquire(blocking=False):
-                return current
-            self._snapshot_build_lock.release()
-        return self._build_snapshot(key, table, version)
+        fresh_enough = now - self._snapshot_confirmed.get(key, 0.0) < consistency / 2
+        if current is not None and not must_see and fresh_enough:
+            if self._snapshot_build_lock.acquire(blocking=False):
+                threading.Thread(
+                    target=self._build_snapshot_aside, args=(key, table, version, now), daemon=True
+                ).start()
+            return current
+        return self._build_snapshot(key, table, version, now)
 
-    def _build_snapshot(self, key: str, table: Any, version: int) -> TableSnapshot | None:
+    def _build_snapshot_aside(self, key: str, table: Any, version: int, asked_at: float) -> None:
+        """Build the copy in a thread that already holds the build lock."""
+        try:
+            self._build_snapshot_locked(key, table, version, asked_at)
+        except Exception:
+            _log.exception("in-memory copy of %s at version %s failed; the next query retries", key, version)
+        finally:
+            self._snapshot_build_lock.release()
+
+    def _build_snapshot(self, key: str, table: Any, version: int, asked_at: float) -> TableSnapshot | None:
         with self._snapshot_build_lock:
-            current = self._snapshots.get(key)
-            if current is not None and current.version >= version:
-                return current
-            rows = int(table.count_rows())
-            indexed = any(index.index_type.startswith("IVF") for index in table.list_indices())
-            if rows > self.memory_max_rows or indexed:
-                self._snapshots.pop(key, None)
-                self._snapshot_misses[key] = version
-                return None
-            data = table.search().select(present(table, [*HIT_COLUMNS, "vector"])).limit(None).to_arrow()
-            snapshot = TableSnapshot(version, data)
-            self._snapshots[key] = snapshot
-            return snapshot
+            return self._build_snapshot_locked(key, table, version, asked_at)
+
+    def _build_snapshot_locked(
+        self, key: str, table: Any, version: int, asked_at: float
+    ) -> TableSnapshot | None:
+        current = self._snapshots.get(key)
+        if current is not None and current.version >= version:
+            self._snapshot_must_see.discard(key)
+            return current
+        rows = int(table.count_rows())
+        indexed = any(index.index_type.startswith("IVF") for index in table.list_indices())
+        self._snapshot_must_see.discard(key)
+        if rows > self.memory_max_rows or indexed:
+            self._snapshots.pop(key, None)
+            self._snapshot_misses[key] = version
+            return None
+        data = table.search().select(present(table, [*HIT_COLUMNS, "vector"])).limit(None).to_arrow()
+        snapshot = TableSnapshot(version, data)
+        self._snapshots[key] = snapshot
+        self._snapshot_confirmed[key] = asked_at  # the version was the latest when it was asked
+        return snapshot
 
     def committed(self, collection: str, generation: int | None = None) -> None:
         """This process wrote the table: its next read re-checks the version (replica and snapshot)."""
         name = self.table_name(collection, generation)
         self._snapshot_checked.pop(name, None)
+        self._snapshot_must_see.add(name)
         if self.replica is not None:
             self.replica.invalidate(name)
 
