@@ -236,3 +236,14 @@ def test_sigterm_becomes_system_exit_only_inside_the_block() -> None:
     # then it is a SystemExit with the shell's status for a signal, and the old handler is back
     assert stopped.value.code == 128 + signal.SIGTERM
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_edge_rates_are_the_first_and_the_last_thousand_documents_per_minute() -> None:
+    from stratus.benchmarks.load import edge_rates
+
+    # given polls of documents done: 1,000 by 60 s; 2,000 by 120 s; all 3,000 by 300 s
+    progress = [(30.0, 500), (60.0, 1000), (120.0, 2000), (200.0, 2500), (300.0, 3000)]
+    # when the edge rates are taken / then the first is 1,000 in 1 min, the last 1,000 in 3 min
+    assert edge_rates(progress, 1000) == {"first_per_min": 1000.0, "last_per_min": 333.3}
+    # and a run shorter than two spans has none
+    assert edge_rates(progress[:2], 1000) == {"first_per_min": None, "last_per_min": None}

@@ -361,6 +361,7 @@ async def post_documents(
 
     accepted: set[str] = set()
     post_errors = poll_errors = 0
+    started = time.monotonic()
     for start in range(0, len(documents), batch):
         for attempt in range(3):
             try:
@@ -377,13 +378,16 @@ async def post_documents(
             await asyncio.sleep(attempt + 1)
     deadline = time.monotonic() + timeout_s
     statuses: dict[str, str] = {}
+    progress: list[tuple[float, int]] = []  # (seconds since the first POST, documents done)
     while time.monotonic() < deadline:
         try:
             statuses = await _statuses(client, collection, accepted)
         except (httpx.HTTPError, KeyError, ValueError):
             poll_errors += 1
         else:
-            if len(statuses) == len(accepted) and all(s in {"INDEXED", "FAILED"} for s in statuses.values()):
+            done = sum(s in {"INDEXED", "FAILED"} for s in statuses.values())
+            progress.append((round(time.monotonic() - started, 1), done))
+            if len(statuses) == len(accepted) and done == len(accepted):
                 break
         await asyncio.sleep(poll_s)
     counts: dict[str, int] = {}
@@ -396,7 +400,25 @@ async def post_documents(
         "poll_errors": poll_errors,
         "indexed": counts.get("INDEXED", 0),
         "statuses": counts,
+        "progress": progress,
+        **edge_rates(progress, 1000),
     }
+
+
+def edge_rates(progress: list[tuple[float, int]], span: int) -> dict[str, float | None]:
+    """Documents/min over the first and the last `span` documents done, from (seconds, done) polls."""
+
+    def minutes_to(count: float) -> float | None:
+        # the first poll at or past `count` documents (polls are seconds apart: a bound, not a stamp)
+        return next((s / 60 for s, done in progress if done >= count), None)
+
+    total = progress[-1][1] if progress else 0
+    if total < 2 * span:
+        return {"first_per_min": None, "last_per_min": None}
+    first, start_last, end = minutes_to(span), minutes_to(total - span), minutes_to(total)
+    if not (first and start_last is not None and end) or end <= start_last:
+        return {"first_per_min": None, "last_per_min": None}
+    return {"first_per_min": round(span / first, 1), "last_per_min": round(span / (end - start_last), 1)}
 
 
 async def _statuses(client: httpx.AsyncClient, collection: str, accepted: set[str]) -> dict[str, str]:
@@ -735,6 +757,11 @@ def main(argv: list[str] | None = None) -> int:
             f"statuses {ingest['statuses']}); {during['errors']} query errors in "
             f"{len(during['windows'])} windows"
         )
+        if ingest.get("first_per_min"):
+            print(
+                f"  first 1,000 documents {ingest['first_per_min']}/min, "
+                f"last 1,000 {ingest['last_per_min']}/min"
+            )
         if during["held"] is None:
             print(f"  no query rate held during ingestion (down to {args.min_rate}/s)")
         else:
