@@ -7,7 +7,7 @@ Reads the JSON that `stratus bench query --json F`, `stratus bench chat --json F
 measure is an explicit option with a stated default; the output lists each line item.
 
     python scripts/cost_estimate.py --query bench-out/query.json --ingest bench-out/ingest.json \
-        [--chat bench-out/chat.json] [--json bench-out/cost.json]
+        [--chat bench-out/chat.json] [--entry rest|function-url|http] [--json bench-out/cost.json]
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ class Prices:
     lambda_request: float = 0.20 / 1e6
     lambda_gb_second: float = 0.0000166667  # x86_64
     api_gateway_request: float = 3.50 / 1e6  # REST API, first 333 million a month
+    http_api_request: float = 1.00 / 1e6  # HTTP API, first 300 million a month (not in template.yaml)
+    function_url_request: float = 0.0  # a Lambda Function URL adds nothing to the invocation's price
     s3_put: float = 0.005 / 1000  # PUT, COPY, POST, LIST
     s3_get: float = 0.0004 / 1000
     s3_gb_month: float = 0.023
@@ -42,7 +44,13 @@ class Prices:
 
 PRICES = Prices()
 # Memory of the functions in template.yaml (MB).
-MEMORY_MB = {"fetch": 3008, "embed": 3008, "index": 2048, "api": 2048}
+MEMORY_MB = {"fetch": 3008, "embed": 3008, "index": 2048, "api": 2048, "stream": 2048}
+# Where queries enter: the REST API (ApiFunction behind API Gateway) or StreamFunction's Function URL.
+ENTRIES = {
+    "rest": ("api_gateway_request", "api"),
+    "http": ("http_api_request", "api"),
+    "function-url": ("function_url_request", "stream"),
+}
 
 
 @dataclass(frozen=True)
@@ -81,13 +89,17 @@ def lambda_cost(duration_ms: float, memory_mb: int, prices: Prices = PRICES) -> 
 
 
 def query_cost_per_1000(
-    latency_ms: float, assumptions: QueryAssumptions = QueryAssumptions(), prices: Prices = PRICES
+    latency_ms: float,
+    assumptions: QueryAssumptions = QueryAssumptions(),
+    prices: Prices = PRICES,
+    entry: str = "rest",
 ) -> dict[str, float]:
-    """Line items (USD) of 1,000 API queries whose server-side time is `latency_ms`."""
+    """Line items (USD) of 1,000 API queries whose server-side time is `latency_ms`, entering by `entry`."""
     n = 1000
+    price, function = ENTRIES[entry]
     items = {
-        "api_gateway": n * prices.api_gateway_request,
-        "lambda": n * lambda_cost(latency_ms + assumptions.overhead_ms, MEMORY_MB["api"], prices),
+        "api_gateway": n * getattr(prices, price),
+        "lambda": n * lambda_cost(latency_ms + assumptions.overhead_ms, MEMORY_MB[function], prices),
         "s3": n * assumptions.s3_gets * prices.s3_get,
         "dynamodb": n
         * (
@@ -176,19 +188,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chat", type=Path, help="JSON of `stratus bench chat --json F`")
     parser.add_argument("--ingest", type=Path, help="JSON of `stratus bench ingest --json F`")
     parser.add_argument("--mean-document-bytes", type=float, help="default: corpus size / documents")
+    parser.add_argument(
+        "--entry",
+        default="rest",
+        choices=sorted(ENTRIES),
+        help="where queries enter: rest (API Gateway REST, ApiFunction), function-url (StreamFunction's "
+        "Function URL), http (API Gateway HTTP API: a price for comparison, not in template.yaml)",
+    )
     parser.add_argument("--json", type=Path, help="also write the estimate here")
     args = parser.parse_args(argv)
     if not (args.query or args.chat or args.ingest):
         parser.error("give at least one of --query, --chat, --ingest")
-    estimate: dict[str, Any] = {"prices_date": PRICES_DATE, "region": "us-east-1", "prices": asdict(PRICES)}
+    estimate: dict[str, Any] = {
+        "prices_date": PRICES_DATE,
+        "region": "us-east-1",
+        "prices": asdict(PRICES),
+        "entry": args.entry,
+    }
     if args.query:
         latency = query_latency_ms(json.loads(args.query.read_text()), args.store, args.mode)
-        estimate["search_per_1000"] = query_cost_per_1000(latency)
+        estimate["search_per_1000"] = query_cost_per_1000(latency, entry=args.entry)
         estimate["search_latency_ms"] = latency
     if args.chat:
         chat = json.loads(args.chat.read_text())
         latency = float(chat["latency"]["mean_ms"])
-        estimate["chat_per_1000_without_llm"] = query_cost_per_1000(latency)
+        estimate["chat_per_1000_without_llm"] = query_cost_per_1000(latency, entry=args.entry)
         estimate["chat_latency_ms"] = latency
     if args.ingest:
         profile = ingest_profile(json.loads(args.ingest.read_text()), args.mean_document_bytes)

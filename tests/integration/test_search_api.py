@@ -523,3 +523,39 @@ def test_stratus_search_prints_hostile_sources_and_text_inert(
     assert "evil\\x1b[2J\\u202egpj.md" in out
     assert "[bold]lighthouse[/bold]" in out
     assert "[link=http://x]S[/link]" in out
+
+
+def test_search_and_chat_answer_through_the_stream_function_with_its_grants_only(
+    stack: LocalStack, api_headers: dict[str, str]
+) -> None:
+    # given the app served as StreamFunction's role (its Function URL: no API Gateway request fee)
+    url = stack.serve_api(port=0, function="StreamFunction")
+    principal = stack.credentials["StreamFunction"].principal
+    stack.collect_calls()
+    before = len(stack.calls)
+
+    # when a client searches in every mode and chats there with its API key
+    for mode in ("hybrid", "vector", "keyword"):
+        response = httpx.post(
+            f"{url}/v1/collections/{COLLECTION}/search",
+            json={"query": "moon tides", "mode": mode, "top_k": 3},
+            headers=api_headers,
+            timeout=30,
+        )
+        # then each answers with hits, as through the REST API
+        assert response.status_code == 200, (mode, response.text)
+        assert response.json()["hits"], mode
+    chat = httpx.post(
+        f"{url}/v1/collections/{COLLECTION}/chat",
+        json={"messages": [{"role": "user", "content": "What causes the tides?"}]},
+        headers=api_headers,
+        timeout=30,
+    )
+    assert chat.status_code == 200, chat.text
+    # and a request without a key is refused by the app itself (nothing in front of a Function URL)
+    anonymous = httpx.post(f"{url}/v1/collections/{COLLECTION}/search", json={"query": "x"}, timeout=30)
+    assert anonymous.status_code == 401
+    # and the role was denied nothing (the emulator enforces the template's policies)
+    calls = [c for c in stack.collect_calls()[before:] if c[0] == principal]
+    assert calls, "the requests ran as StreamFunction's role"
+    assert [c for c in calls if not c[4]] == []

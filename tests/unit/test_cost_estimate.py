@@ -136,3 +136,16 @@ def test_function_memory_is_the_templates(cost: ModuleType) -> None:
     # When the estimate prices each stage's GB-seconds / Then it uses the memory the stack deploys
     for stage, memory in cost.MEMORY_MB.items():
         assert resources[f"{stage.capitalize()}Function"]["Properties"]["MemorySize"] == memory, stage
+
+
+def test_queries_through_the_function_url_pay_no_api_gateway_fee(cost: ModuleType) -> None:
+    # Given the same query latency entering by the REST API and by StreamFunction's Function URL
+    rest = cost.query_cost_per_1000(20.0, entry="rest")
+    url = cost.query_cost_per_1000(20.0, entry="function-url")
+    http = cost.query_cost_per_1000(20.0, entry="http")
+    # Then only the entry's request price differs (both functions have 2 GB)
+    assert rest["api_gateway"] == pytest.approx(1000 * cost.PRICES.api_gateway_request)
+    assert url["api_gateway"] == 0.0
+    assert http["api_gateway"] == pytest.approx(1000 * cost.PRICES.http_api_request)
+    assert url["lambda"] == pytest.approx(rest["lambda"])
+    assert rest["total"] - url["total"] == pytest.approx(rest["api_gateway"])

@@ -425,6 +425,39 @@ def test_a_stale_copy_is_served_no_longer_than_the_consistency_window(
     assert served.version > before.version
 
 
+def test_a_sparse_query_finds_the_copy_already_refreshed_in_the_background(
+    tmp_path: Path, encoder: BagOfWords, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a reader that was queried once (its watcher runs), whose copies take 0.3 s to build
+    consistency = 0.4
+    writer = ChunkStore(str(tmp_path / "db"))
+    index(writer, encoder, DOCS[:2], {})
+    reader = ChunkStore(str(tmp_path / "db"), memory_max_rows=1000, read_consistency_s=consistency)
+    assert len(run(reader, encoder, query="garbage collector", mode="vector", top_k=10).hits) == 2
+    build = reader._build_snapshot_locked
+    builders: list[str] = []
+
+    def build_slowly(*args: Any) -> Any:
+        builders.append(threading.current_thread().name)
+        time.sleep(0.3)
+        return build(*args)
+
+    monkeypatch.setattr(reader, "_build_snapshot_locked", build_slowly)
+
+    # when another writer commits and no query comes for three windows
+    index(writer, encoder, DOCS[2:3], {})
+    time.sleep(3 * consistency)
+    started = time.perf_counter()
+    hits = run(reader, encoder, query="garbage collector", mode="vector", top_k=10).hits
+    waited = time.perf_counter() - started
+
+    # then the next query finds the commit without waiting for a build: the watcher made the copy
+    assert len(hits) == 3
+    assert waited < 0.25, waited
+    assert builders
+    assert threading.current_thread().name not in builders
+
+
 def test_a_table_whose_rows_are_all_deleted_searches_to_no_hits(
     store: ChunkStore, encoder: BagOfWords
 ) -> None:

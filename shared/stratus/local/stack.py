@@ -257,8 +257,7 @@ class LocalStack:
         self.pollers: list[QueuePoller] = []
         self._server: Any = None
         self._process: subprocess.Popen[bytes] | None = None
-        self._api_server: Any = None
-        self._api_thread: threading.Thread | None = None
+        self._api_servers: list[tuple[Any, threading.Thread]] = []
         self.api_url = ""
         # IAM: each function's role (expanded from the template) and its assumed-role session.
         self.enforce_iam = enforce_iam
@@ -343,39 +342,43 @@ class LocalStack:
         function = self.plan.functions[logical_id]
         return LambdaContext(logical_id, function.memory_mb, function.timeout_s)
 
-    def serve_api(self, host: str = "127.0.0.1", port: int = 8000) -> str:
-        """Serve the API with uvicorn in a thread; return its base URL once it accepts connections."""
+    def serve_api(self, host: str = "127.0.0.1", port: int = 8000, function: str = "ApiFunction") -> str:
+        """Serve the API with uvicorn in a thread as `function`'s role; its base URL once it accepts connections.
+
+        The first server's URL is `api_url`; another function that serves the app (StreamFunction,
+        behind its Function URL on AWS) can be served beside it on another port.
+        """
         import uvicorn
 
         from stratus.api.app import create_app
 
         port = port or free_port(host)
         config = uvicorn.Config(create_app(), host=host, port=port, log_level="warning", lifespan="off")
-        self._api_server = uvicorn.Server(config)
-        server, credentials = self._api_server, self.credentials.get("ApiFunction")
+        server, credentials = uvicorn.Server(config), self.credentials.get(function)
 
-        def run_as_api_function() -> None:
+        def run_as_the_function() -> None:
             # asyncio and the request threadpool copy this thread's context: every request runs as the role.
             with use_credentials(credentials):
                 server.run()
 
-        self._api_thread = threading.Thread(target=run_as_api_function, name="api", daemon=True)
-        self._api_thread.start()
+        thread = threading.Thread(target=run_as_the_function, name=f"api-{function}", daemon=True)
+        thread.start()
+        self._api_servers.append((server, thread))
         deadline = time.monotonic() + 30
-        while not self._api_server.started:
-            if time.monotonic() > deadline or not self._api_thread.is_alive():
+        while not server.started:
+            if time.monotonic() > deadline or not thread.is_alive():
                 raise RuntimeError(f"the API did not start on {host}:{port} (is the port in use?)")
             time.sleep(0.05)
-        self.api_url = f"http://{host}:{port}"
-        return self.api_url
+        url = f"http://{host}:{port}"
+        self.api_url = self.api_url or url
+        return url
 
     def stop(self) -> None:
         """Stop the API, the pollers and the emulator."""
         self.stopping.set()
-        if self._api_server is not None:
-            self._api_server.should_exit = True
-            if self._api_thread is not None:
-                self._api_thread.join(timeout=10)
+        for server, thread in self._api_servers:
+            server.should_exit = True
+            thread.join(timeout=10)
         for poller in self.pollers:
             poller.join(timeout=self.poll_wait_s + 30)
         if self.enforce_iam and self.endpoint_url and (self._server is not None or self._process is not None):

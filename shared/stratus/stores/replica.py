@@ -21,6 +21,7 @@ served to every read that starts ``interval_s`` after it; a commit made by this 
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import shutil
@@ -62,6 +63,7 @@ class _Replica:
     syncs: int = 0
     files_copied: int = 0
     too_large_until: float = 0.0
+    failures: int = 0  # syncs failed in a row
 
 
 class TableReplica:
@@ -112,7 +114,8 @@ class TableReplica:
                 if time.monotonic() - replica.checked_at >= self.interval_s:
                     self._sync_or_keep(name, replica)
         elif age >= self.interval_s / 2 and replica.lock.acquire(blocking=False):
-            threading.Thread(target=self._sync_aside, args=(name, replica), daemon=True).start()
+            context = contextvars.copy_context()
+            threading.Thread(target=context.run, args=(self._sync_aside, name, replica), daemon=True).start()
         if replica.too_large_until > time.monotonic():
             raise ReplicaTooLarge(name)
         return replica.table
@@ -121,11 +124,16 @@ class TableReplica:
         """Sync; on any failure but ReplicaTooLarge keep serving the version held."""
         try:
             self._sync_within_budget(name, replica)
+            replica.failures = 0
         except ReplicaTooLarge:
             raise
         except Exception:
             replica.checked_at = time.monotonic()  # do not hammer S3; retry after the interval
-            _log.exception("replica sync of %s failed; serving version %s", name, replica.version)
+            replica.failures += 1
+            if replica.failures == 1:  # the first of a run of failures, with its cause; then quietly
+                _log.exception("replica sync of %s failed; serving version %s", name, replica.version)
+            else:
+                _log.debug("replica sync of %s failed again (%d in a row)", name, replica.failures)
 
     def _sync_aside(self, name: str, replica: _Replica) -> None:
         """A background sync by a thread that already holds the replica's lock."""
@@ -150,7 +158,12 @@ class TableReplica:
     def stats(self, name: str) -> dict[str, Any]:
         """Version served, syncs done and files copied (for tests and benchmarks)."""
         replica = self._replica(name)
-        return {"version": replica.version, "syncs": replica.syncs, "files_copied": replica.files_copied}
+        return {
+            "version": replica.version,
+            "syncs": replica.syncs,
+            "files_copied": replica.files_copied,
+            "failures": replica.failures,
+        }
 
     # --- syncing -----------------------------------------------------------------------
 

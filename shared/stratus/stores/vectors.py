@@ -10,10 +10,12 @@ by ``stratus migrate-tables`` (stratus.stores.migration).
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from stratus.stores.replica import TableReplica
 
 _log = logging.getLogger(__name__)
+# A table's background refresh stops after this long without a query.
+WATCH_IDLE_S = 60.0
 
 
 def handle_interval_s(read_consistency_s: float, memory_max_rows: int) -> float:
@@ -310,6 +314,8 @@ class ChunkStore:
         # Tables this process wrote: their next read waits for a copy that holds the write.
         self._snapshot_must_see: set[str] = set()
         self._snapshot_build_lock = threading.Lock()
+        self._queried: dict[str, float] = {}  # collection -> last query (monotonic)
+        self._watchers: set[str] = set()
         self._db: Any = None
         self._tables: dict[str, Any] = {}
         self._lock = threading.Lock()
@@ -505,8 +511,14 @@ class ChunkStore:
 
         table.create_index(FTS_COLUMN, config=FTS(with_position=False), replace=True)
 
-    def search_table(self, collection: str) -> Any | None:
-        """The table queries read: the local replica of an S3 table when one is configured."""
+    def search_table(self, collection: str, *, watch: bool = True) -> Any | None:
+        """The table queries read: the local replica of an S3 table when one is configured.
+
+        A table read with `watch` is kept fresh by a background thread while queries keep coming
+        (`_watch`), so that sparse queries find the replica and the in-memory copy up to date.
+        """
+        if watch and self._read_consistency_s:
+            self._watch(collection)
         if self.replica is not None:
             from stratus.stores.replica import ReplicaTooLarge
 
@@ -518,6 +530,23 @@ class ChunkStore:
                 # Whatever failed (S3 refused or unreachable, a local read), it is not "no such table".
                 raise StoreUnavailableError(f"could not read the replica of {collection}: {error}") from error
         return self.open(collection)
+
+    def _watch(self, collection: str) -> None:
+        """Note the query; start the table's watcher unless it runs."""
+        self._queried[collection] = time.monotonic()
+        with self._lock:
+            if collection in self._watchers:
+                return
+            self._watchers.add(collection)
+        # The caller's context (its AWS principal, locally) goes with the thread; the store by weak
+        # reference, so a store nobody uses any more (services.reset) ends its watchers.
+        context = contextvars.copy_context()
+        threading.Thread(
+            target=context.run,
+            args=(_keep_fresh, weakref.ref(self), collection, (self._read_consistency_s or 1.0) / 4),
+            name=f"watch-{collection}",
+            daemon=True,
+        ).start()
 
     def snapshot(self, table: Any) -> TableSnapshot | None:
         """The in-memory copy of the table, when it is small and has no ANN index (else None).
@@ -555,8 +584,11 @@ class ChunkStore:
         fresh_enough = now - self._snapshot_confirmed.get(key, 0.0) < consistency / 2
         if current is not None and not must_see and fresh_enough:
             if self._snapshot_build_lock.acquire(blocking=False):
+                context = contextvars.copy_context()
                 threading.Thread(
-                    target=self._build_snapshot_aside, args=(key, table, version, now), daemon=True
+                    target=context.run,
+                    args=(self._build_snapshot_aside, key, table, version, now),
+                    daemon=True,
                 ).start()
             return current
         return self._build_snapshot(key, table, version, now)
@@ -736,3 +768,35 @@ class ChunkStore:
             "vector_index_built": built_vector_index,
             "seconds": round(time.perf_counter() - started, 3),
         }
+
+
+def _keep_fresh(store_ref: weakref.ref[ChunkStore], collection: str, period_s: float) -> None:
+    """Every `period_s`, read the table as a query would (replica sync, copy rebuild), off the request path.
+
+    Stops once no query came for WATCH_IDLE_S, after three failures in a row (the next query starts
+    it again), or when the store is gone. On Lambda the thread is frozen between invocations, so the
+    first query after a thaw may wait for a refresh, as without it.
+    """
+    failures = 0
+    while failures < 3:
+        time.sleep(period_s)
+        store = store_ref()
+        if store is None:
+            return
+        if time.monotonic() - store._queried.get(collection, 0.0) >= WATCH_IDLE_S:
+            break
+        try:
+            table = store.search_table(collection, watch=False)
+            if table is not None:
+                store.snapshot(table)
+            replica = store.replica
+            # (a replica keeps serving when a sync fails: count its failures as the watcher's)
+            failures = replica.stats(store.table_name(collection))["failures"] if replica is not None else 0
+        except Exception as error:
+            failures += 1
+            _log.info("background refresh of %s failed (%s); queries refresh it", collection, error)
+        del store
+    store = store_ref()
+    if store is not None:
+        with store._lock:
+            store._watchers.discard(collection)
