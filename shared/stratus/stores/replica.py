@@ -37,6 +37,8 @@ _log = logging.getLogger(__name__)
 VERSIONS = "_versions"
 SKIPPED = ("_transactions/", "_versions/")
 TMP_SUFFIX = ".replica-tmp"
+# Longest a query waits for another thread's sync before it reads the version it has.
+MAX_WAIT_S = 2.0
 
 
 class ReplicaTooLarge(Exception):
@@ -110,9 +112,16 @@ class TableReplica:
             return replica.table
         age = time.monotonic() - replica.checked_at
         if age >= self.interval_s:
-            with replica.lock:  # a background sync in flight finishes first
-                if time.monotonic() - replica.checked_at >= self.interval_s:
-                    self._sync_or_keep(name, replica)
+            # A sync in flight finishes first, but a slow one (a loaded S3) never holds a query past
+            # MAX_WAIT_S: it then reads the version it has.
+            if replica.lock.acquire(timeout=MAX_WAIT_S):
+                try:
+                    if time.monotonic() - replica.checked_at >= self.interval_s:
+                        self._sync_or_keep(name, replica)
+                finally:
+                    replica.lock.release()
+            else:
+                _log.info("replica of %s still syncing; serving version %s", name, replica.version)
         elif age >= self.interval_s / 2 and replica.lock.acquire(blocking=False):
             context = contextvars.copy_context()
             threading.Thread(target=context.run, args=(self._sync_aside, name, replica), daemon=True).start()

@@ -591,6 +591,11 @@ class ChunkStore:
                     daemon=True,
                 ).start()
             return current
+        if current is not None and self._snapshot_build_lock.locked():
+            # A rebuild is in flight: wait for it a little (it holds the newer version), never long.
+            if not self._snapshot_build_lock.acquire(timeout=max(consistency / 2, 0.5)):
+                return current
+            self._snapshot_build_lock.release()
         return self._build_snapshot(key, table, version, now)
 
     def _build_snapshot_aside(self, key: str, table: Any, version: int, asked_at: float) -> None:
