@@ -26,7 +26,7 @@ from stratus.search import (
     reciprocal_rank_fusion,
     search,
 )
-from stratus.stores.vectors import ChunkStore
+from stratus.stores.vectors import ChunkStore, TableSnapshot
 
 DIM = 64
 FIELDS = {"year": "int", "category": "string"}
@@ -351,16 +351,24 @@ def test_the_snapshot_follows_new_commits_and_skips_big_tables(tmp_path: Path, e
     assert run(small, encoder, query="garbage collector", mode="vector").hits[0].source == "rust.md"
 
 
-def test_another_writers_commit_is_copied_aside_while_queries_keep_the_previous_copy(
-    tmp_path: Path, encoder: BagOfWords, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # given a reader under steady queries whose in-memory copy is warm, and a writer elsewhere
-    consistency = 1.0
+def warm_reader(
+    tmp_path: Path, encoder: BagOfWords, consistency: float
+) -> tuple[ChunkStore, ChunkStore, TableSnapshot]:
+    """A writer that indexed two documents, and a reader (another process's store) with a warm copy."""
     writer = ChunkStore(str(tmp_path / "db"))
     index(writer, encoder, DOCS[:2], {})
     reader = ChunkStore(str(tmp_path / "db"), memory_max_rows=1000, read_consistency_s=consistency)
     before = reader.snapshot(reader.search_table(COLLECTION))
     assert before is not None
+    return writer, reader, before
+
+
+def test_another_writers_commit_is_copied_aside_while_queries_keep_the_previous_copy(
+    tmp_path: Path, encoder: BagOfWords, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a reader under steady queries whose in-memory copy is warm, and a writer elsewhere
+    consistency = 1.0
+    writer, reader, before = warm_reader(tmp_path, encoder, consistency)
     # and a copy that takes a while to build (as a large table's does)
     building = threading.Event()
     build = reader._build_snapshot_locked
@@ -399,11 +407,7 @@ def test_a_stale_copy_is_served_no_longer_than_the_consistency_window(
 ) -> None:
     # given a reader under steady queries whose copies built aside never finish
     consistency = 0.4
-    writer = ChunkStore(str(tmp_path / "db"))
-    index(writer, encoder, DOCS[:2], {})
-    reader = ChunkStore(str(tmp_path / "db"), memory_max_rows=1000, read_consistency_s=consistency)
-    before = reader.snapshot(reader.search_table(COLLECTION))
-    assert before is not None
+    writer, reader, before = warm_reader(tmp_path, encoder, consistency)
     abandoned: list[int] = []
 
     def abandon(key: str, table: Any, version: int, asked_at: float) -> None:
@@ -430,9 +434,7 @@ def test_a_sparse_query_finds_the_copy_already_refreshed_in_the_background(
 ) -> None:
     # given a reader that was queried once (its watcher runs), whose copies take 0.3 s to build
     consistency = 0.4
-    writer = ChunkStore(str(tmp_path / "db"))
-    index(writer, encoder, DOCS[:2], {})
-    reader = ChunkStore(str(tmp_path / "db"), memory_max_rows=1000, read_consistency_s=consistency)
+    writer, reader, _ = warm_reader(tmp_path, encoder, consistency)
     assert len(run(reader, encoder, query="garbage collector", mode="vector", top_k=10).hits) == 2
     build = reader._build_snapshot_locked
     builders: list[str] = []

@@ -343,7 +343,7 @@ class LocalStack:
         return LambdaContext(logical_id, function.memory_mb, function.timeout_s)
 
     def serve_api(self, host: str = "127.0.0.1", port: int = 8000, function: str = "ApiFunction") -> str:
-        """Serve the API with uvicorn in a thread as `function`'s role; its base URL once it accepts connections.
+        """Serve the API with uvicorn in a thread as `function`'s role; its base URL once it accepts requests.
 
         The first server's URL is `api_url`; another function that serves the app (StreamFunction,
         behind its Function URL on AWS) can be served beside it on another port.
