@@ -57,7 +57,11 @@ ENTRIES = {
 class QueryAssumptions:
     """Per-query request counts the query benchmark does not measure."""
 
-    s3_gets: float = 1.0  # the read replica's freshness check (manifest), at most once per query
+    s3_gets: float = 0.0  # objects read per query (the replica serves from /tmp; downloads follow commits)
+    # The replica's freshness check is a LIST of _versions/ (billed at the PUT price), made on time,
+    # not per query: about every read_consistency_s / 4 per table while queries come (stores/replica.py).
+    freshness_lists_per_s: float = 2.0
+    queries_per_s: float = 10.0  # the sustained query rate that spreads those LISTs
     dynamodb_reads: float = 1.0  # API key lookup (an upper bound: verified keys are cached for seconds)
     dynamodb_writes: float = 0.0  # 1-2 with STRATUS_RATE_LIMIT_BACKEND=dynamodb
     log_bytes: float = 1500.0  # request log line and EMF metrics
@@ -100,7 +104,11 @@ def query_cost_per_1000(
     items = {
         "api_gateway": n * getattr(prices, price),
         "lambda": n * lambda_cost(latency_ms + assumptions.overhead_ms, MEMORY_MB[function], prices),
-        "s3": n * assumptions.s3_gets * prices.s3_get,
+        "s3": n
+        * (
+            assumptions.s3_gets * prices.s3_get
+            + min(1.0, assumptions.freshness_lists_per_s / assumptions.queries_per_s) * prices.s3_put
+        ),
         "dynamodb": n
         * (
             assumptions.dynamodb_reads * prices.dynamodb_read

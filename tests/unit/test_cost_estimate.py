@@ -45,7 +45,12 @@ def test_1000_queries_add_up_their_line_items(cost: ModuleType) -> None:
         logs_gb=1e6,
     )
     assumptions = cost.QueryAssumptions(
-        s3_gets=2, dynamodb_reads=1, dynamodb_writes=0, log_bytes=1000, overhead_ms=0
+        s3_gets=2,
+        freshness_lists_per_s=0,
+        dynamodb_reads=1,
+        dynamodb_writes=0,
+        log_bytes=1000,
+        overhead_ms=0,
     )
     # When 1,000 queries of 100 ms run on the 2048 MB API function
     items = cost.query_cost_per_1000(100, assumptions, prices)
@@ -149,3 +154,15 @@ def test_queries_through_the_function_url_pay_no_api_gateway_fee(cost: ModuleTyp
     assert http["api_gateway"] == pytest.approx(1000 * cost.PRICES.http_api_request)
     assert url["lambda"] == pytest.approx(rest["lambda"])
     assert rest["total"] - url["total"] == pytest.approx(rest["api_gateway"])
+
+
+def test_freshness_lists_are_spread_over_the_queries_and_priced_as_lists(cost: ModuleType) -> None:
+    # Given only S3 priced: LIST (the PUT tier) at 1, GET at 0
+    zero = dict.fromkeys(cost.Prices.__dataclass_fields__, 0.0)
+    prices = cost.Prices(**{**zero, "s3_put": 1.0})
+    # When 2 LISTs a second serve 10 queries a second, and then 1 query a second
+    busy = cost.QueryAssumptions(freshness_lists_per_s=2, queries_per_s=10)
+    sparse = cost.QueryAssumptions(freshness_lists_per_s=2, queries_per_s=1)
+    # Then 1,000 busy queries carry 200 LISTs, and a query never carries more than one
+    assert cost.query_cost_per_1000(10, busy, prices)["s3"] == pytest.approx(200.0)
+    assert cost.query_cost_per_1000(10, sparse, prices)["s3"] == pytest.approx(1000.0)
