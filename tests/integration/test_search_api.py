@@ -119,10 +119,14 @@ def stack(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 
 def post(
-    stack: LocalStack, headers: dict[str, str], body: dict[str, Any], collection: str = COLLECTION
+    stack: LocalStack,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    collection: str = COLLECTION,
+    url: str | None = None,
 ) -> httpx.Response:
     return httpx.post(
-        f"{stack.api_url}/v1/collections/{collection}/search", json=body, headers=headers, timeout=30
+        f"{url or stack.api_url}/v1/collections/{collection}/search", json=body, headers=headers, timeout=30
     )
 
 
@@ -536,12 +540,7 @@ def test_search_and_chat_answer_through_the_stream_function_with_its_grants_only
 
     # when a client searches in every mode and chats there with its API key
     for mode in ("hybrid", "vector", "keyword"):
-        response = httpx.post(
-            f"{url}/v1/collections/{COLLECTION}/search",
-            json={"query": "moon tides", "mode": mode, "top_k": 3},
-            headers=api_headers,
-            timeout=30,
-        )
+        response = post(stack, api_headers, {"query": "moon tides", "mode": mode, "top_k": 3}, url=url)
         # then each answers with hits, as through the REST API
         assert response.status_code == 200, (mode, response.text)
         assert response.json()["hits"], mode
@@ -553,7 +552,7 @@ def test_search_and_chat_answer_through_the_stream_function_with_its_grants_only
     )
     assert chat.status_code == 200, chat.text
     # and a request without a key is refused by the app itself (nothing in front of a Function URL)
-    anonymous = httpx.post(f"{url}/v1/collections/{COLLECTION}/search", json={"query": "x"}, timeout=30)
+    anonymous = post(stack, {}, {"query": "x"}, url=url)
     assert anonymous.status_code == 401
     # and the role was denied nothing (the emulator enforces the template's policies)
     calls = [c for c in stack.collect_calls()[before:] if c[0] == principal]

@@ -92,14 +92,15 @@ class TableReplica:
 
     # --- reading -----------------------------------------------------------------------
 
-    def table(self, name: str) -> Any | None:
+    def table(self, name: str, *, aside: bool = True) -> Any | None:
         """The local handle of table `name` (None when S3 has no such table).
 
         The first call syncs. Once the last check is `interval_s` / 2 old, a read starts a sync in the
         background and keeps the version it has; a read that finds the last check `interval_s` old
         (or a commit by this process, `invalidate`) waits for a sync, so a read started that long
         after a commit sees it, as LanceDB's read_consistency_interval promises. Steady traffic thus
-        never waits for a copy. Raises ReplicaTooLarge when the copy would pass `max_bytes` (asked
+        never waits for a copy; `aside=False` (a caller off the request path) runs that sync itself.
+        Raises ReplicaTooLarge when the copy would pass `max_bytes` (asked
         again after `interval_s`).
         """
         replica = self._replica(name)
@@ -123,8 +124,13 @@ class TableReplica:
             else:
                 _log.info("replica of %s still syncing; serving version %s", name, replica.version)
         elif age >= self.interval_s / 2 and replica.lock.acquire(blocking=False):
-            context = contextvars.copy_context()
-            threading.Thread(target=context.run, args=(self._sync_aside, name, replica), daemon=True).start()
+            if aside:
+                context = contextvars.copy_context()
+                threading.Thread(
+                    target=context.run, args=(self._sync_aside, name, replica), daemon=True
+                ).start()
+            else:  # the caller is off the request path already (the store's watcher)
+                self._sync_aside(name, replica)
         if replica.too_large_until > time.monotonic():
             raise ReplicaTooLarge(name)
         return replica.table

@@ -523,7 +523,7 @@ class ChunkStore:
             from stratus.stores.replica import ReplicaTooLarge
 
             try:
-                return self.replica.table(self.table_name(collection))
+                return self.replica.table(self.table_name(collection), aside=watch)
             except ReplicaTooLarge:
                 pass  # too large to copy into /tmp: read S3 directly
             except Exception as error:
@@ -548,15 +548,16 @@ class ChunkStore:
             daemon=True,
         ).start()
 
-    def snapshot(self, table: Any) -> TableSnapshot | None:
+    def snapshot(self, table: Any, *, aside: bool = True) -> TableSnapshot | None:
         """The in-memory copy of the table, when it is small and has no ANN index (else None).
 
         Built on first use (one scan of the hit columns and vectors). A query that finds the table's
         version moved (asked at most every read_consistency_s / 8) while the copy was confirmed
         current less than read_consistency_s / 2 ago (steady traffic) keeps the copy and has the new
         one built aside; otherwise, and after a commit by this process (read-your-writes), it waits
-        for the rebuild. With the handle's own lag (`handle_interval_s`) a commit is served within
-        read_consistency_s.
+        for the rebuild, a rebuild in flight for at most read_consistency_s / 2. With the handle's own
+        lag (`handle_interval_s`) a commit is served within read_consistency_s. `aside=False` (a
+        caller off the request path, the watcher) builds in the calling thread.
         """
         if self.memory_max_rows <= 0:
             return None
@@ -582,7 +583,7 @@ class ChunkStore:
         if current is None and self._snapshot_misses.get(key) == version:
             return None
         fresh_enough = now - self._snapshot_confirmed.get(key, 0.0) < consistency / 2
-        if current is not None and not must_see and fresh_enough:
+        if current is not None and not must_see and fresh_enough and aside:
             if self._snapshot_build_lock.acquire(blocking=False):
                 context = contextvars.copy_context()
                 threading.Thread(
@@ -591,12 +592,16 @@ class ChunkStore:
                     daemon=True,
                 ).start()
             return current
-        if current is not None and self._snapshot_build_lock.locked():
-            # A rebuild is in flight: wait for it a little (it holds the newer version), never long.
-            if not self._snapshot_build_lock.acquire(timeout=max(consistency / 2, 0.5)):
-                return current
+        # Without a copy to serve, wait for the build lock; with one, a rebuild in flight (it holds a
+        # newer version) is waited for a little, never long.
+        if not self._snapshot_build_lock.acquire(
+            timeout=-1 if current is None else max(consistency / 2, 0.5)
+        ):
+            return current
+        try:
+            return self._build_snapshot_locked(key, table, version, now)
+        finally:
             self._snapshot_build_lock.release()
-        return self._build_snapshot(key, table, version, now)
 
     def _build_snapshot_aside(self, key: str, table: Any, version: int, asked_at: float) -> None:
         """Build the copy in a thread that already holds the build lock."""
@@ -607,10 +612,6 @@ class ChunkStore:
         finally:
             self._snapshot_build_lock.release()
 
-    def _build_snapshot(self, key: str, table: Any, version: int, asked_at: float) -> TableSnapshot | None:
-        with self._snapshot_build_lock:
-            return self._build_snapshot_locked(key, table, version, asked_at)
-
     def _build_snapshot_locked(
         self, key: str, table: Any, version: int, asked_at: float
     ) -> TableSnapshot | None:
@@ -620,15 +621,16 @@ class ChunkStore:
             return current
         rows = int(table.count_rows())
         indexed = any(index.index_type.startswith("IVF") for index in table.list_indices())
-        self._snapshot_must_see.discard(key)
+        snapshot = None
         if rows > self.memory_max_rows or indexed:
             self._snapshots.pop(key, None)
             self._snapshot_misses[key] = version
-            return None
-        data = table.search().select(present(table, [*HIT_COLUMNS, "vector"])).limit(None).to_arrow()
-        snapshot = TableSnapshot(version, data)
-        self._snapshots[key] = snapshot
-        self._snapshot_confirmed[key] = asked_at  # the version was the latest when it was asked
+        else:
+            data = table.search().select(present(table, [*HIT_COLUMNS, "vector"])).limit(None).to_arrow()
+            snapshot = self._snapshots[key] = TableSnapshot(version, data)
+            self._snapshot_confirmed[key] = asked_at  # the version was the latest when it was asked
+        # Only once built: a failed build leaves read-your-writes owed to the next query.
+        self._snapshot_must_see.discard(key)
         return snapshot
 
     def committed(self, collection: str, generation: int | None = None) -> None:
@@ -793,7 +795,7 @@ def _keep_fresh(store_ref: weakref.ref[ChunkStore], collection: str, period_s: f
         try:
             table = store.search_table(collection, watch=False)
             if table is not None:
-                store.snapshot(table)
+                store.snapshot(table, aside=False)
             replica = store.replica
             # (a replica keeps serving when a sync fails: count its failures as the watcher's)
             failures = replica.stats(store.table_name(collection))["failures"] if replica is not None else 0
