@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.lock requirements/nodeps.lock shared/pyproject.toml | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements/dev.lock requirements/nodeps.lock shared/pyproject.toml tools/pyproject.toml | cksum | cut -d' ' -f1)
 
 SAM_VENV  := .venv-sam
 SAM_STAMP := $(SAM_VENV)/.installed-aws-sam-cli-1.170.0
@@ -36,7 +36,7 @@ $(STAMP):
 	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements/dev.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -r requirements/nodeps.lock
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e shared
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -e shared -e tools
 	rm -f $(VENV)/.installed-* && touch $@
 
 # The console's browser tests (tests/browser) drive Debian's chromium with Playwright (pinned in dev.lock;
@@ -55,6 +55,7 @@ model: $(STAMP)
 lint: $(STAMP) checkov
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/cfn-lint template.yaml
 	$(BIN)/hadolint functions/embed/Dockerfile functions/embed/Dockerfile.gpu
 

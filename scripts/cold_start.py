@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
 
     sys.path.insert(0, str(REPO_ROOT / "shared"))
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    from stratus.local.stack import LocalStack
+    from stratus_tools.local.stack import LocalStack
 
     stack = LocalStack(REPO_ROOT).start(run_functions=False)
     try:

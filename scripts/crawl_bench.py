@@ -101,10 +101,10 @@ def main() -> int:
     import httpx
 
     from stratus import services
-    from stratus.auth import create_key
-    from stratus.local.stack import LocalStack
+    from stratus.access.auth import create_key
     from stratus.models import DocumentStatus
     from stratus.observability import MetricName, capture_metrics
+    from stratus_tools.local.stack import LocalStack
 
     os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")

@@ -1,4 +1,4 @@
-"""CPU per request of the AWS emulator: moto's own server against `stratus.local.emulator`.
+"""CPU per request of the AWS emulator: moto's own server against `stratus_tools.local.emulator`.
 
 Starts each emulator in a child process on 127.0.0.1, makes the same calls (S3 PUT/GET/HEAD,
 DynamoDB PutItem/UpdateItem/GetItem, SQS send and receive+delete on a queue that fills up), and
@@ -22,7 +22,7 @@ from typing import Any
 
 SERVERS = {
     "moto": [sys.executable, "-c", "import sys; from moto.server import main; main(['-p', sys.argv[1]])"],
-    "stratus": [sys.executable, "-m", "stratus.local.emulator"],
+    "stratus": [sys.executable, "-m", "stratus_tools.local.emulator"],
 }
 
 
@@ -36,7 +36,7 @@ def start(server: str) -> tuple[subprocess.Popen[bytes], str]:
     """The emulator in a child process, and its URL once it answers."""
     import httpx
 
-    from stratus.local.stack import free_port
+    from stratus_tools.local.stack import free_port
 
     port = free_port()
     process = subprocess.Popen(

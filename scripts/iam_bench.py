@@ -34,7 +34,7 @@ def _calls(stack: Any, function: str | None) -> dict[str, Callable[[int], Any]]:
 
 def cpu_per_call(enforce: bool, calls: int) -> dict[str, float]:
     """CPU ms per call of each kind, with IAM enforced or not."""
-    from stratus.local.stack import LocalStack
+    from stratus_tools.local.stack import LocalStack
 
     stack = LocalStack(REPO_ROOT, enforce_iam=enforce).start(run_functions=False)
     try:
@@ -54,7 +54,7 @@ def iam_split(calls: int) -> dict[str, float]:
     """CPU ms per SQS SendMessage spent in each part of moto's IAM check (enforced)."""
     from moto.iam import access_control
 
-    from stratus.local.stack import LocalStack
+    from stratus_tools.local.stack import LocalStack
 
     stack = LocalStack(REPO_ROOT).start(run_functions=False)
     spent = {"request": 0.0, "signature": 0.0, "policies": 0.0}

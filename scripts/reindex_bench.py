@@ -33,11 +33,11 @@ def main() -> None:
     import httpx
 
     from stratus import services
-    from stratus.auth import create_key
-    from stratus.local.stack import LocalStack
-    from stratus.reindex import build_reindexer
+    from stratus.access.auth import create_key
     from stratus.stores.collections import CollectionSettings
-    from stratus.uploads import collect_uploads, upload_files, wait_for_documents
+    from stratus_tools.local.stack import LocalStack
+    from stratus_tools.reindex import build_reindexer
+    from stratus_tools.uploads import collect_uploads, upload_files, wait_for_documents
 
     folder = Path(tempfile.mkdtemp(prefix="scifact-subset-"))
     queries = []

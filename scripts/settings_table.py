@@ -4,7 +4,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from stratus.settings_doc import render_into
+from stratus_tools.settings_doc import render_into
 
 parser = argparse.ArgumentParser(description=__doc__)
 parser.add_argument("--check", action="store_true", help="exit 1 if the table is out of date; write nothing")

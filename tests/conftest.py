@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from stratus.local.stack import LocalStack
+from stratus_tools.local.stack import LocalStack
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -82,7 +82,7 @@ def running_stack(model_dir: Path) -> Iterator[LocalStack]:
 def api_headers() -> dict[str, str]:
     """x-api-key headers of a new admin key on every collection, in the key table of the running stack."""
     from stratus import services
-    from stratus.auth import create_key
+    from stratus.access.auth import create_key
 
     return {"x-api-key": create_key(services.key_table(), "test admin", ["*"], ["admin"]).key}
 

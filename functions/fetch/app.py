@@ -5,7 +5,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from stratus.observability import logger, metrics, tracer
-from stratus.pipeline.fetch import handle_fetch_batch
+from stratus.pipeline.fetch_function import handle_fetch_batch
 
 
 @logger.inject_lambda_context
@@ -15,7 +15,7 @@ def handler(event: dict[str, Any], context: LambdaContext) -> dict[str, list[dic
     """Process a batch, each record within a time budget; failed records are reported for redelivery."""
     if "Records" not in event and event.get("source") == "aws.events":
         # The SourcesTick schedule: start due source syncs, end interrupted ones.
-        from stratus.sources.sync import handle_tick
+        from stratus.pipeline.fetch_function import handle_tick
 
         handle_tick(event, context)
         return {"batchItemFailures": []}

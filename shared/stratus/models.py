@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
@@ -128,3 +129,15 @@ class StageMessage(BaseModel):
         None,
         description="The stage output itself (base64) when it is small enough to travel in the message.",
     )
+
+
+@dataclass(frozen=True)
+class FetchedContent:
+    """A document's bytes and where they came from."""
+
+    source: str
+    data: bytes
+    filename: str
+    content_type: str | None = None
+    # Where it lies in the inbox (None for a URL): a message's attachments are written beside it.
+    inbox_key: str | None = None

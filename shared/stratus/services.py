@@ -40,15 +40,16 @@ def per_principal(function: Callable[..., _T]) -> _Cached[_T]:
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
-    from stratus.auth import KeyVerifier
-    from stratus.ratelimit import RateLimiter
+    from stratus.access.audit import AuditLog
+    from stratus.access.auth import KeyVerifier
+    from stratus.access.ratelimit import RateLimiter
     from stratus.stores.audit import AuditTable
     from stratus.stores.blobs import BlobStore
     from stratus.stores.collections import CollectionSettingsStore
     from stratus.stores.conversations import ConversationTable
     from stratus.stores.documents import DocumentTable
     from stratus.stores.feedback import FeedbackTable
-    from stratus.stores.gateway import UsagePlans
+    from stratus.stores.gateway import GatewayKeys, UsagePlans
     from stratus.stores.keys import KeyTable
     from stratus.stores.queues import MessageQueue
     from stratus.stores.vectors import ChunkStore
@@ -113,10 +114,17 @@ def audit_table() -> AuditTable:
     return AuditTable(aws.client("dynamodb"), settings.audit_table, settings.audit_retention_days)
 
 
+def audit_log() -> AuditLog:
+    """The audit log of administrative actions, writing to the audit table."""
+    from stratus.access.audit import AuditLog
+
+    return AuditLog(audit_table())
+
+
 @per_principal
 def key_verifier() -> KeyVerifier:
     """The process-wide key verifier and its short cache of verified keys."""
-    from stratus.auth import KeyVerifier
+    from stratus.access.auth import KeyVerifier
 
     return KeyVerifier(key_table(), get_settings().api_key_cache_s)
 
@@ -129,10 +137,44 @@ def usage_plans() -> UsagePlans:
     return UsagePlans(aws.client("apigateway"))
 
 
+def gateway_keys(api_stage: tuple[str, str] | None = None) -> GatewayKeys | None:
+    """Where keys are mirrored: STRATUS_API_USAGE_PLAN_ID's plan, else the one usage plan of `api_stage`
+    (the API Gateway (apiId, stage) serving the request), else None (not behind API Gateway: no mirror).
+    """
+    from stratus.access.auth import GatewayMirrorError
+    from stratus.observability import logger
+    from stratus.settings import get_settings
+    from stratus.stores import aws
+    from stratus.stores.gateway import GatewayKeys
+
+    plan = get_settings().api_usage_plan_id
+    if plan is None and api_stage is not None:
+        api_id, stage = api_stage
+        try:
+            plans = usage_plans().of_stage(api_id, stage)
+        except Exception as error:
+            raise GatewayMirrorError(
+                f"could not list the API Gateway usage plans of API {api_id} stage {stage}: {error}"
+            ) from error
+        if len(plans) > 1:
+            # A gateway key may not be on two plans of the same stage: which one is a deployer's choice.
+            raise GatewayMirrorError(
+                f"usage plans {', '.join(plans)} all cover API {api_id} stage {stage}; set "
+                "STRATUS_API_USAGE_PLAN_ID to the one keys belong to"
+            )
+        if not plans:
+            logger.warning("no usage plan covers the API stage; keys are not mirrored", extra={"api": api_id})
+            return None
+        plan = plans[0]
+    if plan is None:
+        return None
+    return GatewayKeys(aws.client("apigateway"), plan)
+
+
 @per_principal
 def rate_limiter() -> RateLimiter:
     """Per-key token buckets in the backend the settings name."""
-    from stratus.ratelimit import DynamoBuckets, Limit, MemoryBuckets, RateLimiter
+    from stratus.access.ratelimit import DynamoBuckets, Limit, MemoryBuckets, RateLimiter
 
     settings = get_settings()
     buckets = DynamoBuckets(key_table()) if settings.rate_limit_backend == "dynamodb" else MemoryBuckets()
@@ -225,7 +267,7 @@ def reset() -> None:
         cached.cache_clear()
     aws.clear_clients()
     get_settings.cache_clear()
-    from stratus.rerank import get_reranker
+    from stratus.retrieval.rerank import get_reranker
 
     get_reranker.cache_clear()
     try:

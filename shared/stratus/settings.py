@@ -218,7 +218,7 @@ class Settings(BaseSettings):
     @field_validator("filter_fields", mode="before")
     @classmethod
     def _filter_fields(cls, value: object) -> object:
-        from stratus.filters import parse_filter_fields
+        from stratus.fields import parse_filter_fields
 
         return parse_filter_fields(value)
 

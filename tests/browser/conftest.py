@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from fakes.slow_llm import SlowLLM
 
-from stratus.local.stack import LocalStack
+from stratus_tools.local.stack import LocalStack
 
 CHROMIUM = "/usr/bin/chromium"
 # The answer cites chunk 1 of the prompt; the pieces arrive 40 ms apart.
@@ -68,7 +68,7 @@ def slow_llm() -> Iterator[SlowLLM]:
 def console(slow_llm: SlowLLM, running_stack: LocalStack) -> Console:
     """The local stack (every consumer running) with the API on a free port, an admin and a read-only key."""
     from stratus import services
-    from stratus.auth import create_key
+    from stratus.access.auth import create_key
 
     url = running_stack.serve_api("127.0.0.1", 0)
     admin = create_key(services.key_table(), "console admin", ["*"], ["admin"]).key
@@ -117,7 +117,7 @@ def api_without_sources(console: Console) -> Iterator[str]:
     import uvicorn
 
     from stratus.api.app import create_app
-    from stratus.local.stack import free_port
+    from stratus_tools.local.stack import free_port
 
     app = create_app()
     # As an API from before issue 14: its OpenAPI document (what the console reads) has no sources paths.

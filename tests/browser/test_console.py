@@ -166,7 +166,7 @@ def test_chat_streams_in_pieces_and_a_citation_opens_its_passage(console: Consol
 def test_feedback_on_an_answer_is_in_the_export_and_eval_scores_it(
     console: Console, page: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from stratus import cli
+    from stratus_tools import cli
 
     # the CLI works against this test's stack, never a `stratus up` state file of the checkout
     monkeypatch.setattr(cli, "STATE_FILE", str(tmp_path / "no-state.json"))

@@ -29,13 +29,14 @@ from fakes.faulty_proxy import Fault, FaultyProxy
 from fakes.openai_server import FakeOpenAI, Step
 
 from stratus import services
-from stratus.benchmarks.load import Call, Outcome, create_admin_key, open_loop, report, request_headers
-from stratus.dlq import main as dlq_main
-from stratus.local.stack import LocalStack, QueuePoller, free_port
 from stratus.models import DocumentStatus, StageMessage, make_doc_id
 from stratus.settings import get_settings
 from stratus.stores.vectors import ChunkStore, storage_options_for
-from stratus.uploads import Upload, upload_files, wait_for_documents
+from stratus_tools.benchmarks import create_admin_key
+from stratus_tools.benchmarks.load import Call, Outcome, open_loop, report, request_headers
+from stratus_tools.dlq import main as dlq_main
+from stratus_tools.local.stack import LocalStack, QueuePoller, free_port
+from stratus_tools.uploads import Upload, upload_files, wait_for_documents
 
 pytestmark = pytest.mark.e2e
 
@@ -440,7 +441,7 @@ def test_visibility_expiring_mid_processing(faults: Faults, tmp_path: Path) -> N
 
 INDEX_WORKER = (
     "import signal, threading\n"
-    "from stratus.worker import stage_worker\n"
+    "from stratus.pipeline.worker import stage_worker\n"
     "stop = threading.Event()\n"
     "signal.signal(signal.SIGTERM, lambda *_: stop.set())\n"
     "stage_worker('index', wait_s=1).run(stop)\n"

@@ -26,9 +26,9 @@ from fakes.formats import (
 )
 
 from stratus import services
-from stratus.local.stack import LocalStack
 from stratus.models import DocumentStatus
-from stratus.uploads import collect_uploads, upload_files, wait_for_documents
+from stratus_tools.local.stack import LocalStack
+from stratus_tools.uploads import collect_uploads, upload_files, wait_for_documents
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from test_format_hostile import LAUGHS, png_header, replace_member, zip_bomb

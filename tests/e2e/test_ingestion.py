@@ -17,12 +17,12 @@ from fakes.env import restore_environment
 from fakes.pdf import make_pdf
 
 from stratus import services
-from stratus.dlq import main as dlq_main
-from stratus.local.stack import LocalStack
 from stratus.models import DocumentStatus, StageMessage, make_doc_id
 from stratus.pipeline.common import staging_key
 from stratus.stores.documents import DocumentRecord
-from stratus.uploads import collect_uploads, upload_files, wait_for_documents
+from stratus_tools.dlq import main as dlq_main
+from stratus_tools.local.stack import LocalStack
+from stratus_tools.uploads import collect_uploads, upload_files, wait_for_documents
 
 pytestmark = pytest.mark.e2e
 

@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from stratus import services
-from stratus.local.stack import LocalStack
 from stratus.models import DocumentStatus, make_doc_id
 from stratus.stores.documents import DocumentRecord
-from stratus.uploads import Upload, upload_files, wait_for_documents
+from stratus_tools.local.stack import LocalStack
+from stratus_tools.uploads import Upload, upload_files, wait_for_documents
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,9 @@ from fakes.env import restore_environment
 from fakes.site import Site, page, sitemap, sitemap_index
 
 from stratus import services
-from stratus.local.stack import LocalStack
 from stratus.models import DocumentStatus, make_doc_id
 from stratus.settings import get_settings
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.e2e
 
@@ -132,7 +132,7 @@ def api(stack: LocalStack) -> str:
 
 @pytest.fixture(scope="module")
 def headers(stack: LocalStack) -> dict[str, str]:
-    from stratus.auth import create_key
+    from stratus.access.auth import create_key
 
     return {"x-api-key": create_key(services.key_table(), "sources admin", ["*"], ["admin"]).key}
 
@@ -336,7 +336,7 @@ def test_second_sync_after_an_edit_a_removal_and_an_addition(
 def test_interrupted_sync_deletes_nothing(
     api: str, headers: dict[str, str], web_source: str, sites: tuple[Site, Site], stack: LocalStack
 ) -> None:
-    from stratus.sources.sync import build_engine
+    from stratus.pipeline.fetch_function import build_engine
 
     site, _ = sites
     base = site.url
@@ -440,8 +440,8 @@ def test_s3_source_sync_repairs_dropped_notifications(
 def test_cli_adds_lists_and_syncs_with_the_exit_status_of_the_sync(
     api: str, headers: dict[str, str], sites: tuple[Site, Site], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from stratus.cli import main
     from stratus.settings import get_settings
+    from stratus_tools.cli import main
 
     site, _ = sites
     os.environ["STRATUS_API_KEY"] = headers["x-api-key"]

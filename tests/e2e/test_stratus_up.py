@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stratus.auth import generate_key, hash_key
-from stratus.local.stack import free_port
+from stratus.access.auth import generate_key, hash_key
+from stratus_tools.local.stack import free_port
 
 pytestmark = pytest.mark.e2e
 

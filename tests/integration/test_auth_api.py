@@ -16,10 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stratus import services
+from stratus.access.auth import create_key, hash_key, revoke_key
+from stratus.access.ratelimit import DynamoBuckets, Limit, RateLimiter
 from stratus.api.app import create_app
-from stratus.auth import create_key, hash_key, revoke_key
-from stratus.local.stack import LocalStack
-from stratus.ratelimit import DynamoBuckets, Limit, RateLimiter
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -338,7 +338,7 @@ def test_a_revocation_elsewhere_takes_effect_within_the_cache_ttl(configure: Any
 
 
 def test_keys_cli_round_trip(configure: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from stratus.keys import main as keys
+    from stratus_tools.keys import main as keys
 
     # given a key created with `stratus keys create`
     configure(api_key_cache_s="0")
@@ -369,7 +369,7 @@ def test_keys_cli_round_trip(configure: Any, capsys: pytest.CaptureFixture[str])
 def test_keys_cli_mirrors_keys_into_the_api_gateway_usage_plan(
     idle_stack: LocalStack, configure: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from stratus.keys import main as keys
+    from stratus_tools.keys import main as keys
 
     # given an API Gateway usage plan in the emulator, named by STRATUS_API_USAGE_PLAN_ID
     apigw = idle_stack.client("apigateway")
@@ -444,7 +444,7 @@ def test_an_unlimited_admin_may_grant_any_rate(client: TestClient) -> None:
 
 def test_a_key_cannot_grant_a_role_above_its_own() -> None:
     # given a write key (the routes need admin, so this is the library's own check)
-    from stratus.auth import ForbiddenError, Principal, Role, check_grant
+    from stratus.access.auth import ForbiddenError, Principal, Role, check_grant
 
     writer = Principal("000000000000", "w", (COLLECTION,), frozenset({Role.WRITE}))
     # then it may grant read and write, never admin
@@ -507,8 +507,8 @@ def test_keys_list_neutralises_terminal_escapes_in_names(
 ) -> None:
     # given a key record whose name holds terminal escapes and a bidi override (written before names
     # were checked, or straight into the table)
-    from stratus.keys import main as keys
     from stratus.stores.keys import KeyRecord
+    from stratus_tools.keys import main as keys
 
     configure()
     name = "ops\x1b[2J\x1b[31m\u202eevil"

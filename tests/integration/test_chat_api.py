@@ -20,8 +20,8 @@ from fakes.env import restore_environment
 from fakes.openai_server import FakeOpenAI, Step, answer, status
 
 from stratus import services
-from stratus.local.stack import LocalStack, free_port
 from stratus.pipeline.embed import chunk_rows
+from stratus_tools.local.stack import LocalStack, free_port
 
 pytestmark = pytest.mark.integration
 

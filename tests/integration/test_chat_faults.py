@@ -15,7 +15,7 @@ from stratus.chat.errors import NoProviderError
 from stratus.chat.models import ChatRequest
 from stratus.chat.service import ChatService, build_providers
 from stratus.chat.tokens import TokenCounter
-from stratus.search import SearchHit, SearchResponse
+from stratus.retrieval.search import SearchHit, SearchResponse
 from stratus.settings import Settings
 
 pytestmark = pytest.mark.integration

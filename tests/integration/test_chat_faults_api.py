@@ -22,8 +22,8 @@ from fakes.env import restore_environment
 from fakes.openai_server import FakeOpenAI, Step, answer, status
 
 from stratus import services
-from stratus.local.stack import LocalStack, free_port
 from stratus.pipeline.embed import chunk_rows
+from stratus_tools.local.stack import LocalStack, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +123,7 @@ def api(
 
 
 def new_key() -> dict[str, str]:
-    from stratus.auth import create_key
+    from stratus.access.auth import create_key
 
     key = create_key(
         services.key_table(), "faults", ["*"], ["read"], rate_limit_per_s=1000, rate_limit_burst=1000

@@ -20,7 +20,7 @@ from stratus.chat.errors import FailureKind, NoProviderError, ProviderError
 from stratus.chat.models import ChatRequest, ChatResponse
 from stratus.chat.service import ChatService, Prepared
 from stratus.chat.tokens import TokenCounter
-from stratus.search import SearchHit, SearchResponse
+from stratus.retrieval.search import SearchHit, SearchResponse
 from stratus.settings import Settings
 
 pytestmark = pytest.mark.integration

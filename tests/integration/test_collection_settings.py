@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from stratus import services
-from stratus.local.stack import LocalStack
 from stratus.models import DocumentStatus, make_doc_id
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -20,9 +20,9 @@ from fakes.env import restore_environment
 from fakes.slow_llm import SlowLLM
 
 from stratus import services
-from stratus.auth import create_key
-from stratus.local.stack import LocalStack, free_port
+from stratus.access.auth import create_key
 from stratus.pipeline.embed import chunk_rows
+from stratus_tools.local.stack import LocalStack, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -350,7 +350,7 @@ def test_operations_report_queues_and_latency_under_the_dashboards_names(api: st
 def test_dead_letters_are_listed_and_redriven_by_an_admin_of_every_collection(
     api: str, idle_stack: LocalStack
 ) -> None:
-    from stratus.dlq import dead_letter_queue_url
+    from stratus.stores.dead_letters import dead_letter_queue_url
 
     sqs = idle_stack.client("sqs")
     fetch_url = idle_stack.queue_urls["FetchQueue"]

@@ -15,10 +15,10 @@ import httpx
 import pytest
 
 from stratus import services
-from stratus.local.stack import LocalStack
 from stratus.models import REQUEST_ID_METADATA, make_doc_id
 from stratus.observability import logger
-from stratus.uploads import wait_for_documents
+from stratus_tools.local.stack import LocalStack
+from stratus_tools.uploads import wait_for_documents
 
 pytestmark = pytest.mark.integration
 

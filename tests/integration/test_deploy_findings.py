@@ -8,12 +8,12 @@ import boto3
 import pytest
 from fakes.faulty_proxy import Fault, FaultyProxy
 
-from stratus.dlq import redrive
-from stratus.local.stack import LocalStack
 from stratus.models import StageMessage
 from stratus.pipeline.index import fifo_failures
 from stratus.stores.blobs import AccessDeniedError, BlobStore
+from stratus.stores.dead_letters import redrive
 from stratus.stores.queues import MessageQueue
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from stratus.dlq import main
-from stratus.local.stack import LocalStack
+from stratus_tools.dlq import main
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from stratus.doctor import Clients, StackTargets, evaluate, required_permissions, run
-from stratus.local.stack import LocalStack
+from stratus_tools.doctor import Clients, StackTargets, evaluate, required_permissions, run
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -7,10 +7,10 @@ import time
 import pytest
 
 from stratus import services
-from stratus.local.stack import LocalStack
 from stratus.models import DocumentStatus
 from stratus.stores.documents import DocumentRecord
-from stratus.uploads import wait_for_documents
+from stratus_tools.local.stack import LocalStack
+from stratus_tools.uploads import wait_for_documents
 
 pytestmark = pytest.mark.integration
 

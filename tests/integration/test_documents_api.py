@@ -13,9 +13,9 @@ from fastapi.testclient import TestClient
 
 from stratus import services
 from stratus.api.app import create_app
-from stratus.local.stack import LocalStack
 from stratus.models import DocumentStatus, StageMessage, make_doc_id
 from stratus.stores.documents import normalise_version
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ import pytest
 from fakes.formats import make_csv, make_docx, make_eml
 
 from stratus import services
-from stratus.local.stack import LocalStack
 from stratus.models import DocumentStatus, make_doc_id
+from stratus.pipeline.worker import sqs_event
 from stratus.stores.blobs import BlobStore
 from stratus.stores.documents import DocumentTable
-from stratus.worker import sqs_event
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

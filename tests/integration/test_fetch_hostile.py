@@ -16,10 +16,10 @@ import pytest
 from fakes.env import restore_environment
 
 from stratus import services
-from stratus.local.stack import LambdaContext, LocalStack
 from stratus.models import DocumentStatus, make_doc_id
+from stratus.pipeline.worker import sqs_event
 from stratus.settings import get_settings
-from stratus.worker import sqs_event
+from stratus_tools.local.stack import LambdaContext, LocalStack
 
 pytestmark = pytest.mark.integration
 

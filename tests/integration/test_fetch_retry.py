@@ -8,10 +8,10 @@ import pytest
 
 from stratus import services
 from stratus.errors import TransientError
-from stratus.local.stack import LocalStack
 from stratus.models import DocumentStatus, StageMessage, make_doc_id
 from stratus.pipeline.fetch import FetchConfig, FetchStage, ObjectEvent
 from stratus.settings import get_settings
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -18,9 +18,9 @@ from schemathesis.specs.openapi.checks import (
 
 from stratus import services
 from stratus.api.app import create_app
-from stratus.benchmarks.load import create_admin_key
-from stratus.local.stack import LocalStack, free_port
 from stratus.pipeline.embed import chunk_rows
+from stratus_tools.benchmarks import create_admin_key
+from stratus_tools.local.stack import LocalStack, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -13,10 +13,10 @@ import pytest
 from botocore.exceptions import ClientError
 
 from stratus import services
-from stratus.local.iam import FunctionRole, evaluate
-from stratus.local.stack import ADMIN_PRINCIPAL, LocalStack
 from stratus.models import DocumentStatus
 from stratus.settings import get_settings
+from stratus_tools.local.iam import FunctionRole, evaluate
+from stratus_tools.local.stack import ADMIN_PRINCIPAL, LocalStack
 
 pytestmark = pytest.mark.integration
 

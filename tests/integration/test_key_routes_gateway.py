@@ -18,9 +18,9 @@ from fastapi.testclient import TestClient
 
 from stratus import services
 from stratus.api.app import create_app
-from stratus.local.stack import LocalStack
 from stratus.stores import aws
 from stratus.stores.gateway import UsagePlans
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

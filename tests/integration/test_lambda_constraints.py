@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 
 from stratus import services
-from stratus.local.cfn_yaml import load_template
-from stratus.local.stack import LocalStack, emulator_credentials
 from stratus.models import Chunk, ChunkBatch, DocumentStatus, StageMessage
 from stratus.pipeline.common import dump_chunk_batch
 from stratus.settings import get_settings
 from stratus.stores.documents import normalise_version
+from stratus_tools.local.cfn_yaml import load_template
+from stratus_tools.local.stack import LocalStack, emulator_credentials
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from urllib.parse import unquote_plus
 
 import pytest
 
-from stratus.local.stack import LocalStack, QueuePoller
+from stratus_tools.local.stack import LocalStack, QueuePoller
 
 pytestmark = pytest.mark.integration
 

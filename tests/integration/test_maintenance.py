@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from stratus import services
-from stratus.local.stack import LocalStack
 from stratus.models import Chunk, ChunkBatch
 from stratus.pipeline.embed import chunk_rows
 from stratus.settings import get_settings
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

@@ -22,13 +22,13 @@ from fakes.env import restore_environment
 from fakes.openai_server import FakeOpenAI, answer, status
 
 from stratus import services
-from stratus.auth import create_key
-from stratus.local.cfn_yaml import load_template
-from stratus.local.stack import LocalStack
+from stratus.access.auth import create_key
 from stratus.observability import MetricName, capture_metrics
 from stratus.settings import get_settings
 from stratus.stores import aws
-from stratus.uploads import Upload, upload_files, wait_for_documents
+from stratus_tools.local.cfn_yaml import load_template
+from stratus_tools.local.stack import LocalStack
+from stratus_tools.uploads import Upload, upload_files, wait_for_documents
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,12 @@ import pytest
 from fakes.env import restore_environment
 
 from stratus import services
-from stratus.local.stack import LocalStack
 from stratus.models import DocumentStatus
-from stratus.reindex import build_reindexer
 from stratus.stores.collections import CollectionSettings
 from stratus.stores.vectors import collection_for_table, table_name_for
-from stratus.uploads import collect_uploads, upload_files, wait_for_documents
+from stratus_tools.local.stack import LocalStack
+from stratus_tools.reindex import build_reindexer
+from stratus_tools.uploads import collect_uploads, upload_files, wait_for_documents
 
 pytestmark = pytest.mark.integration
 

@@ -13,12 +13,12 @@ from fakes.chunks import single_chunk_batch
 from fakes.env import restore_environment
 
 from stratus import services
-from stratus.auth import create_key
-from stratus.cli import main
-from stratus.local.stack import LocalStack
+from stratus.access.auth import create_key
 from stratus.pipeline.embed import chunk_rows
-from stratus.remote import OUTPUT_SETTINGS, StackNotFoundError, StackOutputs, stack_environment
 from stratus.settings import get_settings
+from stratus_tools.cli import main
+from stratus_tools.local.stack import LocalStack
+from stratus_tools.remote import OUTPUT_SETTINGS, StackNotFoundError, StackOutputs, stack_environment
 
 pytestmark = pytest.mark.integration
 

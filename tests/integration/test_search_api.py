@@ -14,10 +14,10 @@ import pytest
 from fakes.chunks import single_chunk_batch
 
 from stratus import services
-from stratus.local.stack import LocalStack
 from stratus.pipeline.embed import chunk_rows
 from stratus.stores import aws
 from stratus.stores.replica import TableReplica
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 
@@ -248,7 +248,7 @@ def test_rerank_without_a_model_is_400(
     stack: LocalStack, monkeypatch: pytest.MonkeyPatch, api_headers: dict[str, str]
 ) -> None:
     # given no cross-encoder configured
-    from stratus import rerank
+    from stratus.retrieval import rerank
 
     monkeypatch.setattr(rerank, "get_reranker", lambda: None)
 
@@ -501,8 +501,8 @@ def test_stratus_search_prints_hostile_sources_and_text_inert(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # given a chunk whose source, section and text carry terminal escapes, a bidi override and Rich markup
-    from stratus.cli import main
     from stratus.embedding.encoder import get_encoder
+    from stratus_tools.cli import main
 
     source = "evil\x1b[2J\u202egpj.md"
     text = "Hostile [bold]lighthouse[/bold] keeper \x1b]8;;http://x\x07 notes [/red]"

@@ -13,8 +13,8 @@ import pytest
 import uvicorn
 
 from stratus.api.app import create_app
-from stratus.local.stack import free_port
 from stratus.settings import Settings
+from stratus_tools.local.stack import free_port
 
 pytestmark = pytest.mark.integration
 

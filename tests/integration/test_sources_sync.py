@@ -14,9 +14,9 @@ import pytest
 from fakes.site import Site
 
 from stratus.ingest.web import FetchOptions, FetchResult, open_fetcher
-from stratus.local.stack import LocalStack
 from stratus.sources.store import SourceStore
 from stratus.sources.sync import SyncConfig, SyncEngine, new_sync_id
+from stratus_tools.local.stack import LocalStack
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from stratus.api.app import create_app
-from stratus.local.stack import LocalStack
+from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration
 

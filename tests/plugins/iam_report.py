@@ -17,8 +17,8 @@ REPORT_DIR = Path(__file__).resolve().parents[2] / ".stratus"
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Write the report and summarise it (nothing when no stack ran)."""
-    from stratus.local.iam import call_report, report_markdown
-    from stratus.local.stack import CALL_LOG
+    from stratus_tools.local.iam import call_report, report_markdown
+    from stratus_tools.local.stack import CALL_LOG
 
     if not CALL_LOG:
         return

@@ -13,10 +13,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from stratus.access.auth import Principal, Role
 from stratus.api.app import create_app
 from stratus.api.deps import principal_dep
 from stratus.api.limits import json_depth_exceeds
-from stratus.auth import Principal, Role
 from stratus.observability import logger
 from stratus.settings import Settings
 

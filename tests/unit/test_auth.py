@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from stratus.auth import (
+from stratus.access.auth import (
     ForbiddenError,
     Principal,
     Role,
@@ -16,7 +16,7 @@ from stratus.auth import (
     hash_key,
     key_id_of,
 )
-from stratus.ratelimit import Limit, MemoryBuckets, RateLimiter
+from stratus.access.ratelimit import Limit, MemoryBuckets, RateLimiter
 
 
 class Clock:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from stratus.local.cfn_yaml import load_template, loads_template
+from stratus_tools.local.cfn_yaml import load_template, loads_template
 
 
 def test_scalar_tags_become_long_forms() -> None:

@@ -13,12 +13,13 @@ from stratus.chat.breaker import BreakerState, CircuitBreaker
 from stratus.chat.budget import fit_chunks
 from stratus.chat.citations import CitationFilter, clean_answer
 from stratus.chat.conversation import clean_rewrite, keyword_query, looks_like_follow_up
-from stratus.chat.errors import FailureKind, classify_status, parse_retry_after, redact
+from stratus.chat.errors import FailureKind, classify_status, redact
 from stratus.chat.extractive import extractive_answer, split_sentences
 from stratus.chat.models import ChatRequest
 from stratus.chat.prompts import ContextChunk, build_answer_request, render
 from stratus.chat.tokens import FALLBACK_NAME, TokenCounter, cached_encoding_file, get_counter, reset
-from stratus.search import SearchHit
+from stratus.retrieval.search import SearchHit
+from stratus.retry_after import parse_retry_after
 
 WORDS = TokenCounter("words", lambda text: len(text.split()))
 
@@ -139,10 +140,16 @@ def test_status_classification(status: int, body: str, kind: FailureKind, retrya
 
 def test_retry_after_parses_seconds_and_dates() -> None:
     assert parse_retry_after("7") == 7
+    assert parse_retry_after("1.5") == 1.5
     assert parse_retry_after(None) is None
     assert parse_retry_after("soon") is None
+    assert parse_retry_after("inf") is None
+    assert parse_retry_after("600", cap_s=60) == 60
     future = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(time.time() + 30))
     assert 25 <= (parse_retry_after(future) or 0) <= 31
+    # a date without a zone ("-0000") is UTC, whatever the machine's local zone
+    zoneless = time.strftime("%a, %d %b %Y %H:%M:%S -0000", time.gmtime(time.time() + 30))
+    assert 25 <= (parse_retry_after(zoneless) or 0) <= 31
 
 
 def test_redact_removes_the_key_and_its_fragments() -> None:

@@ -10,10 +10,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from rich.console import Console
 
-from stratus.cli import _summary_table
-from stratus.display import line, plain, text
 from stratus.models import DocumentStatus
 from stratus.stores.documents import DocumentRecord
+from stratus_tools.cli import _summary_table
+from stratus_tools.display import line, plain, text
 
 HOSTILE = [
     "evil\x1b[2J\x1b[Hcleared.md",  # clear the screen, cursor home

@@ -3,9 +3,9 @@ documents that did not index of a large one, and totals."""
 
 from __future__ import annotations
 
-from stratus.cli import summary_rows, summary_totals
 from stratus.models import DocumentStatus
 from stratus.stores.documents import DocumentRecord
+from stratus_tools.cli import summary_rows, summary_totals
 
 
 def record(source: str, status: DocumentStatus, chunks: int = 2, reused: int = 0) -> DocumentRecord:

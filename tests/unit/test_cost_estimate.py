@@ -135,7 +135,7 @@ def test_the_script_reads_benchmark_reports(
 
 def test_function_memory_is_the_templates(cost: ModuleType) -> None:
     # Given the functions of template.yaml
-    from stratus.local.cfn_yaml import load_template
+    from stratus_tools.local.cfn_yaml import load_template
 
     resources = load_template(REPO_ROOT / "template.yaml")["Resources"]
     # When the estimate prices each stage's GB-seconds / Then it uses the memory the stack deploys

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from stratus.settings import Settings
-from stratus.settings_doc import BEGIN, END, render_into
+from stratus_tools.settings_doc import BEGIN, END, render_into
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -6,7 +6,7 @@ import datetime
 import time
 from pathlib import Path
 
-from stratus.local.emulator import tune_moto
+from stratus_tools.local.emulator import tune_moto
 
 
 def test_tuned_clock_and_module_list_agree_with_moto() -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stratus.evaluation import (
+from stratus_tools.evaluation import (
     docs_from_hits,
     evaluate_run,
     main,

@@ -8,15 +8,14 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from stratus.filters import (
+from stratus.fields import coerce_value, parse_filter_fields
+from stratus.retrieval.filters import (
     MAX_CLAUSES,
     MAX_DEPTH,
     MAX_IN_VALUES,
     MAX_STRING_CHARS,
     FilterError,
-    coerce_value,
     compile_filter,
-    parse_filter_fields,
 )
 
 FIELDS = {"year": "int", "category": "string", "score": "float", "public": "bool"}

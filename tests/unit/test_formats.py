@@ -22,7 +22,7 @@ from stratus.ingest.formats import images
 from stratus.ingest.formats.images import OcrUnavailable, parse_image
 from stratus.ingest.formats.safety import FormatLimits
 from stratus.ingest.parsing import detect_format, parse_document
-from stratus.search import SearchHit
+from stratus.retrieval.search import SearchHit
 
 
 def test_docx_headings_become_the_heading_path_and_tables_markdown_without_comments_or_deletions() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from stratus.local.iam import FunctionRole, LocalNames, evaluate, function_roles, matches
-from stratus.local.plan import read_plan
+from stratus_tools.local.iam import FunctionRole, LocalNames, evaluate, function_roles, matches
+from stratus_tools.local.plan import read_plan
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUCKET_ARN = "arn:aws:s3:::stratus-local"

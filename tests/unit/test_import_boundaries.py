@@ -112,3 +112,42 @@ def test_image_handlers_load_heavy_packages_lazily(module: str) -> None:
 
     # then lancedb and onnxruntime wait for first use
     assert not {m.split(".")[0] for m in modules} & {"lancedb", "onnxruntime", "tiktoken"}
+
+
+def test_the_images_install_the_runtime_package_and_never_the_tooling() -> None:
+    # given the Lambda and GPU Dockerfiles, their build-context filter and the runtime package's metadata
+    dockerfiles = [ROOT / "functions/embed/Dockerfile", ROOT / "functions/embed/Dockerfile.gpu"]
+    allowed = [line[1:] for line in (ROOT / ".dockerignore").read_text().splitlines() if line.startswith("!")]
+    runtime = (ROOT / "shared/pyproject.toml").read_text()
+
+    # then no image copies the tooling, the build context lets none of it in, and the runtime
+    # package installs only `stratus`, with no `stratus` command (that is the tooling's)
+    for dockerfile in dockerfiles:
+        copies = [line for line in dockerfile.read_text().splitlines() if line.startswith("COPY ")]
+        assert any("shared/stratus" in line for line in copies)
+        assert not [line for line in copies if "tools" in line.split()[1]]
+    assert not [path for path in allowed if path.startswith("tools")]
+    assert 'include = ["stratus", "stratus.*"]' in runtime
+    assert "[project.scripts]" not in runtime
+    assert sorted(p.parent.name for p in (ROOT / "shared").glob("*/__init__.py")) == ["stratus"]
+
+
+def test_importing_every_runtime_module_loads_no_tooling() -> None:
+    # given every module of the runtime package and every handler
+    code = (
+        "import importlib, json, pkgutil, sys\n"
+        "import stratus, functions\n"
+        "for package in (stratus, functions):\n"
+        "    for info in pkgutil.walk_packages(package.__path__, package.__name__ + '.'):\n"
+        "        importlib.import_module(info.name)\n"
+        "print(json.dumps(sorted(sys.modules)))\n"
+    )
+    # when a fresh process imports them all
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, timeout=300
+    )
+    modules = {m.split(".")[0] for m in json.loads(result.stdout.splitlines()[-1])}
+
+    # then neither the tooling nor what only the tooling needs was loaded (rich is left out of the
+    # check: httpx imports its optional command line, and with it rich, wherever rich is installed)
+    assert not modules & {"stratus_tools", "moto", "yaml", "waitress", "matplotlib"}

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from stratus.benchmarks.load import (
+from stratus_tools.benchmarks.load import (
     Call,
     api_command,
     api_environment,
@@ -29,7 +29,7 @@ from stratus.benchmarks.load import (
     step_down,
     step_rates,
 )
-from stratus.local.stack import EMULATOR_KEY
+from stratus_tools.local.stack import EMULATOR_KEY
 
 
 def client(delay_s: float = 0.0, status: int = 200) -> httpx.AsyncClient:
@@ -239,7 +239,7 @@ def test_sigterm_becomes_system_exit_only_inside_the_block() -> None:
 
 
 def test_edge_rates_are_the_first_and_the_last_thousand_documents_per_minute() -> None:
-    from stratus.benchmarks.load import edge_rates
+    from stratus_tools.benchmarks.load import edge_rates
 
     # given polls of documents done: 1,000 by 60 s; 2,000 by 120 s; all 3,000 by 300 s
     progress = [(30.0, 500), (60.0, 1000), (120.0, 2000), (200.0, 2500), (300.0, 3000)]

@@ -14,7 +14,6 @@ from fakes.pdf import make_pdf
 from stratus.errors import PermanentError
 from stratus.ingest.parsing import (
     MAX_METADATA_KEYS,
-    decode_text,
     detect_format,
     document_key_for_sidecar,
     is_metadata_sidecar,
@@ -22,6 +21,7 @@ from stratus.ingest.parsing import (
     parse_metadata_sidecar,
     sidecar_key_for,
 )
+from stratus.ingest.text import decode_text
 
 
 def encrypt_pdf(data: bytes, user_password: str) -> bytes:

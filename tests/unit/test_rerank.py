@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from stratus.rerank import CrossEncoder
-from stratus.search import FusionConfig, SearchRequest, search
+from stratus.retrieval.rerank import CrossEncoder
+from stratus.retrieval.search import FusionConfig, SearchRequest, search
 from stratus.stores.vectors import ChunkStore
 
 VOCAB = [

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from fakes.chunks import single_chunk_batch
 
-from stratus.filters import FilterError
 from stratus.models import ChunkBatch, make_doc_id
 from stratus.pipeline.embed import chunk_rows
-from stratus.search import (
+from stratus.retrieval.filters import FilterError
+from stratus.retrieval.search import (
     CollectionNotFoundError,
     FusionConfig,
     RerankUnavailableError,

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from cfnlint.api import lint_all, lint_file
 
-from stratus.local.cfn_yaml import load_template
 from stratus.models import StageMessage, make_doc_id
 from stratus.observability import MetricName
+from stratus_tools.local.cfn_yaml import load_template
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE_PATH = REPO_ROOT / "template.yaml"
@@ -496,7 +496,7 @@ def test_dockerfiles_copy_only_what_exists() -> None:
     cpu = dockerfiles[0].read_text()
     assert "ENV STRATUS_MODEL_DIR=/opt/model" in cpu
     assert "TIKTOKEN_CACHE_DIR=/opt/tiktoken" in cpu
-    assert 'ENTRYPOINT ["stratus", "worker", "embed"]' in dockerfiles[1].read_text()
+    assert 'ENTRYPOINT ["python", "-m", "stratus.pipeline.worker", "embed"]' in dockerfiles[1].read_text()
 
 
 # --------------------------------------------------------------------------- API

@@ -18,8 +18,7 @@ from hypothesis import strategies as st
 from stratus.errors import PermanentError
 from stratus.models import ChunkBatch
 from stratus.pipeline.embed import chunk_rows
-from stratus.search import FusionConfig, SearchRequest, search
-from stratus.stores.migration import candidate_collections, migrate_legacy_tables
+from stratus.retrieval.search import FusionConfig, SearchRequest, search
 from stratus.stores.vectors import (
     LEGACY_PREFIX,
     ChunkStore,
@@ -29,6 +28,7 @@ from stratus.stores.vectors import (
     generation_for_table,
     table_name_for,
 )
+from stratus_tools.migration import candidate_collections, migrate_legacy_tables
 
 DIM = 32
 NAMES = st.from_regex(r"[a-z0-9][a-z0-9_-]{0,62}", fullmatch=True)

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from stratus.local.cfn_yaml import load_template
 from stratus.settings import Settings
 from stratus.stores.aws import call_budget_s, make_client
 from stratus.stores.vectors import storage_options_for
+from stratus_tools.local.cfn_yaml import load_template
 
 TEMPLATE_PATH = Path(__file__).resolve().parents[2] / "template.yaml"
 FUNCTIONS = ["FetchFunction", "EmbedFunction", "IndexFunction", "ApiFunction", "MaintenanceFunction"]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from stratus.cli import _print_skipped
-from stratus.uploads import manifest_doc_ids, plan_uploads
+from stratus_tools.cli import _print_skipped
+from stratus_tools.uploads import manifest_doc_ids, plan_uploads
 
 
 def test_symlinks_out_of_the_folder_are_skipped_with_a_reason(tmp_path: Path) -> None:
@@ -87,7 +87,7 @@ def test_the_wait_follows_a_message_to_its_attachments_and_reports_them_after_it
 
     from stratus.models import DocumentStatus, make_doc_id
     from stratus.stores.documents import DocumentRecord, DocumentTable
-    from stratus.uploads import wait_for_documents
+    from stratus_tools.uploads import wait_for_documents
 
     sources = ["m.eml.attachments/1-a.pdf", "m.eml.attachments/2-b.csv"]
     records = {

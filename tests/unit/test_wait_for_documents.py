@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from stratus.models import DocumentStatus
 from stratus.stores.documents import DocumentRecord
-from stratus.uploads import wait_for_documents
+from stratus_tools.uploads import wait_for_documents
 
 
 class Documents:

@@ -10,12 +10,13 @@ from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
-from stratus.auth import ForbiddenError, Principal, Role, UnauthenticatedError, authorize
+from stratus.access.auth import ForbiddenError, Principal, Role, UnauthenticatedError, authorize
 from stratus.errors import TransientError
+from stratus.models import COLLECTION_PATTERN
 from stratus.observability import MetricName, emit_metric
 from stratus.settings import Settings, get_settings
 
-CollectionName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$", description="Collection name.")]
+CollectionName = Annotated[str, Path(pattern=COLLECTION_PATTERN.pattern, description="Collection name.")]
 DocumentId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Document id.")]
 
 # Either scheme carries the same key: x-api-key for API Gateway and curl, Bearer for OpenAI clients.

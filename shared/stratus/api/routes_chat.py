@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import threading
 import time
 import uuid
@@ -18,6 +17,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
 from stratus import services
+from stratus.access.auth import ForbiddenError, Principal, Role, authorize
 from stratus.api.deps import (
     AUTH_RESPONSES,
     AnyKey,
@@ -27,10 +27,10 @@ from stratus.api.deps import (
     error_response,
     settings_dep,
 )
-from stratus.auth import ForbiddenError, Principal, Role, authorize
 from stratus.chat.errors import FailureKind, NoProviderError, ProviderError
 from stratus.chat.models import ChatMessage, ChatRequest, ChatResponse, OpenAIChatRequest
 from stratus.chat.router import ProviderNotAllowedError
+from stratus.models import COLLECTION_PATTERN
 from stratus.settings import Settings
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 
 router = APIRouter(tags=["chat"], responses=AUTH_RESPONSES)
 
-_COLLECTION = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -59,8 +58,8 @@ class ChatHTTPError(Exception):
 
 def _http_error(error: Exception, collection: str) -> ChatHTTPError:
     """The HTTP form of a failure before or during generation."""
-    from stratus.filters import FilterError
-    from stratus.search import CollectionNotFoundError
+    from stratus.retrieval.filters import FilterError
+    from stratus.retrieval.search import CollectionNotFoundError
 
     if isinstance(error, CollectionNotFoundError):
         return ChatHTTPError(404, f"collection {collection!r} does not exist", "collection_not_found")
@@ -346,7 +345,7 @@ def chat_completions(
     from stratus.chat.service import get_chat_service
 
     collection = collection_of(body.model, settings)
-    if not _COLLECTION.fullmatch(collection):
+    if not COLLECTION_PATTERN.fullmatch(collection):
         return _openai_error(404, f"model {body.model!r}: invalid collection name", "model_not_found")
     try:
         authorize(principal, collection, Role.READ)

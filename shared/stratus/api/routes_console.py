@@ -233,8 +233,8 @@ def redrive_dlq(
     max_messages: Annotated[int, Query(ge=1, le=10000)] = 1000,
 ) -> dict[str, Any]:
     """Move a stage's dead letters back to its queue (admin keys on every collection)."""
-    from stratus.dlq import dead_letter_queue_url, redrive
     from stratus.stores import aws
+    from stratus.stores.dead_letters import dead_letter_queue_url, redrive
 
     _require_all(principal)
     url = _queue_urls(settings)[stage]

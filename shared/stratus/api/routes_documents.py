@@ -17,7 +17,7 @@ from stratus.api.deps import (
     WriteKey,
     error_response,
 )
-from stratus.documents_api import (
+from stratus.ingest.submission import (
     DeleteResponse,
     FieldError,
     SubmitRequest,
@@ -89,7 +89,7 @@ def _field_error(error: FieldError) -> JSONResponse:
 )
 def submit_documents(collection: CollectionName, body: SubmitRequest) -> SubmitResponse | JSONResponse:
     """Write inline texts (with metadata sidecars) and a URL manifest into the collection's inbox."""
-    from stratus.documents_api import documents_api
+    from stratus.ingest.submission import documents_api
     from stratus.observability import current_request_id
 
     try:
@@ -106,7 +106,7 @@ def submit_documents(collection: CollectionName, body: SubmitRequest) -> SubmitR
 )
 def create_upload(collection: CollectionName, body: UploadRequest) -> UploadTicket | JSONResponse:
     """A presigned PUT to the inbox key of `source`; PUT the bytes with the returned headers."""
-    from stratus.documents_api import documents_api
+    from stratus.ingest.submission import documents_api
 
     try:
         return documents_api().presign_upload(collection, body)
@@ -126,11 +126,12 @@ def create_upload(collection: CollectionName, body: UploadRequest) -> UploadTick
 )
 def delete_document(collection: CollectionName, doc_id: DocumentId, principal: WriteKey) -> DeleteResponse:
     """Delete the inbox object (the S3 event removes the chunks) or, for a URL, mark it DELETED."""
-    from stratus.audit import audited, key_actor
-    from stratus.documents_api import documents_api
+    from stratus import services
+    from stratus.access.audit import key_actor
+    from stratus.ingest.submission import documents_api
 
     actor, target = key_actor(principal.key_id), f"{collection}/{doc_id}"
-    with audited(actor, "document.delete", target, collection) as note:
+    with services.audit_log().audited(actor, "document.delete", target, collection) as note:
         try:
             result = documents_api().delete(collection, doc_id)
         except FieldError as error:

@@ -11,8 +11,8 @@ from typing import Annotated
 from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
+from stratus.access.auth import MAX_BURST, MAX_RATE_PER_S, Principal, Role, principal_of
 from stratus.api.deps import AUTH_RESPONSES, AdminKey, error_response
-from stratus.auth import MAX_BURST, MAX_RATE_PER_S, Principal, Role, principal_of
 from stratus.stores.keys import KeyRecord
 
 router = APIRouter(tags=["keys"], responses=AUTH_RESPONSES)
@@ -109,10 +109,11 @@ def _is_last_admin(record: KeyRecord, records: list[KeyRecord]) -> bool:
 )
 def create(body: KeyCreateRequest, principal: AdminKey, request: Request) -> CreatedKey:
     """Create a key (and its API Gateway key, on AWS); the response carries the plaintext key once."""
-    from stratus.audit import audited, key_actor
+    from stratus import services
+    from stratus.access.audit import key_actor
 
     scope = ",".join(sorted(set(body.collections)))
-    with audited(key_actor(principal.key_id), "key.create", "(new key)", scope) as note:
+    with services.audit_log().audited(key_actor(principal.key_id), "key.create", "(new key)", scope) as note:
         created = _create(body, principal, request)
         note.target = created.key_id
         note.detail = (
@@ -125,12 +126,11 @@ def create(body: KeyCreateRequest, principal: AdminKey, request: Request) -> Cre
 
 def _create(body: KeyCreateRequest, principal: Principal, request: Request) -> CreatedKey:
     from stratus import services
-    from stratus.auth import (
+    from stratus.access.auth import (
         ForbiddenError,
         GatewayMirrorError,
         check_grant,
         create_key,
-        gateway_keys,
         mirror_key,
     )
     from stratus.settings import get_settings
@@ -151,7 +151,7 @@ def _create(body: KeyCreateRequest, principal: Principal, request: Request) -> C
     table = services.key_table()
     try:
         # Resolved first: when the usage plan cannot be found, no key is created at all.
-        gateway = gateway_keys(_api_stage(request))
+        gateway = services.gateway_keys(_api_stage(request))
     except GatewayMirrorError as error:
         raise HTTPException(502, str(error)) from error
     try:
@@ -193,9 +193,10 @@ def list_keys(principal: AdminKey) -> KeyList:
 )
 def revoke(key_id: KeyId, principal: AdminKey, request: Request) -> KeyInfo:
     """Revoke a key and its gateway key: refused here at once, elsewhere within STRATUS_API_KEY_CACHE_S."""
-    from stratus.audit import audited, key_actor
+    from stratus import services
+    from stratus.access.audit import key_actor
 
-    with audited(key_actor(principal.key_id), "key.revoke", key_id) as note:
+    with services.audit_log().audited(key_actor(principal.key_id), "key.revoke", key_id) as note:
         revoked = _revoke(key_id, principal, request)
         note.collection = ",".join(revoked.collections)
         note.detail = f"name {revoked.name!r}; collections {','.join(revoked.collections)}"
@@ -204,7 +205,7 @@ def revoke(key_id: KeyId, principal: AdminKey, request: Request) -> KeyInfo:
 
 def _revoke(key_id: str, principal: Principal, request: Request) -> KeyInfo:
     from stratus import services
-    from stratus.auth import GatewayMirrorError, disable_mirror, revoke_key
+    from stratus.access.auth import GatewayMirrorError, disable_mirror, revoke_key
     from stratus.settings import get_settings
     from stratus.stores import aws
     from stratus.stores.gateway import GatewayKeys

@@ -14,8 +14,8 @@ from stratus.api.deps import (
     error_response,
     settings_dep,
 )
-from stratus.filters import FilterError
-from stratus.search import (
+from stratus.retrieval.filters import FilterError
+from stratus.retrieval.search import (
     CollectionNotFoundError,
     FusionConfig,
     RerankUnavailableError,
@@ -58,7 +58,7 @@ def search_collection(
     """Hybrid (full-text + vector) search over one collection, with optional filters, rerank and MMR."""
     from stratus import services
     from stratus.embedding.encoder import get_encoder
-    from stratus.rerank import get_reranker
+    from stratus.retrieval.rerank import get_reranker
 
     problem = query_problem(body.query)
     if problem is not None:

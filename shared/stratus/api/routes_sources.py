@@ -110,7 +110,7 @@ def get_source(collection: CollectionName, source_id: SourceId) -> dict[str, Any
 )
 def delete_source(collection: CollectionName, source_id: SourceId) -> dict[str, Any]:
     """Remove a source and every document it brought (their chunks leave the index)."""
-    from stratus.sources.sync import build_engine
+    from stratus.pipeline.fetch_function import build_engine
 
     store = _store()
     source = store.get_source(collection, source_id)
@@ -132,7 +132,8 @@ def delete_source(collection: CollectionName, source_id: SourceId) -> dict[str, 
 )
 def start_sync(collection: CollectionName, source_id: SourceId) -> dict[str, str]:
     """Start a sync; one per source at a time."""
-    from stratus.sources.sync import SourceNotFound, SyncBusy, build_engine
+    from stratus.pipeline.fetch_function import build_engine
+    from stratus.sources.sync import SourceNotFound, SyncBusy
 
     try:
         return {"sync_id": build_engine().start(collection, source_id)}

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import math
 import re
-import time
-from email.utils import parsedate_to_datetime
 from enum import StrEnum
 
 
@@ -95,29 +92,6 @@ def classify_status(status: int, body: str) -> FailureKind:
     if status == 413 or looks_like_context_length(body):
         return FailureKind.CONTEXT_LENGTH
     return FailureKind.VALIDATION
-
-
-def parse_retry_after(value: str | None, cap_s: float | None = None) -> float | None:
-    """Seconds of a Retry-After header (delta-seconds or an HTTP date), finite and at most `cap_s`.
-
-    None when absent or unreadable; `inf`, `nan` and overflowing values are unreadable.
-    """
-    if not value:
-        return None
-    value = value.strip()[:64]
-    seconds: float | None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = parsedate_to_datetime(value)
-            seconds = when.timestamp() - time.time()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return None
-    if not math.isfinite(seconds):
-        return None
-    seconds = max(0.0, seconds)
-    return min(seconds, cap_s) if cap_s is not None else seconds
 
 
 _KEYLIKE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._\-]{8,}|\b(sk|gsk|pk|rk)-[A-Za-z0-9_\-]{8,}")

@@ -53,7 +53,7 @@ class ChatRequest(BaseModel):
             raise ValueError("the last message must be a non-empty user message")
         if not any(m.role == "user" for m in messages[:-1]):
             # A question with no earlier turn to lean on is searched as it is: the search route's check.
-            from stratus.search import query_problem
+            from stratus.retrieval.search import query_problem
 
             problem = query_problem(messages[-1].content)
             if problem is not None:

@@ -13,7 +13,7 @@ from stratus.chat.citations import neutralise
 
 if TYPE_CHECKING:
     from stratus.chat.tokens import TokenCounter
-    from stratus.search import SearchHit
+    from stratus.retrieval.search import SearchHit
 
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 MESSAGE_OVERHEAD_TOKENS = 4  # role and separators of one chat message

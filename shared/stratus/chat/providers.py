@@ -246,7 +246,7 @@ class OpenAICompatibleProvider:
         )
 
     def _status_error(self, response: httpx.Response, body: str, key: str | None) -> ProviderError:
-        from stratus.chat.errors import parse_retry_after
+        from stratus.retry_after import parse_retry_after
 
         message = body
         try:

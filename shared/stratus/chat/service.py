@@ -21,20 +21,20 @@ from stratus.observability import MetricName, emit_metric, logger
 if TYPE_CHECKING:
     from stratus.chat.providers import Provider
     from stratus.chat.tokens import TokenCounter
-    from stratus.search import SearchHit, SearchResponse
+    from stratus.retrieval.search import SearchHit, SearchResponse
     from stratus.settings import Settings
 
-# (collection, query, top_k, filters) -> hits; the one place that calls stratus.search.
+# (collection, query, top_k, filters) -> hits; the one place that calls stratus.retrieval.search.
 Retriever = Callable[[str, str, int, Any], "SearchResponse"]
 
 
 def search_adapter(settings: Settings) -> Retriever:
-    """The retriever over stratus.search.search with the process-wide store and encoder."""
+    """The retriever over stratus.retrieval.search.search with the process-wide store and encoder."""
 
     def retrieve(collection: str, query: str, top_k: int, filters: Any) -> SearchResponse:
         from stratus import services
         from stratus.embedding.encoder import get_encoder
-        from stratus.search import FusionConfig, SearchRequest, search
+        from stratus.retrieval.search import FusionConfig, SearchRequest, search
 
         request = SearchRequest(query=query[: conversation.MAX_QUERY_CHARS], top_k=top_k, filters=filters)
         return search(

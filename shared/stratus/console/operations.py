@@ -13,7 +13,7 @@ STAGES = ("fetch", "embed", "index")
 
 def queue_figures(sqs: Any, queue_urls: dict[str, str | None]) -> list[dict[str, Any]]:
     """Depth of each stage's queue and of its DLQ (the dashboard's queue and DLQ widgets)."""
-    from stratus.dlq import dead_letter_queue_url, queue_depth
+    from stratus.stores.dead_letters import dead_letter_queue_url, queue_depth
 
     rows = []
     for stage in STAGES:

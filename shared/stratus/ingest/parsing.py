@@ -21,14 +21,13 @@ import unicodedata
 from array import array
 from collections.abc import Callable
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import Any, Literal, cast
 
 from stratus.errors import PermanentError
 from stratus.ingest import formats
+from stratus.ingest.html import parse_html
+from stratus.ingest.text import SectionBuilder, decode_text, file_stem, normalize_text
 from stratus.models import ParsedDocument, Section
-
-if TYPE_CHECKING:
-    from bs4 import Tag
 
 logger = logging.getLogger(__name__)
 
@@ -82,47 +81,6 @@ _MAGIC: tuple[tuple[bytes, str], ...] = (
     (b"ID3", "MP3 audio"),
     (b"%!PS", "PostScript document"),
 )
-
-# ---------------------------------------------------------------------------------------
-# Text decoding and normalisation
-# ---------------------------------------------------------------------------------------
-
-# C0/C1 control characters except tab and newline, plus the BOM and other invisible format marks.
-_CONTROL_RE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufeff\u200b\u00ad]")
-_HSPACE_RE = re.compile(r"[^\S\n]+")
-_MANY_NEWLINES_RE = re.compile(r"\n{3,}")
-
-
-def decode_text(data: bytes) -> str:
-    """Decode bytes as UTF-8 (BOM-aware, UTF-16 BOMs too), falling back to cp1252 then latin-1."""
-    if data.startswith(b"\xef\xbb\xbf"):
-        return data[3:].decode("utf-8", errors="replace")
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        return data.decode("utf-16", errors="replace")
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError:
-        pass
-    try:
-        return data.decode("cp1252")
-    except UnicodeDecodeError:
-        return data.decode("latin-1")
-
-
-def normalize_text(text: str, *, keep_indent: bool = False) -> str:
-    """NFC, drop control characters, unify line breaks, collapse spaces, keep paragraph breaks."""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n\n")
-    text = unicodedata.normalize("NFC", _CONTROL_RE.sub("", text.replace("\f", "\n\n")))
-    lines = []
-    for line in text.split("\n"):
-        if keep_indent:
-            body = line.lstrip(" \t")
-            indent = line[: len(line) - len(body)].expandtabs(4)
-            lines.append(indent + _HSPACE_RE.sub(" ", body).rstrip() if body.strip() else "")
-        else:
-            lines.append(_HSPACE_RE.sub(" ", line).strip())
-    return _MANY_NEWLINES_RE.sub("\n\n", "\n".join(lines)).strip("\n")
-
 
 # ---------------------------------------------------------------------------------------
 # Format detection
@@ -191,13 +149,6 @@ def _unsupported(what: str, binary: str | None) -> str:
 # ---------------------------------------------------------------------------------------
 
 
-def _stem(filename: str) -> str:
-    name = PurePosixPath(filename.replace("\\", "/")).name
-    if name.lower().endswith(".metadata.json"):
-        name = name[: -len(".metadata.json")]
-    return PurePosixPath(name).stem or name
-
-
 Parser = Callable[[bytes, str], ParsedDocument]
 # Every parser registers here: parse_document dispatches only to registered parsers, and the
 # resource-budget tests (tests/unit/test_parser_budgets.py) feed each one adversarial inputs.
@@ -216,6 +167,7 @@ def register_parser(fmt: Format) -> Callable[[Parser], Parser]:
     return register
 
 
+register_parser("html")(parse_html)
 for _format, _parser in formats.PARSERS.items():  # Office, tables, e-books, e-mail, images
     register_parser(cast("Format", _format))(_parser)
 
@@ -237,18 +189,44 @@ def parse_document(
     except RecursionError as error:
         raise PermanentError(f"document nests too deeply to parse ({error})") from error
     if parsed.attachments and not keep_attachments:
-        from stratus.ingest.formats.email_message import fold_attachments
-
         parsed = fold_attachments(parsed)
     sections = [s for s in parsed.sections if s.text.strip()]
     if not sections:
         raise PermanentError("document has no extractable text")
     return ParsedDocument(
-        title=parsed.title or _stem(filename),
+        title=parsed.title or file_stem(filename),
         sections=sections,
         metadata=parsed.metadata,
         attachments=parsed.attachments,
     )
+
+
+# Attached messages are folded this many levels deep; deeper nesting is refused.
+MAX_FOLD_DEPTH = 3
+
+
+def fold_attachments(parsed: ParsedDocument, depth: int = 0) -> ParsedDocument:
+    """The message with its attachments parsed into sections under "Attachment: <name>".
+
+    For a message whose attachments cannot become documents of their own (one fetched from a URL,
+    or nested too deeply); an attachment that cannot be read is named in a section, never dropped.
+    """
+    if depth > MAX_FOLD_DEPTH:
+        raise PermanentError("e-mail nests attached messages too deeply")
+    sections = list(parsed.sections)
+    for attachment in parsed.attachments:
+        label = f"Attachment: {attachment.name}"
+        try:
+            inner = parse_document(
+                attachment.data, attachment.name, attachment.content_type, keep_attachments=True
+            )
+            inner = fold_attachments(inner, depth + 1)
+        except PermanentError as exc:
+            sections.append(Section(heading_path=[label], text=f"{label} not indexed: {exc}"))
+            continue
+        for section in inner.sections:
+            sections.append(section.model_copy(update={"heading_path": [label, *section.heading_path]}))
+    return parsed.model_copy(update={"sections": sections, "attachments": []})
 
 
 def _truncate(text: str, limit: int) -> str:
@@ -292,7 +270,7 @@ SECTION_JOIN = " > "
 @register_parser("text")
 def _parse_text(data: bytes, filename: str) -> ParsedDocument:
     text = normalize_text(decode_text(data), keep_indent=True)
-    return ParsedDocument(title=_stem(filename), sections=[Section(text=text)])
+    return ParsedDocument(title=file_stem(filename), sections=[Section(text=text)])
 
 
 # ---------------------------------------------------------------------------------------
@@ -443,41 +421,6 @@ def _clean_heading(text: str) -> str:
     return normalize_text(_strip_emphasis(_strip_links(text))).replace("\n", " ")
 
 
-class _SectionBuilder:
-    """Collects lines under a heading path; a heading change closes the current section."""
-
-    def __init__(self) -> None:
-        self.sections: list[Section] = []
-        self.stack: list[tuple[int, str]] = []
-        self.lines: list[str] = []
-        self.headings: list[str] = []
-
-    def heading(self, level: int, text: str) -> None:
-        self.flush()
-        if not text:
-            return
-        while self.stack and self.stack[-1][0] >= level:
-            self.stack.pop()
-        self.stack.append((level, text))
-        self.headings.append(text)
-
-    def add(self, line: str) -> None:
-        self.lines.append(line)
-
-    def flush(self) -> None:
-        text = normalize_text("\n".join(self.lines), keep_indent=True)
-        self.lines = []
-        if text:
-            self.sections.append(Section(heading_path=[t for _, t in self.stack], text=text))
-
-    def finish(self) -> list[Section]:
-        self.flush()
-        if not self.sections and self.headings:
-            # A document made only of headings still has text worth indexing.
-            return [Section(text="\n".join(self.headings))]
-        return self.sections
-
-
 @register_parser("markdown")
 def _parse_markdown(data: bytes, filename: str) -> ParsedDocument:
     text = decode_text(data).replace("\r\n", "\n").replace("\r", "\n").lstrip("\ufeff")
@@ -487,7 +430,7 @@ def _parse_markdown(data: bytes, filename: str) -> ParsedDocument:
         front_title = _front_matter_title(match.group(1) or "")
         text = text[match.end() :]
 
-    builder = _SectionBuilder()
+    builder = SectionBuilder()
     title = ""
     fence: str | None = None
     lines = text.split("\n")
@@ -533,174 +476,7 @@ def _parse_markdown(data: bytes, filename: str) -> ParsedDocument:
         builder.add(line)
         prev_blank = not line.strip()
         i += 1
-    return ParsedDocument(title=title or front_title or _stem(filename), sections=builder.finish())
-
-
-# ---------------------------------------------------------------------------------------
-# HTML
-# ---------------------------------------------------------------------------------------
-
-_DROP_TAGS = (
-    "script", "style", "noscript", "nav", "header", "footer", "aside", "form", "svg", "template",
-    "iframe", "object", "embed", "canvas", "button", "select", "dialog", "head",
-)  # fmt: skip
-_DROP_ROLES = {"navigation", "banner", "contentinfo", "complementary", "search", "dialog", "menu"}
-_HEADING_TAGS = {"h1": 1, "h2": 2, "h3": 3, "h4": 4, "h5": 5, "h6": 6}
-_BLOCK_TAGS = {
-    "address", "article", "blockquote", "body", "caption", "dd", "details", "div", "dl", "dt",
-    "fieldset", "figcaption", "figure", "hr", "html", "li", "main", "ol", "p", "section", "summary",
-    "table", "tbody", "tfoot", "thead", "tr", "ul",
-}  # fmt: skip
-_CELL_TAGS = {"td", "th"}
-MAX_HTML_TAGS = 200_000
-_WS_RE = re.compile(r"\s+")
-
-
-def _html_text(tag: Tag) -> str:
-    return _WS_RE.sub(" ", tag.get_text(" ")).strip()
-
-
-@register_parser("html")
-def _parse_html(data: bytes, filename: str) -> ParsedDocument:
-    from bs4 import BeautifulSoup, Comment, Declaration, Doctype, NavigableString, ProcessingInstruction
-    from bs4 import Tag as BsTag
-
-    # The tree costs about 500 bytes a tag: count them before building it (1 MB of "<b>x</b>"
-    # would take 140 MB), so a page of markup alone cannot exhaust the function's memory.
-    tags = data.count(b"<")
-    if tags > MAX_HTML_TAGS:
-        raise PermanentError(f"HTML has {tags} tags; at most {MAX_HTML_TAGS} are parsed")
-    # Let bs4 honour a <meta charset>, but decode plain bytes our way first when they are valid UTF-8.
-    markup: str | bytes
-    try:
-        markup = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        markup = data
-    soup = BeautifulSoup(markup, "html.parser")
-
-    title = ""
-    if soup.title is not None:
-        title = _html_text(soup.title)
-    if not title:
-        h1 = soup.find("h1")
-        if isinstance(h1, BsTag):
-            title = _html_text(h1)
-
-    # One walk finds the outermost element of each boilerplate or hidden subtree; extracting only
-    # those keeps removal linear (nested hidden elements each extracted cost their whole subtree).
-    # extract() rather than decompose(): decompose clears the nested tags a later step may still visit.
-    doomed: list[BsTag] = []
-    stack: list[Any] = [soup]
-    while stack:
-        node = stack.pop()
-        if not isinstance(node, BsTag):
-            continue
-        if node is not soup and (node.name in _DROP_TAGS or _is_hidden(node) or _is_boilerplate(node)):
-            doomed.append(node)
-            continue
-        stack.extend(node.contents)
-    for tag in doomed:
-        tag.extract()
-
-    roots: list[BsTag] = []
-    main = soup.find("main") or soup.find(True, attrs={"role": "main"})
-    if isinstance(main, BsTag):
-        roots = [main]
-    else:
-        articles = [a for a in soup.find_all("article") if a.find_parent("article") is None]
-        body = soup.body
-        roots = articles or ([body] if isinstance(body, BsTag) else [soup])
-
-    builder = _SectionBuilder()
-    paragraph: list[str] = []
-
-    def flush_paragraph() -> None:
-        text = "".join(paragraph)
-        paragraph.clear()
-        lines = [_WS_RE.sub(" ", line).strip() for line in text.split("\n")]
-        joined = "\n".join(line for line in lines if line)
-        if joined:
-            builder.add(joined)
-            builder.add("")
-
-    def walk(root: BsTag) -> None:
-        # Iterative depth-first walk: deeply nested markup must not hit the recursion limit.
-        stack: list[Any] = [root]
-        while stack:
-            node = stack.pop()
-            if node is _END_BLOCK:
-                flush_paragraph()
-                continue
-            if node is _CELL_GAP:
-                paragraph.append(" ")
-                continue
-            if isinstance(node, (Comment, Declaration, Doctype, ProcessingInstruction)):
-                continue
-            if isinstance(node, NavigableString):
-                # Source line breaks are plain whitespace in HTML; only <br> breaks a line.
-                paragraph.append(_WS_RE.sub(" ", str(node)))
-                continue
-            if not isinstance(node, BsTag):
-                continue
-            name = node.name
-            if name in _HEADING_TAGS:
-                flush_paragraph()
-                builder.heading(_HEADING_TAGS[name], _html_text(node))
-                continue
-            if name == "br":
-                paragraph.append("\n")
-                continue
-            if name == "pre":
-                flush_paragraph()
-                code = node.get_text()
-                builder.add(code.strip("\n"))  # normalize_text keeps its indentation
-                builder.add("")
-                continue
-            children = list(node.children)
-            if name in _BLOCK_TAGS:
-                flush_paragraph()
-                stack.append(_END_BLOCK)
-            elif name in _CELL_TAGS:
-                stack.append(_CELL_GAP)
-            stack.extend(reversed(children))
-
-    for root in roots:
-        walk(root)
-        flush_paragraph()
-    sections = builder.finish()
-    return ParsedDocument(title=title or _stem(filename), sections=sections)
-
-
-_END_BLOCK = object()
-_CELL_GAP = object()
-
-
-# Sources (web crawls): boilerplate that sites mark only by id or class, not by a semantic tag —
-# cookie banners, sidebars, breadcrumbs, menus. Matched on whole words of the id and class names.
-_BOILERPLATE_WORDS = frozenset(
-    {"cookie", "cookies", "consent", "gdpr", "breadcrumb", "breadcrumbs", "sidebar", "navbar", "navigation",
-     "menu", "footer", "skiplink", "share", "social", "newsletter", "popup", "advert", "advertisement"}
-)  # fmt: skip
-_NAME_WORD_RE = re.compile(r"[a-z]+")
-_CONTENT_TAGS = frozenset({"body", "main", "article", "html"})
-
-
-def _is_boilerplate(tag: Tag) -> bool:
-    if tag.name in _CONTENT_TAGS:
-        return False
-    classes: Any = tag.attrs.get("class") or []
-    names = " ".join(
-        [str(tag.attrs.get("id", "")), *(classes if isinstance(classes, list) else [str(classes)])]
-    )
-    return not _BOILERPLATE_WORDS.isdisjoint(_NAME_WORD_RE.findall(names.lower()[:500]))
-
-
-def _is_hidden(tag: Tag) -> bool:
-    return (
-        "hidden" in tag.attrs
-        or str(tag.attrs.get("aria-hidden", "")).lower() == "true"
-        or str(tag.attrs.get("role", "")).lower() in _DROP_ROLES
-    )
+    return ParsedDocument(title=title or front_title or file_stem(filename), sections=builder.finish())
 
 
 # ---------------------------------------------------------------------------------------
@@ -764,7 +540,7 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
             title = normalize_text(str(meta.title)).replace("\n", " ")
     except Exception:  # broken metadata is not worth failing a readable document
         logger.debug("PDF %s: unreadable metadata", filename)
-    return ParsedDocument(title=title or _stem(filename), sections=sections, metadata=ocr_meta)
+    return ParsedDocument(title=title or file_stem(filename), sections=sections, metadata=ocr_meta)
 
 
 # ---------------------------------------------------------------------------------------
@@ -772,6 +548,8 @@ def _parse_pdf(data: bytes, filename: str) -> ParsedDocument:
 # ---------------------------------------------------------------------------------------
 
 SIDECAR_SUFFIX = ".metadata.json"
+# An inbox object named *.urls is a manifest: a list of URLs to fetch, not a document.
+MANIFEST_SUFFIX = ".urls"
 MAX_METADATA_KEYS = 50
 MAX_METADATA_VALUE_CHARS = 2048
 MAX_SIDECAR_BYTES = 64 * 1024
@@ -787,6 +565,11 @@ RESERVED_METADATA_KEYS = frozenset(
 )  # fmt: skip
 
 MetadataValue = str | int | float | bool
+
+
+def is_manifest(key: str) -> bool:
+    """Whether an inbox key names a *.urls manifest (any case: .URLS too)."""
+    return key.lower().endswith(MANIFEST_SUFFIX)
 
 
 def is_metadata_sidecar(key: str) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import email.utils
 import queue
 import random
 import threading
@@ -12,7 +11,6 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -28,6 +26,7 @@ from stratus.ingest.urlguard import (
     check_url_syntax,
     normalise_allow_hosts,
 )
+from stratus.retry_after import parse_retry_after
 
 if TYPE_CHECKING:
     from stratus.settings import Settings
@@ -216,21 +215,6 @@ def _media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def _retry_after_s(value: str | None) -> float | None:
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
-
-
 class _Fetcher:
     def __init__(self, client: httpx.AsyncClient, backend: GuardedNetworkBackend, options: FetchOptions):
         self._client = client
@@ -347,7 +331,7 @@ class _Fetcher:
             return _Response(status, content_type, None, location)
         if status in RETRYABLE_STATUSES or status >= 500:
             retry_after = (
-                _retry_after_s(response.headers.get("retry-after")) if status in (429, 503) else None
+                parse_retry_after(response.headers.get("retry-after")) if status in (429, 503) else None
             )
             raise _Failure(f"HTTP {status}", permanent=False, status=status, retry_after=retry_after)
         if not 200 <= status < 300:

@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from stratus.errors import PermanentError, TransientError
+from stratus.lifecycle import DocumentLifecycle
 from stratus.models import ChunkBatch, DocumentStatus, StageMessage
-from stratus.observability import MetricName, emit_metric, log_context, logger
+from stratus.observability import MetricName, emit_metric, logger
 from stratus.pipeline.common import (
     embed_text,
     inline_payload,
@@ -27,7 +28,6 @@ from stratus.pipeline.sqs import (
     in_log_context,
     map_concurrently,
     read_records,
-    record_to_process,
 )
 
 if TYPE_CHECKING:
@@ -58,7 +58,7 @@ def chunk_rows(
     """
     import pyarrow as pa
 
-    from stratus.filters import coerce_value, column_for
+    from stratus.fields import coerce_value, column_for
     from stratus.stores.vectors import chunk_schema
 
     if filter_fields is None:
@@ -140,6 +140,7 @@ class EmbedStage:
     ) -> None:
         self._blobs = blobs
         self._documents = documents
+        self._lifecycle = DocumentLifecycle(documents)
         self._chunks = chunks
         self._index_queue = index_queue
         self._encoder = encoder
@@ -268,7 +269,7 @@ class EmbedStage:
         self, message_id: str, message: StageMessage, record: DocumentRecord | None
     ) -> _Pending | StageMessage | None:
         """The document to encode, the pointer to send again (already EMBEDDED), or None to acknowledge."""
-        current = record_to_process(self._documents, message, "embed", DocumentStatus.FETCHED, record)
+        current = self._lifecycle.work_for(message, "embed", DocumentStatus.FETCHED, record)
         if current is None:
             return None
         if current.status == DocumentStatus.EMBEDDED:
@@ -327,13 +328,10 @@ class EmbedStage:
             with stopwatch(timings, "stage_vectors"):
                 self._blobs.put_bytes(key, staged, "application/vnd.apache.parquet")
         reused = len(batch.chunks) - len(item.missing)
-        if not self._documents.advance(
+        if not self._lifecycle.embedded(
             batch.collection,
             batch.doc_id,
             batch.content_sha256,
-            DocumentStatus.EMBEDDED,
-            # Never backwards: an INDEXED document stays INDEXED, a FAILED one stays FAILED.
-            not_from={DocumentStatus.INDEXED, DocumentStatus.FAILED},
             chunks_embedded=len(item.missing),
             chunks_reused=reused,
             timings_ms=timings,
@@ -343,31 +341,8 @@ class EmbedStage:
         logger.info("document embedded", extra={"chunks_encoded": len(item.missing), "chunks_reused": reused})
         return item.message.model_copy(update={"key": key, "payload": payload})
 
-    def vectors_for(self, batch: ChunkBatch) -> tuple[np.ndarray, int]:
-        """Vectors of every chunk of one document in order, and how many were reused from the index."""
-        item = _Pending(
-            [], StageMessage(collection=batch.collection, doc_id=batch.doc_id, source=batch.source), batch, {}
-        )
-        encoder = self._encoder()
-        report = EmbedBatchReport()
-        self._reuse_stored_vectors([item], encoder.dimension, report)
-        assert item.vectors is not None
-        if item.missing:
-            texts = [
-                embed_text(batch.title, batch.chunks[i].section, batch.chunks[i].text) for i in item.missing
-            ]
-            item.vectors[item.missing] = encoder.embed_documents(texts)
-        return item.vectors, report.chunks_reused
-
     def _fail(self, message: StageMessage, reason: str) -> None:
-        self._documents.advance(
-            message.collection,
-            message.doc_id,
-            message.content_sha256,
-            DocumentStatus.FAILED,
-            not_from={DocumentStatus.INDEXED},
-            error=reason,
-        )
+        self._lifecycle.stage_failed(message.collection, message.doc_id, message.content_sha256, reason)
         emit_metric(MetricName.DOCUMENTS_FAILED, 1)
 
 
@@ -416,10 +391,3 @@ def run_embed_batch(event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
         },
     )
     return response
-
-
-def run_embed_message(body: str) -> None:
-    """Handle one embed-queue message; raise to have it retried."""
-    message = StageMessage.model_validate_json(body)
-    with log_context(request_id=message.request_id, doc_id=message.doc_id):
-        build_embed_stage().handle(message)

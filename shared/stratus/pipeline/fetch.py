@@ -14,11 +14,14 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, unquote_plus
 
 from stratus.errors import PermanentError, TransientError
+from stratus.ingest.parsing import MANIFEST_SUFFIX, is_manifest
+from stratus.lifecycle import UNCHANGED_STATES, DocumentLifecycle
 from stratus.models import (
     REQUEST_ID_METADATA,
     Attachment,
     ChunkBatch,
     DocumentStatus,
+    FetchedContent,
     StageMessage,
     check_collection_name,
     make_doc_id,
@@ -36,7 +39,6 @@ if TYPE_CHECKING:
     from stratus.stores.documents import DocumentTable
     from stratus.stores.queues import MessageQueue
 
-MANIFEST_SUFFIX = ".urls"
 # A message's attachments are written beside it in the inbox, as documents of their own:
 # `<message key>.attachments/<n>-<safe name>`, linked to the message by object metadata.
 ATTACHMENTS_SUFFIX = ".attachments/"
@@ -49,20 +51,6 @@ ATTACHMENT_LINK_METADATA = {
 }
 # A URL document in one of these states, written within STRATUS_URL_REFETCH_AFTER_S, is not fetched again.
 RECENT_STATES = {DocumentStatus.FETCHED, DocumentStatus.EMBEDDED, DocumentStatus.INDEXED}
-# Below this much time left for a record, fetch stops taking records and reports the rest for retry.
-MIN_RECORD_S = 1.0
-# An unchanged upload is skipped once embed holds it: a FETCHED version is handed over again, because
-# fetch may have died (or failed to send) between recording it and sending the embed message, and a
-# retry of its event is the only thing that can still send it (a duplicate embed message is harmless).
-UNCHANGED_STATES = {DocumentStatus.EMBEDDED, DocumentStatus.INDEXED}
-# A give-up leaves a document alone once this very version got this far (only QUEUED is behind fetch).
-PAST_FETCH = {
-    DocumentStatus.FETCHED,
-    DocumentStatus.EMBEDDED,
-    DocumentStatus.INDEXED,
-    DocumentStatus.FAILED,
-    DocumentStatus.DELETED,
-}
 
 
 class UrlsUnavailable(TransientError):
@@ -121,18 +109,6 @@ class FetchConfig:
         )
 
 
-@dataclass(frozen=True)
-class FetchedContent:
-    """A document's bytes and where they came from."""
-
-    source: str
-    data: bytes
-    filename: str
-    content_type: str | None = None
-    # Where it lies in the inbox (None for a URL): a message's attachments are written beside it.
-    inbox_key: str | None = None
-
-
 def attachment_file_name(index: int, name: str) -> str:
     """`<n>-<name>` with only safe characters, never read as a manifest or a metadata sidecar."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
@@ -157,11 +133,6 @@ def parse_s3_notification(body: str) -> list[ObjectEvent]:
         kind = "removed" if name.startswith("ObjectRemoved") else "created"
         events.append(ObjectEvent(kind=kind, key=key, version=normalise_version(sequencer)))
     return events
-
-
-def is_manifest(key: str) -> bool:
-    """Whether an inbox key names a *.urls manifest (any case: .URLS too)."""
-    return key.lower().endswith(MANIFEST_SUFFIX)
 
 
 def split_inbox_key(inbox_prefix: str, key: str) -> tuple[str, str]:
@@ -191,6 +162,7 @@ class FetchStage:
         self._blobs = blobs
         self._collection_settings = collection_settings
         self._documents = documents
+        self._lifecycle = DocumentLifecycle(documents)
         self._embed_queue = embed_queue
         self._index_queue = index_queue
         self._tokenizer = tokenizer
@@ -241,9 +213,7 @@ class FetchStage:
     ) -> bool:
         """Record the deletion and ask the index stage to remove every chunk; False if a newer version won."""
         doc_id = make_doc_id(collection, source)
-        if not self._documents.record_version(
-            collection, doc_id, version, DocumentStatus.DELETED, source=source, chunk_count=0
-        ):
+        if not self._lifecycle.deleted(collection, doc_id, version, source=source):
             logger.info("stale delete ignored", extra={"doc_id": doc_id})
             return False
         if index:
@@ -401,12 +371,11 @@ class FetchStage:
         """The manifest's own record: per-line counts and the first refusals, for the API and CLI."""
         summary = manifest_summary(manifest, outcome)
         manifest_id = make_doc_id(collection, source)
-        status = DocumentStatus.INDEXED if manifest.urls else DocumentStatus.FAILED
-        self._documents.record_version(
+        self._lifecycle.manifest_read(
             collection,
             manifest_id,
             version,
-            status,
+            bool(manifest.urls),
             source=source,
             title="URL manifest",
             chunk_count=0,
@@ -450,9 +419,7 @@ class FetchStage:
             logger.info("stale event ignored", extra={"doc_id": doc_id})
             return
         if existing is not None and existing.content_sha256 == sha and existing.status in UNCHANGED_STATES:
-            self._documents.record_version(
-                collection, doc_id, version, existing.status, detail="unchanged re-upload: nothing re-encoded"
-            )
+            self._lifecycle.unchanged(existing, version, "unchanged re-upload: nothing re-encoded")
             emit_metric(MetricName.DOCUMENTS_UNCHANGED, 1)
             return
         config = self._config
@@ -527,11 +494,10 @@ class FetchStage:
             key = staging_key(self._config.staging_prefix, collection, doc_id, sha, "chunks.json.gz")
             with stopwatch(timings, "stage"):
                 self._blobs.put_bytes(key, staged, "application/gzip")
-        recorded = self._documents.record_version(
+        recorded = self._lifecycle.fetched(
             collection,
             doc_id,
             version,
-            DocumentStatus.FETCHED,
             source=content.source,
             title=parsed.title,
             content_sha256=sha,
@@ -647,16 +613,7 @@ class FetchStage:
         for collection, source, cause in targets:
             doc_id = make_doc_id(collection, source)
             reason = give_up_reason("fetch", attempts, cause)
-            if self._documents.record_version(
-                collection,
-                doc_id,
-                event.version,
-                DocumentStatus.FAILED,
-                not_from=PAST_FETCH,
-                source=source,
-                error=reason,
-                dead_letter_stage="fetch",
-            ):
+            if self._lifecycle.fetch_given_up(collection, doc_id, event.version, source, reason):
                 logger.warning("gave up on the document", extra={"doc_id": doc_id, "reason": reason})
                 emit_metric(MetricName.DOCUMENTS_FAILED, 1)
 
@@ -664,11 +621,10 @@ class FetchStage:
         self, collection: str, doc_id: str, source: str, version: str, reason: str, sha: str = ""
     ) -> None:
         logger.warning("document failed", extra={"doc_id": doc_id, "reason": reason})
-        self._documents.record_version(
+        self._lifecycle.fetch_failed(
             collection,
             doc_id,
             version,
-            DocumentStatus.FAILED,
             source=source,
             error=reason,
             content_sha256=sha,
@@ -719,80 +675,3 @@ def build_fetch_stage() -> FetchStage:
         fetch_urls=fetch_urls,
         collection_settings=services.collection_settings(),
     )
-
-
-def run_fetch_message(
-    body: str, message_id: str | None = None, receive_count: int = 1, deadline: float | None = None
-) -> None:
-    """Handle one fetch-queue message (an S3 notification); raise to have it retried.
-
-    On the queue's last receive (`receive_count` >= STRATUS_FETCH_MAX_RECEIVE_COUNT) a failing
-    event's documents are marked FAILED first; the message still goes to the dead-letter queue.
-    `deadline` (time.monotonic()) is the record's time budget (see `handle_fetch_batch`).
-    """
-    from stratus.settings import get_settings
-    from stratus.sources import is_sync_message
-
-    if is_sync_message(body):
-        # A unit of a source sync (a URL, a sitemap, an S3 listing page): the crawl frontier.
-        from stratus.sources.sync import build_engine
-
-        build_engine().handle(body, deadline)
-        return
-    stage = build_fetch_stage()
-    last_attempt = receive_count >= get_settings().fetch_max_receive_count
-    for event in parse_s3_notification(body):
-        # Per event, and cleared after it: keys of one record never leak into the next one's lines.
-        with log_context(request_id=message_id, doc_id=None):
-            try:
-                stage.handle_event(event, request_id=message_id, deadline=deadline)
-            except PermanentError as error:
-                logger.warning("object skipped", extra={"key": event.key, "reason": str(error)})
-            except Exception as error:
-                if last_attempt:
-                    try:
-                        stage.give_up(event, receive_count, error)
-                    except Exception:
-                        logger.exception("could not mark the document FAILED", extra={"key": event.key})
-                raise
-
-
-def handle_fetch_batch(event: dict[str, Any], context: Any) -> dict[str, list[dict[str, str]]]:
-    """The fetch function's batch: each record gets a time budget from the invocation's remaining time.
-
-    A record's budget is STRATUS_FETCH_RECORD_BUDGET_S or an equal share, among the records not
-    yet started, of what is left before the function's timeout less STRATUS_FETCH_TIME_RESERVE_S,
-    whichever is shorter. When less than MIN_RECORD_S is left, the records not started are reported
-    as batch item failures (SQS delivers them again) instead of being cut off with the whole batch.
-    """
-    from stratus.pipeline.sqs import RecordBudget, batch_response, receive_count
-    from stratus.settings import get_settings
-
-    settings = get_settings()
-    budget = RecordBudget(
-        context, settings.fetch_record_budget_s, settings.fetch_time_reserve_s, MIN_RECORD_S
-    )
-    failed: list[str] = []
-    records = list(event.get("Records", []))
-    for number, record in enumerate(records):
-        message_id = record.get("messageId", "")
-        deadline = budget.next_deadline(len(records) - number)
-        if deadline is None:
-            failed.append(message_id)
-            continue
-        try:
-            run_fetch_message(record["body"], message_id, receive_count(record), deadline=deadline)
-        except TransientError as error:
-            # Expected (a URL's 503, S3 throttling): one line, not a traceback per redelivery.
-            logger.warning(
-                "fetch record failed transiently; SQS delivers it again",
-                extra={"message_id": message_id, "error": str(error)[:500]},
-            )
-            failed.append(message_id)
-        except Exception:
-            logger.exception("fetch record failed; SQS delivers it again", extra={"message_id": message_id})
-            failed.append(message_id)
-    skipped = budget.skipped
-    if skipped:
-        logger.warning("time short: records left for redelivery", extra={"records": skipped})
-    return batch_response(failed)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from stratus.errors import PermanentError
+from stratus.lifecycle import DocumentLifecycle
 from stratus.models import DocumentStatus, StageMessage
 from stratus.observability import MetricName, emit_metric, log_context, logger
 from stratus.pipeline.common import read_stage_output
@@ -18,7 +19,6 @@ from stratus.pipeline.sqs import (
     in_log_context,
     map_concurrently,
     read_records,
-    record_to_process,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +47,7 @@ class IndexStage:
     def __init__(self, blobs: BlobStore, documents: DocumentTable, chunks: ChunkStore) -> None:
         self._blobs = blobs
         self._documents = documents
+        self._lifecycle = DocumentLifecycle(documents)
         self._chunks = chunks
 
     def handle_batch(self, messages: Sequence[tuple[str, StageMessage]]) -> IndexBatchReport:
@@ -112,19 +113,12 @@ class IndexStage:
     def _load_current(self, message: StageMessage, record: DocumentRecord | None) -> pa.Table | None:
         import pyarrow.parquet as pq
 
-        if record_to_process(self._documents, message, "index", DocumentStatus.EMBEDDED, record) is None:
+        if self._lifecycle.work_for(message, "index", DocumentStatus.EMBEDDED, record) is None:
             return None
         data = read_stage_output(self._blobs, message)
         if data is None:
             reason = f"staged vectors {message.key} are missing"
-            self._documents.advance(
-                message.collection,
-                message.doc_id,
-                message.content_sha256,
-                DocumentStatus.FAILED,
-                not_from={DocumentStatus.INDEXED},
-                error=reason,
-            )
+            self._lifecycle.stage_failed(message.collection, message.doc_id, message.content_sha256, reason)
             raise PermanentError(reason)
         return pq.read_table(io.BytesIO(data))
 
@@ -145,13 +139,7 @@ class IndexStage:
         def mark_indexed(doc_id: str) -> bool:
             message, table = latest[doc_id]
             with log_context(request_id=message.request_id, doc_id=doc_id):
-                done = self._documents.advance(
-                    collection,
-                    doc_id,
-                    message.content_sha256,
-                    DocumentStatus.INDEXED,
-                    chunk_count=table.num_rows,
-                )
+                done = self._lifecycle.indexed(collection, doc_id, message.content_sha256, table.num_rows)
                 if done:
                     logger.info("document indexed", extra={"chunks": table.num_rows})
                 return done

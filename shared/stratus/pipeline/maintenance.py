@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from stratus.models import DocumentStatus, StageMessage
+from stratus.lifecycle import DocumentLifecycle
+from stratus.models import StageMessage
 from stratus.observability import MetricName, emit_metric, logger
 
 if TYPE_CHECKING:
@@ -73,6 +74,7 @@ def sweep_dead_letters(
     source capped (no throttling), only timed-out or crashed batches (at most 10 messages) get there.
     """
     report = SweepReport(stage)
+    lifecycle = DocumentLifecycle(documents)
     while report.seen < max_messages:
         response = sqs.receive_message(
             QueueUrl=dlq_url,
@@ -93,15 +95,7 @@ def sweep_dead_letters(
             if message.action != "upsert":
                 continue
             receives = int(raw.get("Attributes", {}).get("ApproximateReceiveCount", 0) or 0)
-            done = documents.advance(
-                message.collection,
-                message.doc_id,
-                message.content_sha256,
-                DocumentStatus.FAILED,
-                not_from={DocumentStatus.INDEXED, DocumentStatus.FAILED},
-                error=dead_letter_reason(stage, receives),
-                dead_letter_stage=stage,
-            )
+            done = lifecycle.given_up(message, stage, dead_letter_reason(stage, receives))
             if done:
                 report.marked += 1
                 logger.warning(
@@ -116,7 +110,7 @@ def sweep_all_dead_letters(
     sqs: Any, documents: DocumentTable, queue_urls: dict[str, str]
 ) -> list[SweepReport]:
     """Sweep the DLQ of every stage in SWEPT_STAGES whose queue URL is given; a failing one is logged."""
-    from stratus.dlq import dead_letter_queue_url
+    from stratus.stores.dead_letters import dead_letter_queue_url
 
     reports = []
     for stage in SWEPT_STAGES:

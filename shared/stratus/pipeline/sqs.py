@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from stratus.models import DocumentStatus, StageMessage
+from stratus.lifecycle import DocumentLifecycle
+from stratus.models import StageMessage
 from stratus.observability import MetricName, emit_metric, log_context, logger
 
 if TYPE_CHECKING:
@@ -78,15 +79,7 @@ def give_up_on_last_attempts(
             continue
         reason = give_up_reason(stage, count, errors.get(message_id, "unknown error"))
         try:
-            done = documents.advance(
-                message.collection,
-                message.doc_id,
-                message.content_sha256,
-                DocumentStatus.FAILED,
-                not_from={DocumentStatus.INDEXED, DocumentStatus.FAILED},
-                error=reason,
-                dead_letter_stage=stage,
-            )
+            done = DocumentLifecycle(documents).given_up(message, stage, reason)
         except Exception:
             logger.exception("could not mark the document FAILED", extra={"doc_id": message.doc_id})
             continue
@@ -154,43 +147,6 @@ def read_records(
         for collection, doc_ids in wanted.items()
         for doc_id, record in documents.get_many(collection, doc_ids).items()
     }
-
-
-def record_to_process(
-    documents: DocumentTable,
-    message: StageMessage,
-    stage: str,
-    resume_to: DocumentStatus,
-    current: DocumentRecord | None,
-) -> DocumentRecord | None:
-    """The document's record if `stage` has work to do for this message; None to acknowledge it.
-
-    `current` is the document's record as read for the batch (None: there is none). Stale versions,
-    deleted documents, documents FAILED for good and copies of messages for documents already INDEXED
-    are acknowledged. A document this stage gave up on (its message dead-lettered) is resumed to
-    `resume_to`: this message is the redriven one, or a late copy of it.
-    """
-    if current is None or current.content_sha256 != message.content_sha256:
-        logger.info(f"stale {stage} message ignored", extra={"doc_id": message.doc_id})
-        return None
-    if current.status == DocumentStatus.FAILED and current.dead_letter_stage == stage:
-        if not documents.resume(message.collection, message.doc_id, message.content_sha256, stage, resume_to):
-            return None
-        logger.info(f"redriven {stage} message resumes the document", extra={"doc_id": message.doc_id})
-        return current
-    if current.status in {DocumentStatus.DELETED, DocumentStatus.FAILED}:
-        logger.info(
-            f"{stage} message for a deleted or failed document ignored", extra={"doc_id": message.doc_id}
-        )
-        return None
-    if current.status == DocumentStatus.INDEXED:
-        # Marked INDEXED only after its chunks were written: a copy has nothing left to do.
-        logger.info(
-            f"duplicate {stage} message for an indexed document acknowledged; nothing done",
-            extra={"doc_id": message.doc_id},
-        )
-        return None
-    return current
 
 
 def run_stage_batch(

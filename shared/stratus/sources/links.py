@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin
 
-from stratus.ingest.parsing import MAX_HTML_TAGS
+from stratus.ingest.html import MAX_HTML_TAGS
 
 MAX_LINKS = 5000
 

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 from stratus.errors import PermanentError, TransientError
-from stratus.models import DocumentStatus, make_doc_id
+from stratus.models import DocumentStatus, FetchedContent, make_doc_id
 from stratus.observability import MetricName, emit_metric, logger
 from stratus.sources import MESSAGE_TAG
 from stratus.sources.robots import MAX_ROBOTS_BYTES, RobotsPolicy, product_token
@@ -350,8 +350,6 @@ class SyncEngine:
         media: str,
         links: list[str],
     ) -> tuple[dict[str, int], dict[str, str] | None]:
-        from stratus.pipeline.fetch import FetchedContent
-
         collection, source_id = source["collection"], source["source_id"]
         filename = PurePosixPath(url.split("?")[0]).name or "index.html"
         if media in HTML_TYPES and not filename.lower().endswith((".html", ".htm", ".xhtml")):
@@ -427,8 +425,7 @@ class SyncEngine:
         return {}, None
 
     def _unit_s3list(self, source: dict[str, Any], sync_id: str, message: dict[str, Any]) -> dict[str, int]:
-        from stratus.ingest.parsing import is_metadata_sidecar
-        from stratus.pipeline.fetch import is_manifest
+        from stratus.ingest.parsing import is_manifest, is_metadata_sidecar
 
         collection = source["collection"]
         root = f"{self._config.inbox_prefix}{collection}/"
@@ -714,47 +711,3 @@ def _fetch_one(url: str, headers: dict[str, str], options: FetchOptions) -> Fetc
             return result
 
     return asyncio.run(run())
-
-
-def build_engine() -> SyncEngine:
-    """The engine wired to the process-wide stores and settings."""
-    from stratus import services
-    from stratus.ingest.web import FetchOptions
-    from stratus.pipeline.fetch import build_fetch_stage
-    from stratus.settings import get_settings
-    from stratus.sources.store import SourceStore
-    from stratus.stores import aws
-
-    settings = get_settings()
-    sqs = aws.client("sqs")
-    url = settings.fetch_queue_url
-
-    def send(bodies: list[str]) -> None:
-        if not bodies:
-            return
-        entries = [{"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies)]
-        response = sqs.send_message_batch(QueueUrl=url, Entries=entries)
-        if response.get("Failed"):
-            raise TransientError(f"SQS refused {len(response['Failed'])} sync message(s)")
-
-    return SyncEngine(
-        SourceStore(aws.client("dynamodb"), settings.sources_table),
-        services.document_table(),
-        build_fetch_stage(),
-        send,
-        aws.client("s3"),
-        FetchOptions.from_settings(settings),
-        SyncConfig(
-            bucket=settings.bucket,
-            inbox_prefix=settings.inbox_prefix,
-            requests_per_s=settings.source_requests_per_s,
-            stale_s=settings.source_sync_stale_s,
-            user_agent=settings.url_user_agent,
-        ),
-    )
-
-
-def handle_tick(event: dict[str, Any] | None = None, context: Any = None) -> dict[str, list[str]]:
-    """The schedule's tick: start due syncs, end interrupted ones."""
-    engine = build_engine()
-    return {"started": engine.run_due(), "failed": engine.watchdog()}

@@ -5,7 +5,7 @@ the mapping is injective and its inverse exact (collection names are ``[a-z0-9][
 which LanceDB accepts as they are). Every row also carries its collection (column ``collection``), and
 every query and delete filters on it: a second wall, should two collections ever share a table again.
 Tables of the first layout (``chunks_<collection with '-' as '_'>``, no collection column) are moved
-by ``stratus migrate-tables`` (stratus.stores.migration).
+by ``stratus migrate-tables`` (stratus_tools.migration).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def handle_interval_s(read_consistency_s: float, memory_max_rows: int) -> float:
 FTS_COLUMN = "fts_text"
 COLLECTION_COLUMN = "collection"
 TABLE_PREFIX = "chunks-"
-# The first layout's prefix: `a-b` and `a_b` both became chunks_a_b (see stratus.stores.migration).
+# The first layout's prefix: `a-b` and `a_b` both became chunks_a_b (see stratus_tools.migration).
 LEGACY_PREFIX = "chunks_"
 # LanceDB's own answer when a table is absent; every other ValueError is a fault of the store.
 _NOT_FOUND = re.compile(r"Table '[^']*' was not found")
@@ -70,7 +70,7 @@ def metadata_field(name: str, kind: str) -> pa.Field:
     """The typed column of a declared filter field (``m_<name>``)."""
     import pyarrow as pa
 
-    from stratus.filters import column_for
+    from stratus.fields import column_for
 
     types = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
     return pa.field(column_for(name), types[kind])
@@ -416,25 +416,6 @@ class ChunkStore:
         """Tables of the first layout still waiting for `stratus migrate-tables`."""
         return [n for n in self.table_names() if n.startswith(LEGACY_PREFIX)]
 
-    def vectors_for(self, collection: str, doc_id: str) -> dict[str, np.ndarray]:
-        """Stored vectors of a document's chunks, by chunk_id (for reuse on re-ingest)."""
-        table = self.open(collection)
-        if table is None:
-            return {}
-        rows = (
-            table.search()
-            .where(scoped(collection, f"doc_id = {sql_string(doc_id)}"), prefilter=True)
-            .select(["chunk_id", "vector"])
-            .limit(None)
-            .to_arrow()
-        )
-        ids = rows.column("chunk_id").to_pylist()
-        vectors = rows.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False)
-        if not ids:
-            return {}
-        matrix = vectors.reshape(len(ids), -1).astype(np.float32, copy=False)
-        return dict(zip(ids, matrix, strict=True))
-
     def vectors_for_documents(
         self, collection: str, doc_ids: Sequence[str]
     ) -> dict[str, dict[str, np.ndarray]]:
@@ -690,7 +671,7 @@ class ChunkStore:
         table columns the rows lack (a field no longer declared) are null; every row is `collection`'s."""
         import pyarrow as pa
 
-        from stratus.filters import COLUMN_PREFIX
+        from stratus.fields import COLUMN_PREFIX
 
         names = set(table.schema.names)
         later = [f for f in rows.schema if f.name not in names and f.name in LATER_COLUMNS]
@@ -733,7 +714,7 @@ class ChunkStore:
 
         import pyarrow as pa
 
-        from stratus.filters import COLUMN_PREFIX, coerce_value
+        from stratus.fields import COLUMN_PREFIX, coerce_value
 
         table.add_columns(list(fields))
         existing = table.search().select(["chunk_id", "metadata_json"]).limit(None).to_arrow()

@@ -4,7 +4,8 @@ Subject, from, to and date become document metadata (filterable) and a header se
 the body is the text part, else the HTML part. Attachments are handed back with the message
 (`ParsedDocument.attachments`): the fetch stage writes each beside the message in the inbox, where it
 becomes a document of its own linked to the message (`pipeline/fetch.py`); where it cannot,
-`fold_attachments` indexes them as sections of the message. Past the cap they are named, never dropped.
+`stratus.ingest.parsing.fold_attachments` indexes them as sections of the message. Past the cap they
+are named, never dropped.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ from stratus.errors import PermanentError
 from stratus.ingest.formats.safety import FormatLimits
 from stratus.models import Attachment, ParsedDocument, Section
 
-_MAX_DEPTH = 3
-
 
 def _header(message: EmailMessage, name: str) -> str:
     try:
@@ -30,7 +29,8 @@ def _header(message: EmailMessage, name: str) -> str:
 
 def parse_eml(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocument:
     """Headers as metadata, the text body as sections, and the attachments (up to the cap) as files."""
-    from stratus.ingest.parsing import _parse_html, normalize_text
+    from stratus.ingest.html import parse_html
+    from stratus.ingest.text import normalize_text
 
     message = BytesParser(policy=policy.default).parsebytes(data)
     if not isinstance(message, EmailMessage) or not (message.keys() or message.get_payload()):
@@ -49,7 +49,7 @@ def parse_eml(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocumen
         if body.get_content_type() == "text/html":
             raw = content.encode("utf-8") if isinstance(content, str) else bytes(content)
             sections += [
-                Section(heading_path=["Message"], text=s.text) for s in _parse_html(raw, "body.html").sections
+                Section(heading_path=["Message"], text=s.text) for s in parse_html(raw, "body.html").sections
             ]
         elif isinstance(content, str):
             sections.append(Section(heading_path=["Message"], text=normalize_text(content, keep_indent=True)))
@@ -88,29 +88,3 @@ def parse_eml(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocumen
     return ParsedDocument(
         title=meta["subject"], sections=sections, metadata=metadata, attachments=attachments
     )
-
-
-def fold_attachments(parsed: ParsedDocument, depth: int = 0) -> ParsedDocument:
-    """The message with its attachments parsed into sections under "Attachment: <name>".
-
-    For a message whose attachments cannot become documents of their own (one fetched from a URL,
-    or nested too deeply); an attachment that cannot be read is named in a section, never dropped.
-    """
-    from stratus.ingest.parsing import parse_document
-
-    if depth > _MAX_DEPTH:
-        raise PermanentError("e-mail nests attached messages too deeply")
-    sections = list(parsed.sections)
-    for attachment in parsed.attachments:
-        label = f"Attachment: {attachment.name}"
-        try:
-            inner = parse_document(
-                attachment.data, attachment.name, attachment.content_type, keep_attachments=True
-            )
-            inner = fold_attachments(inner, depth + 1)
-        except PermanentError as exc:
-            sections.append(Section(heading_path=[label], text=f"{label} not indexed: {exc}"))
-            continue
-        for section in inner.sections:
-            sections.append(section.model_copy(update={"heading_path": [label, *section.heading_path]}))
-    return parsed.model_copy(update={"sections": sections, "attachments": []})

@@ -31,7 +31,7 @@ def _xml(data: bytes, what: str):  # type: ignore[no-untyped-def]
 
 def parse_epub(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocument:
     """One section per chapter (more when a chapter has headings), titled by the book."""
-    from stratus.ingest.parsing import _parse_html
+    from stratus.ingest.html import parse_html
 
     what = "EPUB e-book"
     archive = open_zip(data, what, limits)
@@ -57,7 +57,7 @@ def parse_epub(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocume
             if not href:
                 continue
             path = posixpath.normpath(posixpath.join(base, href.split("#", 1)[0]))
-            chapter = _parse_html(read_member(archive, path, what), path)
+            chapter = parse_html(read_member(archive, path, what), path)
             chapter_title = chapter.title if chapter.title and chapter.title != title else f"Chapter {number}"
             for section in chapter.sections:
                 path_ = section.heading_path or [chapter_title]

@@ -32,7 +32,7 @@ def _checked(data: bytes, what: str, limits: FormatLimits) -> io.BytesIO:
 
 
 def _clean(text: str) -> str:
-    from stratus.ingest.parsing import normalize_text
+    from stratus.ingest.text import normalize_text
 
     return normalize_text(text)
 

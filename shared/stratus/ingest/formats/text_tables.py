@@ -26,7 +26,7 @@ def _dialect(sample: str, tab: bool) -> type[csv.Dialect] | csv.Dialect:
 
 def parse_csv(data: bytes, filename: str, limits: FormatLimits) -> ParsedDocument:
     """Rows of a CSV/TSV file (UTF-8, UTF-16 with BOM, else cp1252) with their header names."""
-    from stratus.ingest.parsing import decode_text
+    from stratus.ingest.text import decode_text
 
     text = decode_text(data).replace("\x00", "")
     tab = filename.lower().endswith((".tsv", ".tab"))

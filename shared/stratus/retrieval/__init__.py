@@ -1,0 +1,1 @@
+"""Retrieval: hybrid search (keyword + vector, fused), safe filters, reranking, stop words."""

@@ -1,0 +1,468 @@
+"""Hybrid retrieval: query embedding + vector search + native full-text search, fused, then optional
+cross-encoder reranking and MMR diversification. The API and `stratus eval` both call `search`."""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import re
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from stratus.observability import MetricName, emit_metric, logger
+from stratus.retrieval.filters import CompiledFilter, compile_filter
+from stratus.stores.vectors import HIT_COLUMNS, present, scoped
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from stratus.settings import Settings
+    from stratus.stores.vectors import ChunkStore, TableSnapshot
+
+SearchMode = Literal["hybrid", "vector", "keyword"]
+FusionMethod = Literal["rrf", "convex"]
+MAX_INTERNAL_TOP_K = 1000
+
+# Vector and keyword retrieval of one request run side by side; LanceDB releases the GIL while it works.
+_POOL = ThreadPoolExecutor(max_workers=8, thread_name_prefix="search")
+
+
+_TERM = re.compile(r"\w+")
+
+
+def query_problem(text: str) -> str | None:
+    """Why `text` cannot be searched (only whitespace, punctuation or stop words), or None when it can.
+
+    The search route and a chat question without earlier turns both refuse such text with 422: nothing
+    in it selects a chunk, so any hits would be arbitrary.
+    """
+    from stratus.retrieval.stopwords import STOPWORDS
+
+    terms = _TERM.findall(text)
+    if not terms:
+        return "query: no words to search for (only whitespace or punctuation)"
+    if all(term.lower() in STOPWORDS for term in terms):
+        return "query: only stop words (such as 'the', 'of'); name what to look for"
+    return None
+
+
+class CollectionNotFoundError(LookupError):
+    """The collection has no chunk table."""
+
+
+class RerankUnavailableError(ValueError):
+    """The request asked for reranking but no reranker is configured."""
+
+
+class QueryEncoder(Protocol):
+    """What search needs of an encoder."""
+
+    def embed_query(self, text: str) -> np.ndarray: ...
+
+
+class Reranker(Protocol):
+    """What search needs of a cross-encoder: one relevance score per (query, passage)."""
+
+    def score(self, query: str, passages: list[str]) -> np.ndarray: ...
+
+
+class MmrOptions(BaseModel):
+    """Maximal marginal relevance: trade relevance for diversity among the returned hits."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    lambda_: float = Field(
+        0.5, alias="lambda", ge=0.0, le=1.0, description="1: pure relevance; 0: pure diversity."
+    )
+
+
+class SearchRequest(BaseModel):
+    """A search request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    query: str = Field(..., min_length=1, max_length=2000, description="What to look for.")
+    top_k: int = Field(5, ge=1, le=100, description="How many hits to return.")
+    mode: SearchMode = Field("hybrid", description="hybrid (default), vector or keyword.")
+    filters: dict[str, Any] | list[Any] | None = Field(
+        None,
+        description='Metadata filter, e.g. {"and": [{"field": "year", "gte": 2020}, '
+        '{"field": "category", "in": ["a", "b"]}]} (see docs/search.md).',
+    )
+    rerank: bool = Field(False, description="Rescore the fused candidates with the cross-encoder.")
+    mmr: MmrOptions | None = Field(None, description='Diversify the hits, e.g. {"lambda": 0.5}.')
+
+
+class SearchHit(BaseModel):
+    """One retrieved chunk."""
+
+    chunk_id: str
+    doc_id: str
+    source: str
+    title: str = ""
+    section: str = ""
+    page: int | None = None
+    sheet: str | None = Field(None, description="Spreadsheet sheet (or CSV file) the chunk came from.")
+    row_start: int | None = Field(None, description="First spreadsheet/CSV row of the chunk (1-based).")
+    row_end: int | None = Field(None, description="Last spreadsheet/CSV row of the chunk.")
+    text: str
+    score: float
+    vector_rank: int | None = None
+    keyword_rank: int | None = None
+    rerank_score: float | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class SearchResponse(BaseModel):
+    """Hits, how they were found, and where the time went."""
+
+    hits: list[SearchHit]
+    mode: SearchMode
+    degraded: list[str] = Field(default_factory=list, description="Retrievers that failed or had no index.")
+    reranked: bool = False
+    timings_ms: dict[str, float] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Fusion parameters (settings: STRATUS_SEARCH_CANDIDATES, STRATUS_RRF_*, STRATUS_SEARCH_FUSION)."""
+
+    candidates: int = 50
+    rrf_k: int = 60
+    vector_weight: float = 1.0
+    keyword_weight: float = 1.0
+    method: FusionMethod = "convex"
+    rerank_candidates: int = 20
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FusionConfig:
+        """Fusion parameters as configured."""
+        return cls(
+            candidates=settings.search_candidates,
+            rrf_k=settings.rrf_k,
+            vector_weight=settings.rrf_vector_weight,
+            keyword_weight=settings.rrf_keyword_weight,
+            method=settings.search_fusion,
+            rerank_candidates=settings.rerank_candidates,
+        )
+
+
+def reciprocal_rank_fusion(
+    rankings: dict[str, list[str]], weights: dict[str, float], k: int
+) -> list[tuple[str, float]]:
+    """Fuse ranked id lists: score(id) = sum of weight / (k + rank), rank starting at 1."""
+    scores: dict[str, float] = {}
+    for name, ids in rankings.items():
+        weight = weights.get(name, 1.0)
+        for rank, item in enumerate(ids, start=1):
+            scores[item] = scores.get(item, 0.0) + weight / (k + rank)
+    return sorted(scores.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+def convex_fusion(
+    scored: dict[str, list[tuple[str, float]]], weights: dict[str, float]
+) -> list[tuple[str, float]]:
+    """Fuse scored lists: score(id) = sum of weight * min-max-normalised score (0 where absent)."""
+    fused: dict[str, float] = {}
+    for name, pairs in scored.items():
+        if not pairs:
+            continue
+        values = [s for _, s in pairs]
+        low, high = min(values), max(values)
+        span = high - low
+        weight = weights.get(name, 1.0)
+        for item, value in pairs:
+            normalised = (value - low) / span if span > 0 else 1.0
+            fused[item] = fused.get(item, 0.0) + weight * normalised
+    return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
+
+
+def mmr_order(relevance: np.ndarray, vectors: np.ndarray, lambda_: float, count: int) -> list[int]:
+    """Greedy maximal marginal relevance: indices picking max λ·rel − (1−λ)·max cosine to those picked.
+
+    `relevance` is scaled to [0, 1] first so that λ weighs comparable quantities; `vectors` are unit rows.
+    """
+    n = len(relevance)
+    if n == 0:
+        return []
+    span = float(relevance.max() - relevance.min())
+    rel = (relevance - relevance.min()) / span if span > 0 else np.ones(n)
+    similarity = vectors @ vectors.T
+    chosen: list[int] = []
+    redundancy = np.full(n, -np.inf)
+    available = np.ones(n, dtype=bool)
+    for _ in range(min(count, n)):
+        penalty = np.where(np.isfinite(redundancy), redundancy, 0.0)
+        value = np.where(available, lambda_ * rel - (1 - lambda_) * penalty, -np.inf)
+        pick = int(np.argmax(value))
+        chosen.append(pick)
+        available[pick] = False
+        redundancy = np.maximum(redundancy, similarity[pick])
+    return chosen
+
+
+class _Rows:
+    """Hit rows by chunk_id: from the in-memory snapshot, the candidate tables, or one lookup query.
+
+    Only rows of `collection` are ever handed out, whatever the retrievers returned.
+    """
+
+    def __init__(self, snapshot: TableSnapshot | None, collection: str) -> None:
+        self._snapshot = snapshot
+        self._collection = collection
+        self._tables: list[tuple[pa.Table, dict[str, int]]] = []
+        self._fetched: dict[str, dict[str, Any]] = {}
+
+    def add(self, table: pa.Table) -> tuple[list[str], pa.Table]:
+        """Keep a retriever's rows (those of the collection); their ids and the rows kept, in order."""
+        ids: list[str] = table.column("chunk_id").to_pylist()
+        if "collection" in table.column_names:
+            owners = table.column("collection").to_pylist()
+            keep = [i for i, owner in enumerate(owners) if owner == self._collection]
+            if len(keep) != len(ids):
+                table = table.take(keep)
+                ids = [ids[i] for i in keep]
+        if self._snapshot is None:
+            self._tables.append((table, {cid: i for i, cid in enumerate(ids)}))
+        return ids, table
+
+    def has(self, chunk_id: str) -> bool:
+        if self._snapshot is not None and self._snapshot.has(chunk_id, self._collection):
+            return True
+        return chunk_id in self._fetched or any(chunk_id in index for _, index in self._tables)
+
+    def _local(self, chunk_id: str) -> dict[str, Any] | None:
+        if self._snapshot is not None:
+            found = self._snapshot.row(chunk_id, self._collection)
+            if found is not None:
+                return found
+        for table, index in self._tables:
+            i = index.get(chunk_id)
+            if i is not None:
+                return {name: table.column(name)[i].as_py() for name in present(table, HIT_COLUMNS)}
+        return self._fetched.get(chunk_id)
+
+    def fetch_missing(self, store_table: Any, chunk_ids: list[str]) -> None:
+        """Rows newer than the snapshot (committed after it was taken): one query for all of them."""
+        missing = [cid for cid in chunk_ids if not self.has(cid)]
+        if not missing:
+            return
+        listed = ", ".join("'" + cid.replace("'", "''") + "'" for cid in missing)
+        found = (
+            store_table.search()
+            .where(scoped(self._collection, f"chunk_id IN ({listed})"))
+            .select(present(store_table, [*HIT_COLUMNS, "vector"]))
+            .limit(len(missing))
+            .to_arrow()
+        )
+        for row in found.to_pylist():
+            if row.get("collection") == self._collection:
+                self._fetched[row["chunk_id"]] = row
+
+    def row(self, chunk_id: str) -> dict[str, Any]:
+        found = self._local(chunk_id)
+        if found is None:
+            raise KeyError(chunk_id)
+        return found
+
+    def vectors(self, chunk_ids: list[str]) -> np.ndarray:
+        out = []
+        for chunk_id in chunk_ids:
+            vector = self._snapshot.vector(chunk_id, self._collection) if self._snapshot is not None else None
+            if vector is None:
+                for table, index in self._tables:
+                    i = index.get(chunk_id)
+                    if i is not None:
+                        vector = np.asarray(table.column("vector")[i].values.to_numpy(zero_copy_only=False))
+                        break
+            if vector is None and chunk_id in self._fetched:
+                vector = np.asarray(self._fetched[chunk_id]["vector"], dtype=np.float32)
+            if vector is None:
+                raise KeyError(chunk_id)
+            out.append(vector)
+        return np.vstack(out).astype(np.float32) if out else np.empty((0, 0), dtype=np.float32)
+
+
+def _hit(
+    row: dict[str, Any],
+    score: float,
+    vector_rank: int | None,
+    keyword_rank: int | None,
+    rerank_score: float | None = None,
+) -> SearchHit:
+    return SearchHit(
+        chunk_id=row["chunk_id"],
+        doc_id=row["doc_id"],
+        source=row.get("source") or "",
+        title=row.get("title") or "",
+        section=row.get("section") or "",
+        page=row.get("page"),
+        sheet=row.get("sheet"),
+        row_start=row.get("row_start"),
+        row_end=row.get("row_end"),
+        text=row.get("text") or "",
+        score=round(float(score), 6),
+        vector_rank=vector_rank,
+        keyword_rank=keyword_rank,
+        rerank_score=None if rerank_score is None else round(float(rerank_score), 6),
+        metadata=json.loads(row.get("metadata_json") or "{}"),
+    )
+
+
+def search(
+    store: ChunkStore,
+    encoder: QueryEncoder,
+    collection: str,
+    request: SearchRequest,
+    fusion: FusionConfig,
+    reranker: Reranker | None = None,
+    *,
+    top_k: int | None = None,
+) -> SearchResponse:
+    """Run one search request against a collection.
+
+    `top_k` overrides the request's (bounded by the API at 100) for internal callers such as the
+    evaluation tool. Raises CollectionNotFoundError, FilterError (bad filter) and
+    RerankUnavailableError (rerank asked, none configured).
+    """
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    limit = min(top_k or request.top_k, MAX_INTERNAL_TOP_K)
+    if request.rerank and reranker is None:
+        raise RerankUnavailableError(
+            "rerank: no cross-encoder is configured (set STRATUS_RERANK_MODEL_DIR), or send rerank: false"
+        )
+    table = store.search_table(collection)
+    if table is None:
+        raise CollectionNotFoundError(collection)
+    compiled: CompiledFilter | None = None
+    if request.filters:
+        compiled = compile_filter(request.filters, store.filter_fields, set(table.schema.names))
+    # The collection is in every retriever's prefilter, filters or not: rows of another collection
+    # cannot be returned even from a table they should never have reached.
+    where = scoped(collection, compiled.where if compiled else None)
+    depth = max(fusion.candidates, limit, fusion.rerank_candidates if request.rerank else 0)
+    snapshot = store.snapshot(table)
+    # With a snapshot, the retrievers return ids only and hits are read from memory.
+    columns = (
+        ["chunk_id", "collection"]
+        if snapshot is not None
+        else present(table, HIT_COLUMNS) + (["vector"] if request.mmr else [])
+    )
+    degraded: list[str] = []
+    rows = _Rows(snapshot, collection)
+    vector_ids: list[str] = []
+    keyword_ids: list[str] = []
+    vector_scores: list[float] = []
+    keyword_scores: list[float] = []
+    query_vector: np.ndarray | None = None
+
+    def keyword() -> pa.Table:
+        t0 = time.perf_counter()
+        try:
+            return store.keyword_query(table, request.query, depth, columns, where)
+        finally:
+            timings["keyword"] = _ms(t0)
+
+    pending: Future[pa.Table] | None = None
+    if request.mode in ("hybrid", "keyword"):
+        pending = _POOL.submit(contextvars.copy_context().run, keyword) if request.mode == "hybrid" else None
+    if request.mode in ("hybrid", "vector") or request.mmr:
+        t0 = time.perf_counter()
+        try:
+            query_vector = encoder.embed_query(request.query)
+        except Exception:
+            logger.exception("query embedding failed", extra={"collection": collection})
+            if request.mode in ("hybrid", "vector"):
+                degraded.append("vector")
+        timings["embed"] = _ms(t0)
+    if request.mode in ("hybrid", "vector") and query_vector is not None:
+        t0 = time.perf_counter()
+        try:
+            if snapshot is not None and compiled is None:
+                vector_ids, vector_scores = snapshot.nearest(query_vector, depth, collection)
+            else:
+                found = store.vector_query(table, query_vector, depth, columns, where)
+                vector_ids, found = rows.add(found)
+                vector_scores = [1.0 - d for d in found.column("_distance").to_pylist()]
+        except Exception:
+            logger.exception("vector search failed", extra={"collection": collection})
+            degraded.append("vector")
+        timings["vector"] = _ms(t0)
+    if request.mode in ("hybrid", "keyword"):
+        try:
+            found = pending.result() if pending is not None else keyword()
+            keyword_ids, found = rows.add(found)
+            keyword_scores = found.column("_score").to_pylist()
+        except Exception:
+            logger.exception("keyword search failed", extra={"collection": collection})
+            degraded.append("keyword")
+    vector_ranks = {cid: rank for rank, cid in enumerate(vector_ids, start=1)}
+    keyword_ranks = {cid: rank for rank, cid in enumerate(keyword_ids, start=1)}
+    t0 = time.perf_counter()
+    if request.mode == "vector" or (request.mode == "hybrid" and not keyword_ids):
+        scored = list(zip(vector_ids, vector_scores, strict=True))
+    elif request.mode == "keyword" or not vector_ids:
+        scored = list(zip(keyword_ids, keyword_scores, strict=True))
+    elif fusion.method == "convex":
+        scored = convex_fusion(
+            {
+                "vector": list(zip(vector_ids, vector_scores, strict=True)),
+                "keyword": list(zip(keyword_ids, keyword_scores, strict=True)),
+            },
+            {"vector": fusion.vector_weight, "keyword": fusion.keyword_weight},
+        )
+    else:
+        scored = reciprocal_rank_fusion(
+            {"vector": vector_ids, "keyword": keyword_ids},
+            {"vector": fusion.vector_weight, "keyword": fusion.keyword_weight},
+            fusion.rrf_k,
+        )
+    timings["fuse"] = _ms(t0)
+    needed = max(limit * 4 if request.mmr else limit, fusion.rerank_candidates if request.rerank else 0)
+    rows.fetch_missing(table, [cid for cid, _ in scored[:needed]])
+    # A chunk deleted between retrieval and reading is dropped, not an error.
+    scored = [pair for pair in scored[:needed] if rows.has(pair[0])]
+    rerank_scores: dict[str, float] = {}
+    if request.rerank and reranker is not None and scored:
+        t0 = time.perf_counter()
+        head = [cid for cid, _ in scored[: fusion.rerank_candidates]]
+        values = reranker.score(request.query, [_passage(rows.row(cid)) for cid in head])
+        rerank_scores = {cid: float(v) for cid, v in zip(head, values, strict=True)}
+        reranked = sorted(head, key=lambda cid: -rerank_scores[cid])
+        scored = [(cid, rerank_scores[cid]) for cid in reranked] + scored[len(head) :]
+        timings["rerank"] = _ms(t0)
+    if request.mmr and scored and query_vector is not None:
+        t0 = time.perf_counter()
+        pool = scored[: max(limit * 4, limit)]
+        vectors = rows.vectors([cid for cid, _ in pool])
+        order = mmr_order(np.array([s for _, s in pool]), vectors, request.mmr.lambda_, limit)
+        scored = [pool[i] for i in order]
+        timings["mmr"] = _ms(t0)
+    hits = [
+        _hit(rows.row(cid), score, vector_ranks.get(cid), keyword_ranks.get(cid), rerank_scores.get(cid))
+        for cid, score in scored[:limit]
+    ]
+    timings["total"] = _ms(started)
+    emit_metric(MetricName.SEARCH_REQUESTS, 1)
+    emit_metric(MetricName.SEARCH_LATENCY_MS, timings["total"], "Milliseconds")
+    if degraded:
+        emit_metric(MetricName.SEARCH_DEGRADED, 1)
+    return SearchResponse(
+        hits=hits, mode=request.mode, degraded=degraded, reranked=bool(rerank_scores), timings_ms=timings
+    )
+
+
+def _passage(row: dict[str, Any]) -> str:
+    """What the cross-encoder reads of a chunk: its title and heading path, then the text."""
+    context = " > ".join(part for part in (row.get("title") or "", row.get("section") or "") if part)
+    return f"{context}\n{row.get('text') or ''}" if context else str(row.get("text") or "")
+
+
+def _ms(since: float) -> float:
+    return round((time.perf_counter() - since) * 1000, 2)
