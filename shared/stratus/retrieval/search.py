@@ -16,13 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stratus.observability import MetricName, emit_metric, logger
 from stratus.retrieval.filters import CompiledFilter, compile_filter
-from stratus.stores.vectors import HIT_COLUMNS, present, scoped
 
 if TYPE_CHECKING:
-    import pyarrow as pa
-
     from stratus.settings import Settings
-    from stratus.stores.vectors import ChunkStore, TableSnapshot
+    from stratus.stores.vectors import ChunkStore
 
 SearchMode = Literal["hybrid", "vector", "keyword"]
 FusionMethod = Literal["rrf", "convex"]
@@ -206,88 +203,6 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray, lambda_: float, count:
     return chosen
 
 
-class _Rows:
-    """Hit rows by chunk_id: from the in-memory snapshot, the candidate tables, or one lookup query.
-
-    Only rows of `collection` are ever handed out, whatever the retrievers returned.
-    """
-
-    def __init__(self, snapshot: TableSnapshot | None, collection: str) -> None:
-        self._snapshot = snapshot
-        self._collection = collection
-        self._tables: list[tuple[pa.Table, dict[str, int]]] = []
-        self._fetched: dict[str, dict[str, Any]] = {}
-
-    def add(self, table: pa.Table) -> tuple[list[str], pa.Table]:
-        """Keep a retriever's rows (those of the collection); their ids and the rows kept, in order."""
-        ids: list[str] = table.column("chunk_id").to_pylist()
-        if "collection" in table.column_names:
-            owners = table.column("collection").to_pylist()
-            keep = [i for i, owner in enumerate(owners) if owner == self._collection]
-            if len(keep) != len(ids):
-                table = table.take(keep)
-                ids = [ids[i] for i in keep]
-        if self._snapshot is None:
-            self._tables.append((table, {cid: i for i, cid in enumerate(ids)}))
-        return ids, table
-
-    def has(self, chunk_id: str) -> bool:
-        if self._snapshot is not None and self._snapshot.has(chunk_id, self._collection):
-            return True
-        return chunk_id in self._fetched or any(chunk_id in index for _, index in self._tables)
-
-    def _local(self, chunk_id: str) -> dict[str, Any] | None:
-        if self._snapshot is not None:
-            found = self._snapshot.row(chunk_id, self._collection)
-            if found is not None:
-                return found
-        for table, index in self._tables:
-            i = index.get(chunk_id)
-            if i is not None:
-                return {name: table.column(name)[i].as_py() for name in present(table, HIT_COLUMNS)}
-        return self._fetched.get(chunk_id)
-
-    def fetch_missing(self, store_table: Any, chunk_ids: list[str]) -> None:
-        """Rows newer than the snapshot (committed after it was taken): one query for all of them."""
-        missing = [cid for cid in chunk_ids if not self.has(cid)]
-        if not missing:
-            return
-        listed = ", ".join("'" + cid.replace("'", "''") + "'" for cid in missing)
-        found = (
-            store_table.search()
-            .where(scoped(self._collection, f"chunk_id IN ({listed})"))
-            .select(present(store_table, [*HIT_COLUMNS, "vector"]))
-            .limit(len(missing))
-            .to_arrow()
-        )
-        for row in found.to_pylist():
-            if row.get("collection") == self._collection:
-                self._fetched[row["chunk_id"]] = row
-
-    def row(self, chunk_id: str) -> dict[str, Any]:
-        found = self._local(chunk_id)
-        if found is None:
-            raise KeyError(chunk_id)
-        return found
-
-    def vectors(self, chunk_ids: list[str]) -> np.ndarray:
-        out = []
-        for chunk_id in chunk_ids:
-            vector = self._snapshot.vector(chunk_id, self._collection) if self._snapshot is not None else None
-            if vector is None:
-                for table, index in self._tables:
-                    i = index.get(chunk_id)
-                    if i is not None:
-                        vector = np.asarray(table.column("vector")[i].values.to_numpy(zero_copy_only=False))
-                        break
-            if vector is None and chunk_id in self._fetched:
-                vector = np.asarray(self._fetched[chunk_id]["vector"], dtype=np.float32)
-            if vector is None:
-                raise KeyError(chunk_id)
-            out.append(vector)
-        return np.vstack(out).astype(np.float32) if out else np.empty((0, 0), dtype=np.float32)
-
-
 def _hit(
     row: dict[str, Any],
     score: float,
@@ -337,39 +252,31 @@ def search(
         raise RerankUnavailableError(
             "rerank: no cross-encoder is configured (set STRATUS_RERANK_MODEL_DIR), or send rerank: false"
         )
-    table = store.search_table(collection)
-    if table is None:
+    rows = store.reader(collection, with_vectors=request.mmr is not None)
+    if rows is None:
         raise CollectionNotFoundError(collection)
     compiled: CompiledFilter | None = None
     if request.filters:
-        compiled = compile_filter(request.filters, store.filter_fields, set(table.schema.names))
-    # The collection is in every retriever's prefilter, filters or not: rows of another collection
+        compiled = compile_filter(request.filters, store.filter_fields, rows.column_names)
+    # The reader confines every query to the collection, filters or not: rows of another collection
     # cannot be returned even from a table they should never have reached.
-    where = scoped(collection, compiled.where if compiled else None)
+    where = compiled.where if compiled else None
     depth = max(fusion.candidates, limit, fusion.rerank_candidates if request.rerank else 0)
-    snapshot = store.snapshot(table)
-    # With a snapshot, the retrievers return ids only and hits are read from memory.
-    columns = (
-        ["chunk_id", "collection"]
-        if snapshot is not None
-        else present(table, HIT_COLUMNS) + (["vector"] if request.mmr else [])
-    )
     degraded: list[str] = []
-    rows = _Rows(snapshot, collection)
     vector_ids: list[str] = []
     keyword_ids: list[str] = []
     vector_scores: list[float] = []
     keyword_scores: list[float] = []
     query_vector: np.ndarray | None = None
 
-    def keyword() -> pa.Table:
+    def keyword() -> tuple[list[str], list[float]]:
         t0 = time.perf_counter()
         try:
-            return store.keyword_query(table, request.query, depth, columns, where)
+            return rows.keyword(request.query, depth, where)
         finally:
             timings["keyword"] = _ms(t0)
 
-    pending: Future[pa.Table] | None = None
+    pending: Future[tuple[list[str], list[float]]] | None = None
     if request.mode in ("hybrid", "keyword"):
         pending = _POOL.submit(contextvars.copy_context().run, keyword) if request.mode == "hybrid" else None
     if request.mode in ("hybrid", "vector") or request.mmr:
@@ -384,21 +291,14 @@ def search(
     if request.mode in ("hybrid", "vector") and query_vector is not None:
         t0 = time.perf_counter()
         try:
-            if snapshot is not None and compiled is None:
-                vector_ids, vector_scores = snapshot.nearest(query_vector, depth, collection)
-            else:
-                found = store.vector_query(table, query_vector, depth, columns, where)
-                vector_ids, found = rows.add(found)
-                vector_scores = [1.0 - d for d in found.column("_distance").to_pylist()]
+            vector_ids, vector_scores = rows.nearest(query_vector, depth, where)
         except Exception:
             logger.exception("vector search failed", extra={"collection": collection})
             degraded.append("vector")
         timings["vector"] = _ms(t0)
     if request.mode in ("hybrid", "keyword"):
         try:
-            found = pending.result() if pending is not None else keyword()
-            keyword_ids, found = rows.add(found)
-            keyword_scores = found.column("_score").to_pylist()
+            keyword_ids, keyword_scores = pending.result() if pending is not None else keyword()
         except Exception:
             logger.exception("keyword search failed", extra={"collection": collection})
             degraded.append("keyword")
@@ -425,7 +325,7 @@ def search(
         )
     timings["fuse"] = _ms(t0)
     needed = max(limit * 4 if request.mmr else limit, fusion.rerank_candidates if request.rerank else 0)
-    rows.fetch_missing(table, [cid for cid, _ in scored[:needed]])
+    rows.load([cid for cid, _ in scored[:needed]])
     # A chunk deleted between retrieval and reading is dropped, not an error.
     scored = [pair for pair in scored[:needed] if rows.has(pair[0])]
     rerank_scores: dict[str, float] = {}

@@ -285,6 +285,117 @@ class TableSnapshot:
         return None if i is None or self._collections[i] != collection else self.vectors[i]
 
 
+class CollectionReader:
+    """One search's view of a collection's chunks: keyword and vector candidates, then their rows.
+
+    Reads from the in-memory copy when the store has one (the retrievers then return ids only),
+    else from the table; rows committed after the copy was taken are read in one query. Every query
+    is confined to the collection, and only its rows are ever handed out, whatever a retriever returned.
+    """
+
+    def __init__(self, store: ChunkStore, collection: str, table: Any, with_vectors: bool) -> None:
+        self._store = store
+        self._collection = collection
+        self._table = table
+        self._snapshot = store.snapshot(table)
+        self.column_names = set(table.schema.names)
+        self._columns = (
+            ["chunk_id", COLLECTION_COLUMN]
+            if self._snapshot is not None
+            else present(table, HIT_COLUMNS) + (["vector"] if with_vectors else [])
+        )
+        self._tables: list[tuple[pa.Table, dict[str, int]]] = []
+        self._fetched: dict[str, dict[str, Any]] = {}
+
+    def keyword(self, text: str, limit: int, where: str | None = None) -> tuple[list[str], list[float]]:
+        """Best chunks by the native full-text index (BM25): their ids and scores, best first."""
+        found = self._store.keyword_query(
+            self._table, text, limit, self._columns, scoped(self._collection, where)
+        )
+        ids, found = self._keep(found)
+        return ids, found.column("_score").to_pylist()
+
+    def nearest(
+        self, vector: np.ndarray, limit: int, where: str | None = None
+    ) -> tuple[list[str], list[float]]:
+        """Nearest chunks by cosine similarity: their ids and similarities, best first."""
+        if self._snapshot is not None and where is None:
+            return self._snapshot.nearest(vector, limit, self._collection)
+        found = self._store.vector_query(
+            self._table, vector, limit, self._columns, scoped(self._collection, where)
+        )
+        ids, found = self._keep(found)
+        return ids, [1.0 - d for d in found.column("_distance").to_pylist()]
+
+    def _keep(self, table: pa.Table) -> tuple[list[str], pa.Table]:
+        """Keep a retriever's rows (those of the collection); their ids and the rows kept, in order."""
+        ids: list[str] = table.column("chunk_id").to_pylist()
+        if COLLECTION_COLUMN in table.column_names:
+            owners = table.column(COLLECTION_COLUMN).to_pylist()
+            keep = [i for i, owner in enumerate(owners) if owner == self._collection]
+            if len(keep) != len(ids):
+                table = table.take(keep)
+                ids = [ids[i] for i in keep]
+        if self._snapshot is None:
+            self._tables.append((table, {cid: i for i, cid in enumerate(ids)}))
+        return ids, table
+
+    def has(self, chunk_id: str) -> bool:
+        """Whether the chunk's row is at hand (`load` reads those that are not)."""
+        if self._snapshot is not None and self._snapshot.has(chunk_id, self._collection):
+            return True
+        return chunk_id in self._fetched or any(chunk_id in index for _, index in self._tables)
+
+    def load(self, chunk_ids: list[str]) -> None:
+        """Read the rows not at hand (committed after the in-memory copy): one query for all of them."""
+        missing = [cid for cid in chunk_ids if not self.has(cid)]
+        if not missing:
+            return
+        listed = ", ".join(sql_string(cid) for cid in missing)
+        found = (
+            self._table.search()
+            .where(scoped(self._collection, f"chunk_id IN ({listed})"))
+            .select(present(self._table, [*HIT_COLUMNS, "vector"]))
+            .limit(len(missing))
+            .to_arrow()
+        )
+        for row in found.to_pylist():
+            if row.get(COLLECTION_COLUMN) == self._collection:
+                self._fetched[row["chunk_id"]] = row
+
+    def row(self, chunk_id: str) -> dict[str, Any]:
+        """The chunk's hit columns (KeyError when it is not at hand)."""
+        if self._snapshot is not None:
+            found = self._snapshot.row(chunk_id, self._collection)
+            if found is not None:
+                return found
+        for table, index in self._tables:
+            i = index.get(chunk_id)
+            if i is not None:
+                return {name: table.column(name)[i].as_py() for name in present(table, HIT_COLUMNS)}
+        if chunk_id in self._fetched:
+            return self._fetched[chunk_id]
+        raise KeyError(chunk_id)
+
+    def vectors(self, chunk_ids: list[str]) -> np.ndarray:
+        """The chunks' stored vectors, one row each (KeyError when one is not at hand)."""
+        out = []
+        for chunk_id in chunk_ids:
+            vector = self._snapshot.vector(chunk_id, self._collection) if self._snapshot is not None else None
+            if vector is None:
+                for table, index in self._tables:
+                    i = index.get(chunk_id)
+                    if i is not None:
+                        vector = np.asarray(table.column("vector")[i].values.to_numpy(zero_copy_only=False))
+                        break
+            if vector is None and chunk_id in self._fetched:
+                vector = np.asarray(self._fetched[chunk_id]["vector"], dtype=np.float32)
+            if vector is None:
+                raise KeyError(chunk_id)
+            out.append(vector)
+        return np.vstack(out).astype(np.float32) if out else np.empty((0, 0), dtype=np.float32)
+
+
 class ChunkStore:
     """Chunk tables in one LanceDB database; tables stay open across calls."""
 
@@ -528,6 +639,11 @@ class ChunkStore:
             name=f"watch-{collection}",
             daemon=True,
         ).start()
+
+    def reader(self, collection: str, *, with_vectors: bool = False) -> CollectionReader | None:
+        """One search's reader of `collection` (None: no such collection); `with_vectors` for MMR."""
+        table = self.search_table(collection)
+        return None if table is None else CollectionReader(self, collection, table, with_vectors)
 
     def snapshot(self, table: Any, *, aside: bool = True) -> TableSnapshot | None:
         """The in-memory copy of the table, when it is small and has no ANN index (else None).
