@@ -63,7 +63,7 @@ def write_sample_table() -> None:
     from stratus import services
     from stratus.embedding.encoder import get_encoder
     from stratus.models import Chunk, ChunkBatch, make_chunk_id, make_doc_id
-    from stratus.pipeline.embed import chunk_rows
+    from stratus.stores.schema import chunk_rows
 
     text = "Cold starts are measured against this chunk."
     doc_id = make_doc_id("coldstart", "sample.md")

@@ -20,7 +20,7 @@ from fakes.env import restore_environment
 from fakes.openai_server import FakeOpenAI, Step, answer, status
 
 from stratus import services
-from stratus.pipeline.embed import chunk_rows
+from stratus.stores.schema import chunk_rows
 from stratus_tools.local.stack import LocalStack, free_port
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from fakes.slow_llm import SlowLLM
 
 from stratus import services
 from stratus.access.auth import create_key
-from stratus.pipeline.embed import chunk_rows
+from stratus.stores.schema import chunk_rows
 from stratus_tools.local.stack import LocalStack, free_port
 
 pytestmark = pytest.mark.integration

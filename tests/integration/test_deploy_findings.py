@@ -155,7 +155,7 @@ def _write_table(collection: str, documents: int) -> None:
 
     from stratus import services
     from stratus.models import Chunk, ChunkBatch
-    from stratus.pipeline.embed import chunk_rows
+    from stratus.stores.schema import chunk_rows
 
     rng = np.random.default_rng(3)
     for doc in range(documents):

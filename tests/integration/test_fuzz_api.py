@@ -18,7 +18,7 @@ from schemathesis.specs.openapi.checks import (
 
 from stratus import services
 from stratus.api.app import create_app
-from stratus.pipeline.embed import chunk_rows
+from stratus.stores.schema import chunk_rows
 from stratus_tools.benchmarks import create_admin_key
 from stratus_tools.local.stack import LocalStack, free_port
 

@@ -221,7 +221,8 @@ def test_index_handler_gives_up_on_the_last_attempt_and_a_redrive_resumes(idle_s
     # given an EMBEDDED document whose staged vectors cannot be read yet (a transient fault)
     import numpy as np
 
-    from stratus.pipeline.embed import chunk_rows, to_parquet
+    from stratus.pipeline.embed import to_parquet
+    from stratus.stores.schema import chunk_rows
 
     batch = ChunkBatch(
         collection="giveup",

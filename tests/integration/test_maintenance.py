@@ -9,8 +9,8 @@ import pytest
 
 from stratus import services
 from stratus.models import Chunk, ChunkBatch
-from stratus.pipeline.embed import chunk_rows
 from stratus.settings import get_settings
+from stratus.stores.schema import chunk_rows
 from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ from fakes.env import restore_environment
 
 from stratus import services
 from stratus.access.auth import create_key
-from stratus.pipeline.embed import chunk_rows
 from stratus.settings import get_settings
+from stratus.stores.schema import chunk_rows
 from stratus_tools.cli import main
 from stratus_tools.local.stack import LocalStack
 from stratus_tools.remote import OUTPUT_SETTINGS, StackNotFoundError, StackOutputs, stack_environment

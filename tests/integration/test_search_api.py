@@ -14,9 +14,9 @@ import pytest
 from fakes.chunks import single_chunk_batch
 
 from stratus import services
-from stratus.pipeline.embed import chunk_rows
 from stratus.stores import aws
 from stratus.stores.replica import TableReplica
+from stratus.stores.schema import chunk_rows
 from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration

@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow as pa
 
 from stratus.models import Chunk, ChunkBatch
-from stratus.pipeline.embed import chunk_rows
-from stratus.stores.vectors import COLLECTION_COLUMN, LATER_COLUMNS, ChunkStore, table_schema
+from stratus.stores.schema import COLLECTION_COLUMN, LATER_COLUMNS, chunk_rows, table_schema
+from stratus.stores.vectors import ChunkStore
 
 DIM = 4
 

@@ -119,7 +119,7 @@ def test_search_reranks_the_fused_candidates(reranker_dir: Path, tmp_path: Path)
     import pyarrow as pa
     from test_search import BagOfWords, batch_for
 
-    from stratus.pipeline.embed import chunk_rows
+    from stratus.stores.schema import chunk_rows
 
     encoder = BagOfWords()
     docs: list[Any] = [

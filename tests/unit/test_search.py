@@ -14,7 +14,6 @@ import pytest
 from fakes.chunks import single_chunk_batch
 
 from stratus.models import ChunkBatch, make_doc_id
-from stratus.pipeline.embed import chunk_rows
 from stratus.retrieval.filters import FilterError
 from stratus.retrieval.search import (
     CollectionNotFoundError,
@@ -26,6 +25,7 @@ from stratus.retrieval.search import (
     reciprocal_rank_fusion,
     search,
 )
+from stratus.stores.schema import chunk_rows
 from stratus.stores.vectors import ChunkStore, TableSnapshot
 
 DIM = 64

@@ -17,13 +17,12 @@ from hypothesis import strategies as st
 
 from stratus.errors import PermanentError
 from stratus.models import ChunkBatch
-from stratus.pipeline.embed import chunk_rows
 from stratus.retrieval.search import FusionConfig, SearchRequest, search
+from stratus.stores.schema import chunk_rows, chunk_schema
 from stratus.stores.vectors import (
     LEGACY_PREFIX,
     ChunkStore,
     StoreUnavailableError,
-    chunk_schema,
     collection_for_table,
     generation_for_table,
     table_name_for,

@@ -162,8 +162,7 @@ def build_index(
 
     from stratus.ingest.chunking import chunk_document
     from stratus.models import ChunkBatch, ParsedDocument, Section
-    from stratus.pipeline.common import embed_text
-    from stratus.pipeline.embed import chunk_rows
+    from stratus.stores.schema import chunk_rows, embed_text
     from stratus.stores.vectors import ChunkStore
 
     store = ChunkStore(str(db_dir))

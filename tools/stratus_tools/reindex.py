@@ -165,8 +165,7 @@ class Reindexer:
     ) -> int:
         import pyarrow as pa
 
-        from stratus.pipeline.common import embed_text
-        from stratus.pipeline.embed import chunk_rows
+        from stratus.stores.schema import chunk_rows, embed_text
 
         texts = [embed_text(b.title, c.section, c.text) for b in batches for c in b.chunks]
         vectors = self._encoder().embed_documents(texts)

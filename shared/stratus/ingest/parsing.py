@@ -28,6 +28,7 @@ from stratus.ingest import formats
 from stratus.ingest.html import parse_html
 from stratus.ingest.text import SectionBuilder, decode_text, file_stem, normalize_text
 from stratus.models import ParsedDocument, Section
+from stratus.stores.schema import RESERVED_METADATA_KEYS
 
 logger = logging.getLogger(__name__)
 
@@ -555,14 +556,6 @@ MAX_METADATA_VALUE_CHARS = 2048
 MAX_SIDECAR_BYTES = 64 * 1024
 # Used with fullmatch: `match` with `$` would accept a trailing newline ("name\n").
 METADATA_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
-# Names of the chunk table's own columns: a metadata key becomes a column and must not shadow them.
-RESERVED_METADATA_KEYS = frozenset(
-    {
-        "chunk_id", "doc_id", "collection", "source", "title", "section", "text", "position", "page",
-        "token_count", "content_sha256", "vector", "metadata", "metadata_json", "fts_text", "_distance",
-        "_score", "_relevance_score", "_rowid",
-    }
-)  # fmt: skip
 
 MetadataValue = str | int | float | bool
 

@@ -37,12 +37,6 @@ def read_stage_output(blobs: BlobStore, message: StageMessage) -> bytes | None:
         raise PermanentError(f"the message's payload is not base64: {error}") from error
 
 
-def embed_text(title: str, section: str, text: str) -> str:
-    """What the encoder and the full-text index see: the chunk with its title and heading path."""
-    context = " > ".join(part for part in (title, section) if part)
-    return f"{context}\n{text}" if context else text
-
-
 def dump_chunk_batch(batch: ChunkBatch) -> bytes:
     """Serialise the fetch stage's output (gzip JSON: no pyarrow in the fetch function)."""
     return gzip.compress(batch.model_dump_json().encode(), compresslevel=5)

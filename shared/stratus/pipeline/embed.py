@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -16,7 +15,6 @@ from stratus.lifecycle import DocumentLifecycle
 from stratus.models import ChunkBatch, DocumentStatus, StageMessage
 from stratus.observability import MetricName, emit_metric, logger
 from stratus.pipeline.common import (
-    embed_text,
     inline_payload,
     load_chunk_batch,
     read_stage_output,
@@ -29,6 +27,7 @@ from stratus.pipeline.sqs import (
     map_concurrently,
     read_records,
 )
+from stratus.stores.schema import chunk_rows, embed_text
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -46,52 +45,6 @@ class DocumentEncoder(Protocol):
     def dimension(self) -> int: ...
 
     def embed_documents(self, texts: list[str]) -> np.ndarray: ...
-
-
-def chunk_rows(
-    batch: ChunkBatch, vectors: np.ndarray, filter_fields: dict[str, str] | None = None
-) -> pa.Table:
-    """The chunk table rows of one document version, vectors included.
-
-    Declared filter fields (`filter_fields`, default STRATUS_FILTER_FIELDS) are promoted from the
-    document's metadata to typed m_<name> columns; a value that does not fit the type is null.
-    """
-    import pyarrow as pa
-
-    from stratus.fields import coerce_value, column_for
-    from stratus.stores.vectors import chunk_schema
-
-    if filter_fields is None:
-        from stratus.settings import get_settings
-
-        filter_fields = get_settings().filter_fields
-    n = len(batch.chunks)
-    metadata_json = json.dumps(batch.metadata, sort_keys=True)
-    columns: dict[str, list[object]] = {
-        "chunk_id": [c.chunk_id for c in batch.chunks],
-        "doc_id": [batch.doc_id] * n,
-        "source": [batch.source] * n,
-        "title": [batch.title] * n,
-        "section": [c.section for c in batch.chunks],
-        "page": [c.page for c in batch.chunks],
-        "sheet": [c.sheet for c in batch.chunks],
-        "row_start": [c.row_start for c in batch.chunks],
-        "row_end": [c.row_end for c in batch.chunks],
-        "position": [c.position for c in batch.chunks],
-        "token_count": [c.token_count for c in batch.chunks],
-        "text": [c.text for c in batch.chunks],
-        "fts_text": [embed_text(batch.title, c.section, c.text) for c in batch.chunks],
-        "content_sha256": [batch.content_sha256] * n,
-        "metadata_json": [metadata_json] * n,
-    }
-    for name, kind in filter_fields.items():
-        columns[column_for(name)] = [coerce_value(kind, batch.metadata.get(name))] * n
-    dimension = vectors.shape[1]
-    schema = chunk_schema(dimension, filter_fields)
-    arrays = [pa.array(columns[f.name], type=f.type) for f in schema if f.name != "vector"]
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
-    arrays.append(pa.FixedSizeListArray.from_arrays(flat, dimension))
-    return pa.Table.from_arrays(arrays, schema=schema)
 
 
 @dataclass

@@ -24,6 +24,16 @@ import numpy as np
 
 from stratus.errors import TransientError
 from stratus.models import COLLECTION_PATTERN, check_collection_name
+from stratus.stores.schema import (
+    COLLECTION_COLUMN,
+    FTS_COLUMN,
+    HIT_COLUMNS,
+    LATER_COLUMNS,
+    SCALAR_COLUMNS,
+    metadata_field,
+    present,
+    table_schema,
+)
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -40,77 +50,11 @@ def handle_interval_s(read_consistency_s: float, memory_max_rows: int) -> float:
     return read_consistency_s / 2 if memory_max_rows > 0 else read_consistency_s
 
 
-FTS_COLUMN = "fts_text"
-COLLECTION_COLUMN = "collection"
 TABLE_PREFIX = "chunks-"
 # The first layout's prefix: `a-b` and `a_b` both became chunks_a_b (see stratus_tools.migration).
 LEGACY_PREFIX = "chunks_"
 # LanceDB's own answer when a table is absent; every other ValueError is a fault of the store.
 _NOT_FOUND = re.compile(r"Table '[^']*' was not found")
-SCALAR_COLUMNS = [
-    "chunk_id",
-    "doc_id",
-    COLLECTION_COLUMN,
-    "source",
-    "title",
-    "section",
-    "page",
-    "sheet",
-    "row_start",
-    "row_end",
-    "position",
-    "token_count",
-    "text",
-    "content_sha256",
-    "metadata_json",
-]
-
-
-def metadata_field(name: str, kind: str) -> pa.Field:
-    """The typed column of a declared filter field (``m_<name>``)."""
-    import pyarrow as pa
-
-    from stratus.fields import column_for
-
-    types = {"string": pa.string(), "int": pa.int64(), "float": pa.float64(), "bool": pa.bool_()}
-    return pa.field(column_for(name), types[kind])
-
-
-def chunk_schema(dimension: int, filter_fields: Mapping[str, str] | None = None) -> pa.Schema:
-    """The Arrow schema of a collection's chunk table; declared filter fields become m_<name> columns."""
-    import pyarrow as pa
-
-    return pa.schema(
-        [
-            pa.field("chunk_id", pa.string(), nullable=False),
-            pa.field("doc_id", pa.string(), nullable=False),
-            pa.field("source", pa.string()),
-            pa.field("title", pa.string()),
-            pa.field("section", pa.string()),
-            pa.field("page", pa.int32()),
-            pa.field("sheet", pa.string()),
-            pa.field("row_start", pa.int32()),
-            pa.field("row_end", pa.int32()),
-            pa.field("position", pa.int32()),
-            pa.field("token_count", pa.int32()),
-            pa.field("text", pa.string()),
-            pa.field(FTS_COLUMN, pa.string()),
-            pa.field("content_sha256", pa.string()),
-            pa.field("metadata_json", pa.string()),
-            *(metadata_field(name, kind) for name, kind in sorted((filter_fields or {}).items())),
-            pa.field("vector", pa.list_(pa.float32(), dimension)),
-        ]
-    )
-
-
-def table_schema(dimension: int, filter_fields: Mapping[str, str] | None = None) -> pa.Schema:
-    """The schema of a collection's LanceDB table: the chunk schema plus the collection of each row."""
-    import pyarrow as pa
-
-    schema = chunk_schema(dimension, filter_fields)
-    return schema.insert(2, pa.field(COLLECTION_COLUMN, pa.string(), nullable=False))
-
-
 # `stratus reindex` builds generation N>0 of a collection as ``chunks-<collection>.g<N>``: "." is
 # outside the collection alphabet, so (collection, generation) -> name stays injective.
 _GENERATION_RE = re.compile(r"\.g([1-9][0-9]{0,8})$")
@@ -183,34 +127,6 @@ def storage_options_for(
         options["allow_http"] = "true" if endpoint_url.startswith("http://") else "false"
         options["aws_virtual_hosted_style_request"] = "false"
     return options
-
-
-HIT_COLUMNS = [
-    "chunk_id",
-    "doc_id",
-    COLLECTION_COLUMN,
-    "source",
-    "title",
-    "section",
-    "page",
-    "sheet",
-    "row_start",
-    "row_end",
-    "text",
-    "metadata_json",
-]
-
-
-# Columns added after tables were first created (issue 15): a table made before lacks them, so reads
-# select only the columns a table has and its hits show None there; the index stage adds them.
-LATER_COLUMNS = ("sheet", "row_start", "row_end")
-
-
-def present(table: Any, columns: Sequence[str]) -> list[str]:
-    """`columns` less the later-added ones that this table (or Arrow schema) does not have."""
-    schema = getattr(table, "schema", table)
-    names = set(schema.names)
-    return [c for c in columns if c in names or c not in LATER_COLUMNS]
 
 
 class TableSnapshot:
