@@ -1,4 +1,8 @@
-"""Shared FastAPI dependencies and path parameters: settings, API keys, roles and rate limits."""
+"""Shared FastAPI dependencies and path parameters: settings, stores, API keys, roles and rate limits.
+
+Routes declare the stores they use (`Documents`, `Chunks`, ...) instead of reaching for them, so a
+test can swap one with `app.dependency_overrides[<its function>]`.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +14,17 @@ from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
+from stratus import services
+from stratus.access.audit import AuditLog
 from stratus.access.auth import ForbiddenError, Principal, Role, UnauthenticatedError, authorize
 from stratus.errors import TransientError
 from stratus.models import COLLECTION_PATTERN
 from stratus.observability import MetricName, emit_metric
 from stratus.settings import Settings, get_settings
+from stratus.stores.collections import CollectionSettingsStore
+from stratus.stores.documents import DocumentTable
+from stratus.stores.feedback import FeedbackTable
+from stratus.stores.vectors import ChunkStore
 
 CollectionName = Annotated[str, Path(pattern=COLLECTION_PATTERN.pattern, description="Collection name.")]
 DocumentId = Annotated[str, Path(pattern=r"^[0-9a-f]{32}$", description="Document id.")]
@@ -64,13 +74,43 @@ def settings_dep() -> Settings:
     return get_settings()
 
 
+def document_table_dep() -> DocumentTable:
+    """The documents table (the status of every document)."""
+    return services.document_table()
+
+
+def chunk_store_dep() -> ChunkStore:
+    """The chunk store (every collection's chunk table)."""
+    return services.chunk_store()
+
+
+def collection_settings_dep() -> CollectionSettingsStore:
+    """Per-collection settings (chunking)."""
+    return services.collection_settings()
+
+
+def audit_log_dep() -> AuditLog:
+    """The audit log of administrative actions."""
+    return services.audit_log()
+
+
+def feedback_table_dep() -> FeedbackTable:
+    """The feedback table (ratings of answers and hits)."""
+    return services.feedback_table()
+
+
+Documents = Annotated[DocumentTable, Depends(document_table_dep)]
+Chunks = Annotated[ChunkStore, Depends(chunk_store_dep)]
+CollectionSettingsDep = Annotated[CollectionSettingsStore, Depends(collection_settings_dep)]
+Feedback = Annotated[FeedbackTable, Depends(feedback_table_dep)]
+Audit = Annotated[AuditLog, Depends(audit_log_dep)]
+
+
 def principal_dep(
     api_key: Annotated[str | None, Security(api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_token)],
 ) -> Principal:
     """The verified key of the request, after its rate limit; 401, 429 or 503 otherwise."""
-    from stratus import services
-
     key = api_key or (bearer.credentials if bearer is not None else None)
     try:
         principal = services.key_verifier().verify(key)

@@ -12,7 +12,10 @@ from stratus.api.deps import (
     AUTH_RESPONSES,
     AdminKey,
     AnyKey,
+    Chunks,
     CollectionName,
+    Documents,
+    Feedback,
     ReadKey,
     error_response,
     settings_dep,
@@ -122,16 +125,17 @@ class CollectionStats(BaseModel):
     response_model=CollectionStats,
     responses={404: error_response("unknown collection")},
 )
-def collection_stats(collection: CollectionName, principal: ReadKey) -> CollectionStats:
+def collection_stats(
+    collection: CollectionName, principal: ReadKey, store: Chunks, documents: Documents
+) -> CollectionStats:
     """Chunk and document counts and the time of the latest document change."""
-    from stratus import services
     from stratus.console.operations import documents_by_status
 
-    table = services.chunk_store().open(collection)
-    by_status = documents_by_status(services.document_table(), [collection])[collection]
+    table = store.open(collection)
+    by_status = documents_by_status(documents, [collection])[collection]
     if table is None and not by_status:
         raise HTTPException(404, f"collection {collection!r} does not exist")
-    records, _ = services.document_table().list(collection, 1000, None)
+    records, _ = documents.list(collection, 1000, None)
     last = max((r.updated_at for r in records if r.updated_at), default=None)
     return CollectionStats(
         collection=collection,
@@ -155,13 +159,14 @@ class FeedbackStored(BaseModel):
     response_model=FeedbackStored,
     responses={422: error_response("invalid feedback; detail names the field")},
 )
-def post_feedback(collection: CollectionName, body: FeedbackRequest, principal: ReadKey) -> FeedbackStored:
+def post_feedback(
+    collection: CollectionName, body: FeedbackRequest, principal: ReadKey, feedback: Feedback
+) -> FeedbackStored:
     """Rate an answer or a hit (thumbs up/down, optional comment); `stratus feedback export` reads these."""
-    from stratus import services
     from stratus.console.feedback import submit
 
     try:
-        record = submit(services.feedback_table(), collection, principal.key_id, body)
+        record = submit(feedback, collection, principal.key_id, body)
     except ValueError as error:
         raise HTTPException(422, str(error)) from error
     return FeedbackStored(feedback_id=record.feedback_id, created_at=record.created_at)
@@ -169,14 +174,15 @@ def post_feedback(collection: CollectionName, body: FeedbackRequest, principal: 
 
 @router.get("/v1/collections/{collection}/feedback")
 def list_feedback(
-    collection: CollectionName, principal: AdminKey, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    collection: CollectionName,
+    principal: AdminKey,
+    feedback: Feedback,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> dict[str, list[dict[str, Any]]]:
     """The newest feedback of a collection (admin keys)."""
-    from stratus import services
-
     if not principal.covers(collection):
         raise HTTPException(403, f"key {principal.key_id} may not use collection {collection!r}")
-    return {"feedback": [r.to_public() for r in services.feedback_table().latest(collection, limit)]}
+    return {"feedback": [r.to_public() for r in feedback.latest(collection, limit)]}
 
 
 def _queue_urls(settings: Settings) -> dict[str, str | None]:
@@ -188,19 +194,23 @@ def _queue_urls(settings: Settings) -> dict[str, str | None]:
 
 
 @router.get("/v1/operations")
-def operations(principal: AdminKey, settings: Annotated[Settings, Depends(settings_dep)]) -> dict[str, Any]:
+def operations(
+    principal: AdminKey,
+    settings: Annotated[Settings, Depends(settings_dep)],
+    store: Chunks,
+    documents: Documents,
+) -> dict[str, Any]:
     """Queue and DLQ depths, documents per status, request counts and p50/p95 latencies (admin keys)."""
-    from stratus import services
     from stratus.console import operations as ops
     from stratus.console.metrics import recorder
     from stratus.stores import aws
 
-    collections = [c for c in services.chunk_store().collections() if principal.covers(c)]
+    collections = [c for c in store.collections() if principal.covers(c)]
     return ops.snapshot(
         recorder(settings.console_metrics_samples),
         aws.client("sqs"),
         _queue_urls(settings),
-        services.document_table(),
+        documents,
         collections,
     )
 
@@ -245,6 +255,9 @@ def redrive_dlq(
     return {"stage": stage, "moved": moved, "failed": failed}
 
 
+CHUNK_FIELDS = ("chunk_id", "doc_id", "source", "title", "section", "page", "position", "text")
+
+
 @router.get(
     "/v1/collections/{collection}/chunks/{chunk_id}",
     responses={404: error_response("no such chunk in the collection")},
@@ -253,26 +266,10 @@ def get_chunk(
     collection: CollectionName,
     chunk_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_:#.-]{1,200}$")],
     principal: ReadKey,
+    store: Chunks,
 ) -> dict[str, Any]:
     """One chunk's text and place (what a citation opens): source, title, section, page, position."""
-    from stratus import services
-    from stratus.stores.vectors import sql_string
-
-    table = services.chunk_store().open(collection)
-    rows = (
-        []
-        if table is None
-        else (
-            table.search()
-            .where(f"chunk_id = {sql_string(chunk_id)}")
-            .select(["chunk_id", "doc_id", "source", "title", "section", "page", "position", "text"])
-            .limit(1)
-            .to_list()
-        )
-    )
-    if not rows:
+    found = store.chunk(collection, chunk_id, CHUNK_FIELDS)
+    if found is None:
         raise HTTPException(404, f"chunk {chunk_id!r} not found in {collection!r}")
-    return {
-        k: rows[0].get(k)
-        for k in ("chunk_id", "doc_id", "source", "title", "section", "page", "position", "text")
-    }
+    return {k: found.get(k) for k in CHUNK_FIELDS}

@@ -12,8 +12,11 @@ from stratus.api.deps import (
     AUTH_RESPONSES,
     READ_ACCESS,
     WRITE_ACCESS,
+    Audit,
     CollectionName,
+    CollectionSettingsDep,
     DocumentId,
+    Documents,
     WriteKey,
     error_response,
 )
@@ -46,12 +49,12 @@ def list_documents(
     collection: CollectionName,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: Annotated[str | None, Query(max_length=2048)] = None,
+    *,
+    documents: Documents,
 ) -> DocumentsPage:
     """Status of a collection's documents, one page at a time."""
-    from stratus import services
-
     try:
-        records, next_cursor = services.document_table().list(collection, limit, cursor)
+        records, next_cursor = documents.list(collection, limit, cursor)
     except ValueError as error:
         raise HTTPException(400, "cursor: not a cursor this API returned") from error
     return DocumentsPage(documents=[r.to_public() for r in records], next_cursor=next_cursor)
@@ -62,11 +65,9 @@ def list_documents(
     dependencies=[READ_ACCESS],
     responses={404: error_response("no such document in the collection")},
 )
-def get_document(collection: CollectionName, doc_id: DocumentId) -> dict[str, Any]:
+def get_document(collection: CollectionName, doc_id: DocumentId, documents: Documents) -> dict[str, Any]:
     """Status, chunk count, error and timings of one document."""
-    from stratus import services
-
-    record = services.document_table().get(collection, doc_id)
+    record = documents.get(collection, doc_id)
     if record is None:
         raise HTTPException(404, f"document {doc_id} not found in {collection!r}")
     return record.to_public()
@@ -124,14 +125,15 @@ def create_upload(collection: CollectionName, body: UploadRequest) -> UploadTick
         409: error_response("the document cannot be deleted in its current state"),
     },
 )
-def delete_document(collection: CollectionName, doc_id: DocumentId, principal: WriteKey) -> DeleteResponse:
+def delete_document(
+    collection: CollectionName, doc_id: DocumentId, principal: WriteKey, audit: Audit
+) -> DeleteResponse:
     """Delete the inbox object (the S3 event removes the chunks) or, for a URL, mark it DELETED."""
-    from stratus import services
     from stratus.access.audit import key_actor
     from stratus.ingest.submission import documents_api
 
     actor, target = key_actor(principal.key_id), f"{collection}/{doc_id}"
-    with services.audit_log().audited(actor, "document.delete", target, collection) as note:
+    with audit.audited(actor, "document.delete", target, collection) as note:
         try:
             result = documents_api().delete(collection, doc_id)
         except FieldError as error:
@@ -155,11 +157,11 @@ class CollectionSettingsBody(BaseModel):
     response_model=CollectionSettingsBody,
     dependencies=[READ_ACCESS],
 )
-def get_collection_settings(collection: CollectionName) -> CollectionSettingsBody:
+def get_collection_settings(
+    collection: CollectionName, store: CollectionSettingsDep
+) -> CollectionSettingsBody:
     """The collection's chunking settings (defaults when none were set)."""
-    from stratus import services
-
-    return CollectionSettingsBody(**services.collection_settings().get(collection).to_public())
+    return CollectionSettingsBody(**store.get(collection).to_public())
 
 
 @router.put(
@@ -168,12 +170,11 @@ def get_collection_settings(collection: CollectionName) -> CollectionSettingsBod
     dependencies=[WRITE_ACCESS],
 )
 def put_collection_settings(
-    collection: CollectionName, body: CollectionSettingsBody
+    collection: CollectionName, body: CollectionSettingsBody, store: CollectionSettingsDep
 ) -> CollectionSettingsBody:
     """Set the collection's chunking; documents ingested from now on use it."""
-    from stratus import services
     from stratus.stores.collections import CollectionSettings
 
     settings = CollectionSettings(**body.model_dump())
-    services.collection_settings().put(collection, settings)
+    store.put(collection, settings)
     return CollectionSettingsBody(**settings.to_public())

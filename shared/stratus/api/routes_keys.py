@@ -12,7 +12,7 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
 from stratus.access.auth import MAX_BURST, MAX_RATE_PER_S, Principal, Role, principal_of
-from stratus.api.deps import AUTH_RESPONSES, AdminKey, error_response
+from stratus.api.deps import AUTH_RESPONSES, AdminKey, Audit, error_response
 from stratus.stores.keys import KeyRecord
 
 router = APIRouter(tags=["keys"], responses=AUTH_RESPONSES)
@@ -107,13 +107,12 @@ def _is_last_admin(record: KeyRecord, records: list[KeyRecord]) -> bool:
         502: error_response("API Gateway could not take the key: none was made, or it was revoked"),
     },
 )
-def create(body: KeyCreateRequest, principal: AdminKey, request: Request) -> CreatedKey:
+def create(body: KeyCreateRequest, principal: AdminKey, request: Request, audit: Audit) -> CreatedKey:
     """Create a key (and its API Gateway key, on AWS); the response carries the plaintext key once."""
-    from stratus import services
     from stratus.access.audit import key_actor
 
     scope = ",".join(sorted(set(body.collections)))
-    with services.audit_log().audited(key_actor(principal.key_id), "key.create", "(new key)", scope) as note:
+    with audit.audited(key_actor(principal.key_id), "key.create", "(new key)", scope) as note:
         created = _create(body, principal, request)
         note.target = created.key_id
         note.detail = (
@@ -191,12 +190,11 @@ def list_keys(principal: AdminKey) -> KeyList:
         502: error_response("the key is revoked, but its API Gateway key is not disabled yet; retry"),
     },
 )
-def revoke(key_id: KeyId, principal: AdminKey, request: Request) -> KeyInfo:
+def revoke(key_id: KeyId, principal: AdminKey, request: Request, audit: Audit) -> KeyInfo:
     """Revoke a key and its gateway key: refused here at once, elsewhere within STRATUS_API_KEY_CACHE_S."""
-    from stratus import services
     from stratus.access.audit import key_actor
 
-    with services.audit_log().audited(key_actor(principal.key_id), "key.revoke", key_id) as note:
+    with audit.audited(key_actor(principal.key_id), "key.revoke", key_id) as note:
         revoked = _revoke(key_id, principal, request)
         note.collection = ",".join(revoked.collections)
         note.detail = f"name {revoked.name!r}; collections {','.join(revoked.collections)}"

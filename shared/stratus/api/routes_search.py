@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from stratus.api.deps import (
     AUTH_RESPONSES,
     READ_ACCESS,
+    Chunks,
     CollectionName,
     ReadKey,
     error_response,
@@ -30,11 +31,9 @@ router = APIRouter(tags=["search"], responses=AUTH_RESPONSES)
 
 
 @router.get("/v1/collections")
-def list_collections(principal: ReadKey) -> dict[str, list[str]]:
+def list_collections(principal: ReadKey, store: Chunks) -> dict[str, list[str]]:
     """Collections that hold indexed chunks, of those the key may read."""
-    from stratus import services
-
-    return {"collections": [c for c in services.chunk_store().collections() if principal.covers(c)]}
+    return {"collections": [c for c in store.collections() if principal.covers(c)]}
 
 
 @router.post(
@@ -54,9 +53,9 @@ def search_collection(
     collection: CollectionName,
     body: SearchRequest,
     settings: Annotated[Settings, Depends(settings_dep)],
+    store: Chunks,
 ) -> SearchResponse:
     """Hybrid (full-text + vector) search over one collection, with optional filters, rerank and MMR."""
-    from stratus import services
     from stratus.embedding.encoder import get_encoder
     from stratus.retrieval.rerank import get_reranker
 
@@ -65,7 +64,7 @@ def search_collection(
         raise HTTPException(422, problem)
     try:
         return search(
-            services.chunk_store(),
+            store,
             get_encoder(),
             collection,
             body,

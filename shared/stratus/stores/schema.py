@@ -38,20 +38,8 @@ SCALAR_COLUMNS = [
     "metadata_json",
 ]
 
-HIT_COLUMNS = [
-    "chunk_id",
-    "doc_id",
-    COLLECTION_COLUMN,
-    "source",
-    "title",
-    "section",
-    "page",
-    "sheet",
-    "row_start",
-    "row_end",
-    "text",
-    "metadata_json",
-]
+# What a search hit shows of a chunk (the scalar columns less its bookkeeping).
+HIT_COLUMNS = [c for c in SCALAR_COLUMNS if c not in ("position", "token_count", "content_sha256")]
 
 
 # Columns added after tables were first created (issue 15): a table made before lacks them, so reads

@@ -443,6 +443,20 @@ class ChunkStore:
         """Tables of the first layout still waiting for `stratus migrate-tables`."""
         return [n for n in self.table_names() if n.startswith(LEGACY_PREFIX)]
 
+    def chunk(self, collection: str, chunk_id: str, columns: Sequence[str]) -> dict[str, Any] | None:
+        """One chunk's `columns`, or None when the collection has no such chunk."""
+        table = self.open(collection)
+        if table is None:
+            return None
+        rows: list[dict[str, Any]] = (
+            table.search()
+            .where(scoped(collection, f"chunk_id = {sql_string(chunk_id)}"))
+            .select(list(columns))
+            .limit(1)
+            .to_list()
+        )
+        return rows[0] if rows else None
+
     def vectors_for_documents(
         self, collection: str, doc_ids: Sequence[str]
     ) -> dict[str, dict[str, np.ndarray]]:

@@ -1,0 +1,68 @@
+"""Routes take their stores as FastAPI dependencies: a test swaps one without touching the environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi.testclient import TestClient
+
+from stratus.access.auth import Principal, Role
+from stratus.api.app import create_app
+from stratus.api.deps import document_table_dep, principal_dep
+from stratus.models import DocumentStatus
+from stratus.stores.documents import DocumentRecord
+
+DOC_ID = "0" * 31 + "1"
+
+
+class OneDocument:
+    """A documents table that holds one record (what the route reads of the real one)."""
+
+    def __init__(self, record: DocumentRecord) -> None:
+        self.record = record
+        self.asked: list[tuple[str, str]] = []
+
+    def get(self, collection: str, doc_id: str) -> DocumentRecord | None:
+        self.asked.append((collection, doc_id))
+        return self.record if (collection, doc_id) == (self.record.collection, self.record.doc_id) else None
+
+
+def reader(collection: str) -> Principal:
+    return Principal(key_id="k" * 12, name="reader", collections=(collection,), roles=frozenset({Role.READ}))
+
+
+def test_a_route_reads_the_documents_table_it_is_given() -> None:
+    # given the app with its documents table and its key check overridden
+    app = create_app()
+    table = OneDocument(
+        DocumentRecord(collection="docs", doc_id=DOC_ID, source="a.md", status=DocumentStatus.INDEXED)
+    )
+    overrides: dict[Any, Any] = {document_table_dep: lambda: table, principal_dep: lambda: reader("docs")}
+    app.dependency_overrides.update(overrides)
+    client = TestClient(app)
+
+    # when the document and an absent one are asked for
+    found = client.get(f"/v1/collections/docs/documents/{DOC_ID}")
+    absent = client.get(f"/v1/collections/docs/documents/{'f' * 32}")
+
+    # then the route answered from the given table: the record, then a 404
+    assert found.status_code == 200
+    assert (found.json()["source"], found.json()["status"]) == ("a.md", "INDEXED")
+    assert absent.status_code == 404
+    assert table.asked == [("docs", DOC_ID), ("docs", "f" * 32)]
+
+
+def test_the_key_check_still_runs_before_the_store_is_read() -> None:
+    # given a key that may read another collection only
+    app = create_app()
+    table = OneDocument(DocumentRecord(collection="docs", doc_id=DOC_ID))
+    app.dependency_overrides.update(
+        {document_table_dep: lambda: table, principal_dep: lambda: reader("other")}
+    )
+
+    # when it asks for a document of "docs"
+    response = TestClient(app).get(f"/v1/collections/docs/documents/{DOC_ID}")
+
+    # then it is refused and the table was never read
+    assert response.status_code == 403
+    assert table.asked == []
