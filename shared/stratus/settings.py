@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -544,6 +546,30 @@ class Settings(BaseSettings):
     def resolved_lancedb_uri(self) -> str:
         """Where the LanceDB database lives."""
         return self.lancedb_uri or f"s3://{self.bucket}/lancedb"
+
+
+_Config = TypeVar("_Config")
+
+
+def derive(
+    config: type[_Config],
+    settings: Settings,
+    *,
+    prefix: str = "",
+    names: Mapping[str, str] | None = None,
+    convert: Mapping[str, Callable[[Any], Any]] | None = None,
+) -> _Config:
+    """A component's config (a dataclass) from the settings: each field takes the setting `prefix + field`.
+
+    `names` maps the fields whose setting is named otherwise; `convert` turns a setting's value into
+    the field's. A field without a setting is an AttributeError, never a silent default.
+    """
+    names, convert = names or {}, convert or {}
+    values = {}
+    for item in dataclasses.fields(config):  # type: ignore[arg-type]
+        value = getattr(settings, names.get(item.name, prefix + item.name))
+        values[item.name] = convert[item.name](value) if item.name in convert else value
+    return config(**values)
 
 
 @lru_cache(maxsize=1)

@@ -69,21 +69,16 @@ class FetchOptions:
     @classmethod
     def from_settings(cls, settings: Settings) -> FetchOptions:
         """Options from the STRATUS_URL_* settings."""
-        return cls(
-            max_bytes=settings.url_max_bytes,
-            timeout_s=settings.url_timeout_s,
-            connect_timeout_s=settings.url_connect_timeout_s,
-            max_connections=settings.url_max_connections,
-            per_host_concurrency=settings.url_per_host_concurrency,
-            retries=settings.url_retries,
-            backoff_base_s=settings.url_backoff_base_s,
-            retry_after_max_s=settings.url_retry_after_max_s,
-            user_agent=settings.url_user_agent,
-            allowed_content_types=frozenset(t.lower() for t in settings.url_allowed_content_types)
-            or DEFAULT_CONTENT_TYPES,
-            max_redirects=settings.url_max_redirects,
-            allow_hosts=frozenset(settings.url_allow_hosts),
-            max_bytes_in_flight=settings.url_max_bytes_in_flight,
+        from stratus.settings import derive
+
+        def content_types(value: list[str]) -> frozenset[str]:
+            return frozenset(t.lower() for t in value) or DEFAULT_CONTENT_TYPES
+
+        return derive(
+            cls,
+            settings,
+            prefix="url_",
+            convert={"allowed_content_types": content_types, "allow_hosts": frozenset},
         )
 
     @property

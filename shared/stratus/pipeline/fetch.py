@@ -92,20 +92,13 @@ class FetchConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> FetchConfig:
         """The fetch stage's values from the process-wide settings."""
-        return cls(
-            inbox_prefix=settings.inbox_prefix,
-            staging_prefix=settings.staging_prefix,
-            chunk_tokens=settings.chunk_tokens,
-            chunk_overlap_tokens=settings.chunk_overlap_tokens,
-            max_document_bytes=settings.max_document_bytes,
-            heading_chunk_tokens=settings.heading_chunk_tokens,
-            url_allow_hosts=frozenset(settings.url_allow_hosts),
-            url_max_per_manifest=settings.url_max_per_manifest,
-            inline_max_bytes=settings.stage_inline_max_bytes,
-            max_title_chars=settings.max_title_chars,
-            max_section_chars=settings.max_section_chars,
-            max_chunks_per_document=settings.max_chunks_per_document,
-            url_refetch_after_s=settings.url_refetch_after_s,
+        from stratus.settings import derive
+
+        return derive(
+            cls,
+            settings,
+            names={"inline_max_bytes": "stage_inline_max_bytes"},
+            convert={"url_allow_hosts": frozenset},
         )
 
 

@@ -139,13 +139,17 @@ class FusionConfig:
     @classmethod
     def from_settings(cls, settings: Settings) -> FusionConfig:
         """Fusion parameters as configured."""
-        return cls(
-            candidates=settings.search_candidates,
-            rrf_k=settings.rrf_k,
-            vector_weight=settings.rrf_vector_weight,
-            keyword_weight=settings.rrf_keyword_weight,
-            method=settings.search_fusion,
-            rerank_candidates=settings.rerank_candidates,
+        from stratus.settings import derive
+
+        return derive(
+            cls,
+            settings,
+            names={
+                "candidates": "search_candidates",
+                "vector_weight": "rrf_vector_weight",
+                "keyword_weight": "rrf_keyword_weight",
+                "method": "search_fusion",
+            },
         )
 
 
