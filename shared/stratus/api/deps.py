@@ -22,8 +22,10 @@ from stratus.models import COLLECTION_PATTERN
 from stratus.observability import MetricName, emit_metric
 from stratus.settings import Settings, get_settings
 from stratus.stores.collections import CollectionSettingsStore
+from stratus.stores.conversations import ConversationTable
 from stratus.stores.documents import DocumentTable
 from stratus.stores.feedback import FeedbackTable
+from stratus.stores.keys import KeyTable
 from stratus.stores.vectors import ChunkStore
 
 CollectionName = Annotated[str, Path(pattern=COLLECTION_PATTERN.pattern, description="Collection name.")]
@@ -94,6 +96,16 @@ def audit_log_dep() -> AuditLog:
     return services.audit_log()
 
 
+def key_table_dep() -> KeyTable:
+    """The API keys table."""
+    return services.key_table()
+
+
+def conversation_table_dep() -> ConversationTable:
+    """The server-side chat conversations table."""
+    return services.conversation_table()
+
+
 def feedback_table_dep() -> FeedbackTable:
     """The feedback table (ratings of answers and hits)."""
     return services.feedback_table()
@@ -104,6 +116,8 @@ Chunks = Annotated[ChunkStore, Depends(chunk_store_dep)]
 CollectionSettingsDep = Annotated[CollectionSettingsStore, Depends(collection_settings_dep)]
 Feedback = Annotated[FeedbackTable, Depends(feedback_table_dep)]
 Audit = Annotated[AuditLog, Depends(audit_log_dep)]
+Keys = Annotated[KeyTable, Depends(key_table_dep)]
+Conversations = Annotated[ConversationTable, Depends(conversation_table_dep)]
 
 
 def principal_dep(

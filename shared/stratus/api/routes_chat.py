@@ -16,12 +16,12 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 
-from stratus import services
 from stratus.access.auth import ForbiddenError, Principal, Role, authorize
 from stratus.api.deps import (
     AUTH_RESPONSES,
     AnyKey,
     CollectionName,
+    Conversations,
     ErrorBody,
     ReadKey,
     error_response,
@@ -226,6 +226,7 @@ def chat(
     settings: Annotated[Settings, Depends(settings_dep)],
     principal: ReadKey,
     request: Request,
+    history: Conversations,
 ) -> Response:
     """Answer the conversation's last question from the collection, with numbered citations."""
     from stratus.chat.service import get_chat_service
@@ -235,9 +236,7 @@ def chat(
     deadline = service.deadline(request.scope)
     try:
         if body.conversation_id is not None:
-            body, _ = conversations.with_history(
-                services.conversation_table(), body, collection, principal.key_id
-            )
+            body, _ = conversations.with_history(history, body, collection, principal.key_id)
         prepared = service.prepare(body, collection, deadline)
         if body.stream:
             named: Iterator[tuple[str, dict[str, Any]]] = service.events(prepared)
@@ -247,7 +246,7 @@ def chat(
         answer = service.respond(prepared).model_dump()
         if body.conversation_id is not None:
             conversations.remember(
-                services.conversation_table(),
+                history,
                 body,
                 collection,
                 principal.key_id,

@@ -12,8 +12,8 @@ from fastapi import APIRouter, HTTPException, Path, Request
 from pydantic import BaseModel, Field
 
 from stratus.access.auth import MAX_BURST, MAX_RATE_PER_S, Principal, Role, principal_of
-from stratus.api.deps import AUTH_RESPONSES, AdminKey, Audit, error_response
-from stratus.stores.keys import KeyRecord
+from stratus.api.deps import AUTH_RESPONSES, AdminKey, Audit, Keys, error_response
+from stratus.stores.keys import KeyRecord, KeyTable
 
 router = APIRouter(tags=["keys"], responses=AUTH_RESPONSES)
 
@@ -107,13 +107,15 @@ def _is_last_admin(record: KeyRecord, records: list[KeyRecord]) -> bool:
         502: error_response("API Gateway could not take the key: none was made, or it was revoked"),
     },
 )
-def create(body: KeyCreateRequest, principal: AdminKey, request: Request, audit: Audit) -> CreatedKey:
+def create(
+    body: KeyCreateRequest, principal: AdminKey, request: Request, audit: Audit, table: Keys
+) -> CreatedKey:
     """Create a key (and its API Gateway key, on AWS); the response carries the plaintext key once."""
     from stratus.access.audit import key_actor
 
     scope = ",".join(sorted(set(body.collections)))
     with audit.audited(key_actor(principal.key_id), "key.create", "(new key)", scope) as note:
-        created = _create(body, principal, request)
+        created = _create(body, principal, request, table)
         note.target = created.key_id
         note.detail = (
             f"name {created.name!r}; roles {','.join(created.roles)}; "
@@ -123,7 +125,7 @@ def create(body: KeyCreateRequest, principal: AdminKey, request: Request, audit:
         return created
 
 
-def _create(body: KeyCreateRequest, principal: Principal, request: Request) -> CreatedKey:
+def _create(body: KeyCreateRequest, principal: Principal, request: Request, table: KeyTable) -> CreatedKey:
     from stratus import services
     from stratus.access.auth import (
         ForbiddenError,
@@ -147,7 +149,6 @@ def _create(body: KeyCreateRequest, principal: Principal, request: Request) -> C
         )
     except ForbiddenError as error:
         raise HTTPException(403, str(error)) from error
-    table = services.key_table()
     try:
         # Resolved first: when the usage plan cannot be found, no key is created at all.
         gateway = services.gateway_keys(_api_stage(request))
@@ -173,11 +174,9 @@ def _create(body: KeyCreateRequest, principal: Principal, request: Request) -> C
 
 
 @router.get("/v1/keys", response_model=KeyList)
-def list_keys(principal: AdminKey) -> KeyList:
+def list_keys(principal: AdminKey, table: Keys) -> KeyList:
     """Every key this admin key manages, revoked ones included."""
-    from stratus import services
-
-    records = services.key_table().list()
+    records = table.list()
     return KeyList(keys=[KeyInfo(**r.to_public()) for r in records if _manages(principal, r.collections)])
 
 
@@ -190,25 +189,24 @@ def list_keys(principal: AdminKey) -> KeyList:
         502: error_response("the key is revoked, but its API Gateway key is not disabled yet; retry"),
     },
 )
-def revoke(key_id: KeyId, principal: AdminKey, request: Request, audit: Audit) -> KeyInfo:
+def revoke(key_id: KeyId, principal: AdminKey, request: Request, audit: Audit, table: Keys) -> KeyInfo:
     """Revoke a key and its gateway key: refused here at once, elsewhere within STRATUS_API_KEY_CACHE_S."""
     from stratus.access.audit import key_actor
 
     with audit.audited(key_actor(principal.key_id), "key.revoke", key_id) as note:
-        revoked = _revoke(key_id, principal, request)
+        revoked = _revoke(key_id, principal, request, table)
         note.collection = ",".join(revoked.collections)
         note.detail = f"name {revoked.name!r}; collections {','.join(revoked.collections)}"
         return revoked
 
 
-def _revoke(key_id: str, principal: Principal, request: Request) -> KeyInfo:
+def _revoke(key_id: str, principal: Principal, request: Request, table: KeyTable) -> KeyInfo:
     from stratus import services
     from stratus.access.auth import GatewayMirrorError, disable_mirror, revoke_key
     from stratus.settings import get_settings
     from stratus.stores import aws
     from stratus.stores.gateway import GatewayKeys
 
-    table = services.key_table()
     records = table.list()
     record = next((r for r in records if r.key_id == key_id), None)
     if record is None or not _manages(principal, record.collections):
