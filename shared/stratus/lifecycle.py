@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from stratus.models import DocumentStatus
-from stratus.observability import logger
+from stratus.observability import MetricName, emit_metric, logger
 from stratus.stores.documents import normalise_version
 
 if TYPE_CHECKING:
@@ -42,6 +42,15 @@ QUEUED_VERSION = normalise_version("0")
 # fetch may have died (or failed to send) between recording it and sending the embed message, and a
 # retry of its event is the only thing that can still send it (a duplicate embed message is harmless).
 UNCHANGED_STATES = frozenset({EMBEDDED, INDEXED})
+
+
+def give_up_reason(stage: str, attempts: int, error: str) -> str:
+    """The FAILED reason of a document whose `stage` message goes to the dead-letter queue."""
+    error = " ".join(error.split())[:300] or "unknown error"
+    return (
+        f"{stage}: gave up after {attempts} attempts ({error}); the message is in the {stage} "
+        f"dead-letter queue — fix the cause and run `stratus dlq redrive --stage {stage}`"
+    )
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,17 @@ class DocumentLifecycle:
             error=reason,
             dead_letter_stage=stage,
         )
+
+    def last_attempt_failed(self, stage: str, message: StageMessage, attempts: int, error: str) -> bool:
+        """`stage`'s message failed on its last receive: the document is FAILED, naming the DLQ."""
+        if message.action != "upsert":
+            return False  # a deletion's message carries no document state to give up
+        reason = give_up_reason(stage, attempts, error)
+        if not self.given_up(message, stage, reason):
+            return False
+        logger.warning("gave up on the document", extra={"doc_id": message.doc_id, "reason": reason})
+        emit_metric(MetricName.DOCUMENTS_FAILED, 1)
+        return True
 
     def resumed(self, message: StageMessage, stage: str, to: DocumentStatus) -> bool:
         """A redriven message of the stage that gave up takes the document back to `to`."""

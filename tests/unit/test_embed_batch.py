@@ -11,7 +11,7 @@ import numpy as np
 from stratus.models import Chunk, ChunkBatch, DocumentStatus, StageMessage
 from stratus.pipeline.common import dump_chunk_batch
 from stratus.pipeline.embed import EmbedStage
-from stratus.pipeline.sqs import give_up_on_last_attempts
+from stratus.pipeline.sqs import last_receives
 from stratus.stores.documents import DocumentRecord
 
 DIMENSION = 4
@@ -288,23 +288,24 @@ def test_an_embedded_document_without_staged_vectors_is_encoded_and_sent_again()
 def test_the_last_attempt_of_a_failing_message_fails_its_document_with_the_dlq_in_the_reason() -> None:
     # given three documents whose messages failed transiently: on the 5th, the 2nd and the 5th receive,
     # the last of which is INDEXED already
-    _embed, blobs, documents, *_ = stage()
+    embed, blobs, documents, *_ = stage()
     last, early, indexed = (add_document(blobs, documents, n, [f"t{n}"]) for n in range(3))
     documents.records[indexed.doc_id].status = DocumentStatus.INDEXED
     messages = [("last", last), ("early", early), ("indexed", indexed)]
 
-    # when the stage gives up on last attempts (maxReceiveCount 5)
-    marked = give_up_on_last_attempts(
-        documents,  # type: ignore[arg-type]
-        "embed",
+    # when the stage gives up on the messages on their last receive (maxReceiveCount 5)
+    last_ones = last_receives(
         messages,
         ["last", "early", "indexed"],
         {"last": "S3 get staging/x: SlowDown"},
         {"last": 5, "early": 2, "indexed": 5},
         5,
     )
+    marked = sum(embed.give_up(receive) for receive in last_ones)
 
-    # then only the document on its last receive is FAILED, with a reason naming the stage and the DLQ
+    # then SQS's last receives are the two on their 5th, and only the one not INDEXED is FAILED,
+    # with a reason naming the stage and the DLQ
+    assert [r.message.doc_id for r in last_ones] == [last.doc_id, indexed.doc_id]
     assert marked == 1
     failed = documents.records[last.doc_id]
     assert failed.status == DocumentStatus.FAILED

@@ -32,6 +32,7 @@ from stratus.stores.schema import chunk_rows, embed_text
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from stratus.pipeline.sqs import LastReceive
     from stratus.stores.blobs import BlobStore
     from stratus.stores.documents import DocumentRecord, DocumentTable
     from stratus.stores.queues import MessageQueue
@@ -105,6 +106,10 @@ class EmbedStage:
         report = self.handle_batch([("single", message)])
         if report.failed:
             raise TransientError(f"embedding {message.doc_id} failed; it will be retried")
+
+    def give_up(self, last: LastReceive) -> bool:
+        """A message failed on its last receive: its document is FAILED, resumable by a redrive."""
+        return self._lifecycle.last_attempt_failed("embed", last.message, last.attempts, last.error)
 
     def handle_batch(self, messages: Sequence[tuple[str, StageMessage]]) -> EmbedBatchReport:
         """Embed a whole SQS batch at once: one stored-vector lookup per collection, one encoder call.
@@ -330,8 +335,9 @@ def run_embed_batch(event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
     from stratus.pipeline.sqs import run_stage_batch
     from stratus.settings import get_settings
 
+    embed = build_embed_stage()
     count, report, response = run_stage_batch(
-        event, "embed", build_embed_stage().handle_batch, get_settings().embed_max_receive_count
+        event, embed.handle_batch, get_settings().embed_max_receive_count, embed.give_up
     )
     logger.info(
         "embed batch",

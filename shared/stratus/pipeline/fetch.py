@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote, unquote_plus
 
 from stratus.errors import PermanentError, TransientError
 from stratus.ingest.parsing import MANIFEST_SUFFIX, is_manifest
-from stratus.lifecycle import UNCHANGED_STATES, DocumentLifecycle
+from stratus.lifecycle import UNCHANGED_STATES, DocumentLifecycle, give_up_reason
 from stratus.models import (
     REQUEST_ID_METADATA,
     Attachment,
@@ -593,7 +593,6 @@ class FetchStage:
     def give_up(self, event: ObjectEvent, attempts: int, error: Exception) -> None:
         """On the message's last receive: mark the event's documents FAILED, resumable by a redrive."""
         from stratus.ingest.parsing import document_key_for_sidecar, is_metadata_sidecar
-        from stratus.pipeline.sqs import give_up_reason
 
         if isinstance(error, UrlsUnavailable):
             targets = [(error.collection, url, f"{url}: {cause}") for url, cause in error.failures]

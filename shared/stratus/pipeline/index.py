@@ -24,6 +24,7 @@ from stratus.pipeline.sqs import (
 if TYPE_CHECKING:
     import pyarrow as pa
 
+    from stratus.pipeline.sqs import LastReceive
     from stratus.stores.blobs import BlobStore
     from stratus.stores.documents import DocumentRecord, DocumentTable
     from stratus.stores.vectors import ChunkStore
@@ -49,6 +50,10 @@ class IndexStage:
         self._documents = documents
         self._lifecycle = DocumentLifecycle(documents)
         self._chunks = chunks
+
+    def give_up(self, last: LastReceive) -> bool:
+        """A message failed on its last receive: its document is FAILED, resumable by a redrive."""
+        return self._lifecycle.last_attempt_failed("index", last.message, last.attempts, last.error)
 
     def handle_batch(self, messages: Sequence[tuple[str, StageMessage]]) -> IndexBatchReport:
         """Index a batch of (message id, message); the report names the messages to retry."""
@@ -186,7 +191,8 @@ def run_index_batch(event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
     from stratus.pipeline.sqs import batch_response, run_stage_batch
     from stratus.settings import get_settings
 
+    index = build_index_stage()
     _, _, response = run_stage_batch(
-        event, "index", build_index_stage().handle_batch, get_settings().index_max_receive_count
+        event, index.handle_batch, get_settings().index_max_receive_count, index.give_up
     )
     return batch_response(fifo_failures(event, response))

@@ -10,9 +10,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from pydantic import ValidationError
 
-from stratus.lifecycle import DocumentLifecycle
 from stratus.models import StageMessage
-from stratus.observability import MetricName, emit_metric, log_context, logger
+from stratus.observability import log_context, logger
 
 if TYPE_CHECKING:
     from stratus.stores.documents import DocumentRecord, DocumentTable
@@ -48,46 +47,29 @@ def receive_counts(event: Mapping[str, Any]) -> dict[str, int]:
     return {r.get("messageId", ""): receive_count(r) for r in event.get("Records", [])}
 
 
-def give_up_reason(stage: str, attempts: int, error: str) -> str:
-    """The FAILED reason of a document whose `stage` message goes to the dead-letter queue."""
-    error = " ".join(error.split())[:300] or "unknown error"
-    return (
-        f"{stage}: gave up after {attempts} attempts ({error}); the message is in the {stage} "
-        f"dead-letter queue — fix the cause and run `stratus dlq redrive --stage {stage}`"
-    )
+@dataclass(frozen=True)
+class LastReceive:
+    """A failed message on its last receive: SQS moves it to the dead-letter queue next."""
+
+    message: StageMessage
+    attempts: int
+    error: str
 
 
-def give_up_on_last_attempts(
-    documents: DocumentTable,
-    stage: str,
+def last_receives(
     messages: Sequence[tuple[str, StageMessage]],
     failed: Sequence[str],
     errors: Mapping[str, str],
     attempts: Mapping[str, int],
     max_receive_count: int,
-) -> int:
-    """Mark FAILED the documents of failed messages on their last receive; how many were marked.
-
-    The messages stay reported as failed, so SQS moves them to the dead-letter queue; the record
-    names the stage, which lets a redriven message of that stage resume the document.
-    """
+) -> list[LastReceive]:
+    """The failed messages that SQS delivered `max_receive_count` times: none of them comes back."""
     failing = set(failed)
-    marked = 0
-    for message_id, message in messages:
-        count = attempts.get(message_id, 1)
-        if message_id not in failing or count < max_receive_count or message.action != "upsert":
-            continue
-        reason = give_up_reason(stage, count, errors.get(message_id, "unknown error"))
-        try:
-            done = DocumentLifecycle(documents).given_up(message, stage, reason)
-        except Exception:
-            logger.exception("could not mark the document FAILED", extra={"doc_id": message.doc_id})
-            continue
-        if done:
-            marked += 1
-            logger.warning("gave up on the document", extra={"doc_id": message.doc_id, "reason": reason})
-            emit_metric(MetricName.DOCUMENTS_FAILED, 1)
-    return marked
+    return [
+        LastReceive(message, attempts.get(message_id, 1), errors.get(message_id, "unknown error"))
+        for message_id, message in messages
+        if message_id in failing and attempts.get(message_id, 1) >= max_receive_count
+    ]
 
 
 def batch_response(failed_ids: list[str]) -> dict[str, list[dict[str, str]]]:
@@ -151,25 +133,24 @@ def read_records(
 
 def run_stage_batch(
     event: Mapping[str, Any],
-    stage: str,
     handle_batch: Callable[[list[tuple[str, StageMessage]]], _Report],
     max_receive_count: int,
+    on_last_receive: Callable[[LastReceive], object],
 ) -> tuple[int, _Report, dict[str, list[dict[str, str]]]]:
-    """Parse a stage's SQS batch, handle it, give up on last attempts: (messages, report, response)."""
-    from stratus import services
+    """Parse a stage's SQS batch and handle it: (messages, report, response).
 
+    The failed messages on their last receive are handed to `on_last_receive` (still reported as
+    failed, so SQS dead-letters them); one that raises is logged and does not stop the others.
+    """
     messages, malformed = parse_stage_records(dict(event))
     report = handle_batch(messages)
     if report.failed:
-        give_up_on_last_attempts(
-            services.document_table(),
-            stage,
-            messages,
-            report.failed,
-            report.errors,
-            receive_counts(dict(event)),
-            max_receive_count,
-        )
+        counts = receive_counts(dict(event))
+        for receive in last_receives(messages, report.failed, report.errors, counts, max_receive_count):
+            try:
+                on_last_receive(receive)
+            except Exception:
+                logger.exception("last receive not handled", extra={"doc_id": receive.message.doc_id})
     return len(messages), report, batch_response(malformed + report.failed)
 
 
