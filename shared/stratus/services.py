@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from stratus.access.audit import AuditLog
     from stratus.access.auth import KeyVerifier
     from stratus.access.ratelimit import RateLimiter
+    from stratus.retrieval.search import Searcher
     from stratus.stores.audit import AuditTable
     from stratus.stores.blobs import BlobStore
     from stratus.stores.collections import CollectionSettingsStore
@@ -238,6 +239,15 @@ def chunk_store() -> ChunkStore:
         memory_max_rows=settings.search_memory_max_rows,
         generations=collection_settings().generation,
     )
+
+
+def searcher() -> Searcher:
+    """Search over this principal's chunk store with the process-wide encoder and reranker."""
+    from stratus.embedding.encoder import get_encoder
+    from stratus.retrieval.rerank import get_reranker
+    from stratus.retrieval.search import FusionConfig, Searcher
+
+    return Searcher(chunk_store(), get_encoder(), FusionConfig.from_settings(get_settings()), get_reranker)
 
 
 @cache

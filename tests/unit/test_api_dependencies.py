@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 
 from stratus.access.auth import Principal, Role
 from stratus.api.app import create_app
-from stratus.api.deps import document_table_dep, principal_dep
+from stratus.api.deps import document_table_dep, principal_dep, searcher_dep
 from stratus.models import DocumentStatus
+from stratus.retrieval.search import (
+    CollectionNotFoundError,
+    FusionConfig,
+    RerankUnavailableError,
+    Searcher,
+    SearchHit,
+    SearchRequest,
+    SearchResponse,
+)
 from stratus.stores.documents import DocumentRecord
 
 DOC_ID = "0" * 31 + "1"
@@ -66,3 +76,59 @@ def test_the_key_check_still_runs_before_the_store_is_read() -> None:
     # then it is refused and the table was never read
     assert response.status_code == 403
     assert table.asked == []
+
+
+class AnsweringSearcher:
+    """A searcher that answers every query with one hit (what the route reads of the real one)."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def search(self, collection: str, request: SearchRequest) -> SearchResponse:
+        self.asked.append((collection, request.query))
+        hit = SearchHit(chunk_id="c1", doc_id=DOC_ID, source="a.md", text="aspirin", score=1.0)
+        return SearchResponse(hits=[hit], mode="hybrid")
+
+
+def test_the_search_route_asks_the_searcher_it_is_given() -> None:
+    # given the app with its searcher and its key check overridden
+    app = create_app()
+    searcher = AnsweringSearcher()
+    app.dependency_overrides.update({searcher_dep: lambda: searcher, principal_dep: lambda: reader("docs")})
+
+    # when a query is searched, and a query of only punctuation
+    found = TestClient(app).post("/v1/collections/docs/search", json={"query": "aspirin dose"})
+    refused = TestClient(app).post("/v1/collections/docs/search", json={"query": "?!"})
+
+    # then the route answered from the given searcher, which never saw the refused query
+    assert found.status_code == 200
+    assert [h["chunk_id"] for h in found.json()["hits"]] == ["c1"]
+    assert refused.status_code == 422
+    assert searcher.asked == [("docs", "aspirin dose")]
+
+
+class NoCollections:
+    """A chunk store without collections."""
+
+    def reader(self, collection: str, with_vectors: bool = False) -> None:
+        return None
+
+
+def test_the_searcher_loads_the_reranker_only_for_a_rerank_request() -> None:
+    # given a searcher whose reranker is not configured, counting the times it is asked for
+    asked: list[int] = []
+
+    def no_reranker() -> None:
+        asked.append(1)
+        return
+
+    searcher = Searcher(NoCollections(), encoder=None, fusion=FusionConfig(), reranker=no_reranker)  # type: ignore[arg-type]
+
+    # when a plain search and a rerank search are made
+    with pytest.raises(CollectionNotFoundError):
+        searcher.search("docs", SearchRequest(query="aspirin"))
+    with pytest.raises(RerankUnavailableError):
+        searcher.search("docs", SearchRequest(query="aspirin", rerank=True))
+
+    # then only the rerank request asked for the cross-encoder
+    assert asked == [1]

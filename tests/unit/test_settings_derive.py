@@ -6,6 +6,7 @@ import dataclasses
 
 import pytest
 
+from stratus.embedding.encoder import EncoderOptions
 from stratus.ingest.web import FetchOptions
 from stratus.pipeline.fetch import FetchConfig
 from stratus.retrieval.search import FusionConfig
@@ -46,13 +47,21 @@ def test_every_field_of_each_config_takes_its_setting() -> None:
         rrf_keyword_weight=0.3,
         search_fusion="rrf",
         rerank_candidates=9,
+        model_variant="fp32",
+        embed_max_tokens=128,
+        embed_batch_tokens=4096,
+        onnx_intra_op_threads=3,
+        onnx_providers="cpu",
+        query_cache_size=17,
+        onnx_allow_spinning=False,
     )
 
-    # when the fetch stage's, the fetcher's and the fusion's configs are derived
-    fetch, options, fusion = (
+    # when the fetch stage's, the fetcher's, the fusion's and the encoder's configs are derived
+    fetch, options, fusion, encoder = (
         FetchConfig.from_settings(settings),
         FetchOptions.from_settings(settings),
         FusionConfig.from_settings(settings),
+        EncoderOptions.from_settings(settings),
     )
 
     # then each field holds its setting's value (converted where the field's type asks)
@@ -75,6 +84,18 @@ def test_every_field_of_each_config_takes_its_setting() -> None:
         8_000_000,
     )
     assert fusion == FusionConfig(70, 10, 0.7, 0.3, "rrf", 9)
+    assert encoder == EncoderOptions("fp32", 128, 4096, 3, "cpu", 17, False)
+
+
+def test_a_caller_overrides_one_encoder_option_and_keeps_the_rest() -> None:
+    # given settings with a query cache
+    settings = Settings(query_cache_size=64, embed_max_tokens=200)
+
+    # when a benchmark derives the encoder's options without the cache
+    options = EncoderOptions.from_settings(settings, query_cache_size=0)
+
+    # then only the cache is overridden
+    assert (options.query_cache_size, options.max_tokens) == (0, 200)
 
 
 def test_a_field_without_a_setting_fails_loudly() -> None:

@@ -20,6 +20,7 @@ from stratus.access.auth import ForbiddenError, Principal, Role, Unauthenticated
 from stratus.errors import TransientError
 from stratus.models import COLLECTION_PATTERN
 from stratus.observability import MetricName, emit_metric
+from stratus.retrieval.search import Searcher
 from stratus.settings import Settings, get_settings
 from stratus.stores.collections import CollectionSettingsStore
 from stratus.stores.conversations import ConversationTable
@@ -86,6 +87,11 @@ def chunk_store_dep() -> ChunkStore:
     return services.chunk_store()
 
 
+def searcher_dep() -> Searcher:
+    """Search over the chunk store with the encoder, fusion parameters and reranker."""
+    return services.searcher()
+
+
 def collection_settings_dep() -> CollectionSettingsStore:
     """Per-collection settings (chunking)."""
     return services.collection_settings()
@@ -113,6 +119,7 @@ def feedback_table_dep() -> FeedbackTable:
 
 Documents = Annotated[DocumentTable, Depends(document_table_dep)]
 Chunks = Annotated[ChunkStore, Depends(chunk_store_dep)]
+Search = Annotated[Searcher, Depends(searcher_dep)]
 CollectionSettingsDep = Annotated[CollectionSettingsStore, Depends(collection_settings_dep)]
 Feedback = Annotated[FeedbackTable, Depends(feedback_table_dep)]
 Audit = Annotated[AuditLog, Depends(audit_log_dep)]

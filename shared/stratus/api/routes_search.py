@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends, HTTPException
+from fastapi import APIRouter, HTTPException
 
 from stratus.api.deps import (
     AUTH_RESPONSES,
@@ -12,20 +10,17 @@ from stratus.api.deps import (
     Chunks,
     CollectionName,
     ReadKey,
+    Search,
     error_response,
-    settings_dep,
 )
 from stratus.retrieval.filters import FilterError
 from stratus.retrieval.search import (
     CollectionNotFoundError,
-    FusionConfig,
     RerankUnavailableError,
     SearchRequest,
     SearchResponse,
     query_problem,
-    search,
 )
-from stratus.settings import Settings
 
 router = APIRouter(tags=["search"], responses=AUTH_RESPONSES)
 
@@ -49,28 +44,13 @@ def list_collections(principal: ReadKey, store: Chunks) -> dict[str, list[str]]:
         ),
     },
 )
-def search_collection(
-    collection: CollectionName,
-    body: SearchRequest,
-    settings: Annotated[Settings, Depends(settings_dep)],
-    store: Chunks,
-) -> SearchResponse:
+def search_collection(collection: CollectionName, body: SearchRequest, searcher: Search) -> SearchResponse:
     """Hybrid (full-text + vector) search over one collection, with optional filters, rerank and MMR."""
-    from stratus.embedding.encoder import get_encoder
-    from stratus.retrieval.rerank import get_reranker
-
     problem = query_problem(body.query)
     if problem is not None:
         raise HTTPException(422, problem)
     try:
-        return search(
-            store,
-            get_encoder(),
-            collection,
-            body,
-            FusionConfig.from_settings(settings),
-            get_reranker() if body.rerank else None,
-        )
+        return searcher.search(collection, body)
     except CollectionNotFoundError as error:
         raise HTTPException(404, f"collection {collection!r} does not exist") from error
     except FilterError as error:

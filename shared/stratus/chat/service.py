@@ -28,18 +28,15 @@ if TYPE_CHECKING:
 Retriever = Callable[[str, str, int, Any], "SearchResponse"]
 
 
-def search_adapter(settings: Settings) -> Retriever:
-    """The retriever over stratus.retrieval.search.search with the process-wide store and encoder."""
+def search_adapter() -> Retriever:
+    """The retriever over this principal's `services.searcher()` (the search route's wiring)."""
 
     def retrieve(collection: str, query: str, top_k: int, filters: Any) -> SearchResponse:
         from stratus import services
-        from stratus.embedding.encoder import get_encoder
-        from stratus.retrieval.search import FusionConfig, SearchRequest, search
+        from stratus.retrieval.search import SearchRequest
 
         request = SearchRequest(query=query[: conversation.MAX_QUERY_CHARS], top_k=top_k, filters=filters)
-        return search(
-            services.chunk_store(), get_encoder(), collection, request, FusionConfig.from_settings(settings)
-        )
+        return services.searcher().search(collection, request)
 
     return retrieve
 
@@ -487,5 +484,5 @@ def get_chat_service() -> ChatService:
     with _service_lock:
         if _service is None or _service[0] is not settings:
             counter = get_counter(settings.chat_tiktoken_encoding)
-            _service = (settings, ChatService(settings, search_adapter(settings), counter))
+            _service = (settings, ChatService(settings, search_adapter(), counter))
         return _service[1]

@@ -9,6 +9,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,6 +17,8 @@ import numpy as np
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
+
+    from stratus.settings import Settings
 
 # A stdlib child of the Powertools "stratus" logger: records reach its handler without this module
 # paying the ~0.3 s import of aws_lambda_powertools on the cold-start path.
@@ -298,19 +301,48 @@ def _load_tokenizer(path: Path) -> Tokenizer:
     return Tokenizer.from_file(str(path))
 
 
+@dataclass(frozen=True)
+class EncoderOptions:
+    """How the encoder runs: `OnnxEncoder.from_dir`'s options, as the settings name them."""
+
+    variant: str = "int8"
+    max_tokens: int = 256
+    batch_tokens: int = 8192
+    intra_op_threads: int = 0
+    providers: str = "auto"
+    query_cache_size: int = 1024
+    allow_spinning: bool = True
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **overrides: Any) -> EncoderOptions:
+        """The options as configured (STRATUS_MODEL_VARIANT, STRATUS_EMBED_*, STRATUS_ONNX_*, ...)."""
+        from dataclasses import replace
+
+        from stratus.settings import derive
+
+        options = derive(
+            cls,
+            settings,
+            names={
+                "variant": "model_variant",
+                "max_tokens": "embed_max_tokens",
+                "batch_tokens": "embed_batch_tokens",
+                "intra_op_threads": "onnx_intra_op_threads",
+                "providers": "onnx_providers",
+                "allow_spinning": "onnx_allow_spinning",
+            },
+        )
+        return replace(options, **overrides)
+
+    def encoder(self, model_dir: str | Path) -> OnnxEncoder:
+        """An encoder for the model folder with these options."""
+        return OnnxEncoder.from_dir(model_dir, **asdict(self))
+
+
 @functools.cache
 def get_encoder() -> OnnxEncoder:
     """The process-wide encoder configured by stratus settings (the session opens on first use)."""
     from stratus.settings import get_settings
 
-    s = get_settings()
-    return OnnxEncoder.from_dir(
-        s.model_dir,
-        variant=s.model_variant,
-        max_tokens=s.embed_max_tokens,
-        batch_tokens=s.embed_batch_tokens,
-        intra_op_threads=s.onnx_intra_op_threads,
-        providers=s.onnx_providers,
-        query_cache_size=s.query_cache_size,
-        allow_spinning=s.onnx_allow_spinning,
-    )
+    settings = get_settings()
+    return EncoderOptions.from_settings(settings).encoder(settings.model_dir)

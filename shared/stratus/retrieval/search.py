@@ -18,6 +18,8 @@ from stratus.observability import MetricName, emit_metric, logger
 from stratus.retrieval.filters import CompiledFilter, compile_filter
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from stratus.settings import Settings
     from stratus.stores.vectors import ChunkStore
 
@@ -360,6 +362,31 @@ def search(
     return SearchResponse(
         hits=hits, mode=request.mode, degraded=degraded, reranked=bool(rerank_scores), timings_ms=timings
     )
+
+
+class Searcher:
+    """Search wired once: a chunk store, the query encoder, the fusion parameters and the reranker.
+
+    What the search route and chat's retrieval share; `reranker` is asked only when a request wants
+    a rerank, so a cross-encoder is never loaded for plain searches.
+    """
+
+    def __init__(
+        self,
+        store: ChunkStore,
+        encoder: QueryEncoder,
+        fusion: FusionConfig,
+        reranker: Callable[[], Reranker | None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._encoder = encoder
+        self._fusion = fusion
+        self._reranker = reranker
+
+    def search(self, collection: str, request: SearchRequest) -> SearchResponse:
+        """`search` over one collection with this wiring (the same errors)."""
+        reranker = self._reranker() if request.rerank else None
+        return search(self._store, self._encoder, collection, request, self._fusion, reranker)
 
 
 def _passage(row: dict[str, Any]) -> str:

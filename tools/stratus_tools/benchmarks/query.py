@@ -96,17 +96,12 @@ def bench_stores(
     local_db: Path, stack: Any, collection: str, queries: Sequence[str], warmup: int, settings: Any
 ) -> dict[str, Any]:
     """In-process latency per store kind and mode (every query embedded: the query cache is off)."""
-    from stratus.embedding.encoder import OnnxEncoder
+    from stratus.embedding.encoder import EncoderOptions
     from stratus.retrieval.search import FusionConfig, SearchRequest, search
     from stratus.stores.replica import TableReplica
     from stratus.stores.vectors import ChunkStore, storage_options_for
 
-    encoder = OnnxEncoder.from_dir(
-        settings.model_dir,
-        variant=settings.model_variant,
-        max_tokens=settings.embed_max_tokens,
-        query_cache_size=0,
-    )
+    encoder = EncoderOptions.from_settings(settings, query_cache_size=0).encoder(settings.model_dir)
     fusion = FusionConfig.from_settings(settings)
     uri = f"s3://{stack.plan.bucket}/lancedb"
     options = storage_options_for(uri, "us-east-1", stack.endpoint_url)
@@ -246,16 +241,11 @@ def bench_sizes(
     import lancedb
     from lancedb.index import FTS
 
-    from stratus.embedding.encoder import OnnxEncoder
+    from stratus.embedding.encoder import EncoderOptions
     from stratus.retrieval.search import FusionConfig, SearchRequest, search
     from stratus.stores.vectors import ChunkStore
 
-    encoder = OnnxEncoder.from_dir(
-        settings.model_dir,
-        variant=settings.model_variant,
-        max_tokens=settings.embed_max_tokens,
-        query_cache_size=0,
-    )
+    encoder = EncoderOptions.from_settings(settings, query_cache_size=0).encoder(settings.model_dir)
     dimension = 384
     fusion = FusionConfig.from_settings(settings)
     # Queries in the synthetic vocabulary (3-6 Zipf words), so full-text search has postings to score.
