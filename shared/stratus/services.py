@@ -172,6 +172,13 @@ def gateway_keys(api_stage: tuple[str, str] | None = None) -> GatewayKeys | None
     return GatewayKeys(aws.client("apigateway"), plan)
 
 
+def gateway_disabler() -> GatewayKeys:
+    """API Gateway's keys, to disable a revoked key's copy (no usage plan needed)."""
+    from stratus.stores.gateway import GatewayKeys
+
+    return GatewayKeys(aws.client("apigateway"))
+
+
 @per_principal
 def rate_limiter() -> RateLimiter:
     """Per-key token buckets in the backend the settings name."""

@@ -7,9 +7,15 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from stratus.access.auth import Principal, Role
+from stratus.access.auth import Principal, Role, UnauthenticatedError
 from stratus.api.app import create_app
-from stratus.api.deps import document_table_dep, principal_dep, searcher_dep
+from stratus.api.deps import (
+    document_table_dep,
+    key_verifier_dep,
+    principal_dep,
+    rate_limiter_dep,
+    searcher_dep,
+)
 from stratus.models import DocumentStatus
 from stratus.retrieval.search import (
     CollectionNotFoundError,
@@ -132,3 +138,52 @@ def test_the_searcher_loads_the_reranker_only_for_a_rerank_request() -> None:
 
     # then only the rerank request asked for the cross-encoder
     assert asked == [1]
+
+
+class OneKey:
+    """A key verifier that knows one key."""
+
+    def __init__(self, key: str, principal: Principal) -> None:
+        self.key, self.principal = key, principal
+
+    def verify(self, key: str | None) -> Principal:
+        if key != self.key:
+            raise UnauthenticatedError("invalid API key")
+        return self.principal
+
+
+class Allowance:
+    """A rate limiter that lets `allowed` requests through, then asks for a 2.5 s wait."""
+
+    def __init__(self, allowed: int) -> None:
+        self.left = allowed
+
+    def check(self, key_id: str, per_s: float | None = None, burst: int | None = None) -> float:
+        self.left -= 1
+        return 0.0 if self.left >= 0 else 2.5
+
+
+def test_the_key_check_uses_the_verifier_and_rate_limiter_it_is_given() -> None:
+    # given the app with a verifier that knows one key and a limiter that allows one request
+    app = create_app()
+    table = OneDocument(DocumentRecord(collection="docs", doc_id=DOC_ID, source="a.md"))
+    overrides: dict[Any, Any] = {
+        document_table_dep: lambda: table,
+        key_verifier_dep: lambda: OneKey("the-key", reader("docs")),
+    }
+    limiter = Allowance(1)  # one object for the whole test: a dependency is called per request
+    overrides[rate_limiter_dep] = lambda: limiter
+    app.dependency_overrides.update(overrides)
+    client = TestClient(app)
+    url = f"/v1/collections/docs/documents/{DOC_ID}"
+
+    # when an unknown key, the known key, and the known key again ask
+    unknown = client.get(url, headers={"x-api-key": "another-key"})
+    first = client.get(url, headers={"x-api-key": "the-key"})
+    second = client.get(url, headers={"Authorization": "Bearer the-key"})
+
+    # then the unknown key is a 401, the first request is answered, the second waits its turn
+    assert unknown.status_code == 401
+    assert first.status_code == 200
+    assert (second.status_code, second.headers["Retry-After"]) == (429, "3")
+    assert table.asked == [("docs", DOC_ID)]

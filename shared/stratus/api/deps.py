@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request, Security
@@ -16,7 +17,15 @@ from pydantic import BaseModel
 
 from stratus import services
 from stratus.access.audit import AuditLog
-from stratus.access.auth import ForbiddenError, Principal, Role, UnauthenticatedError, authorize
+from stratus.access.auth import (
+    ForbiddenError,
+    KeyVerifier,
+    Principal,
+    Role,
+    UnauthenticatedError,
+    authorize,
+)
+from stratus.access.ratelimit import RateLimiter
 from stratus.errors import TransientError
 from stratus.models import COLLECTION_PATTERN
 from stratus.observability import MetricName, emit_metric
@@ -26,6 +35,7 @@ from stratus.stores.collections import CollectionSettingsStore
 from stratus.stores.conversations import ConversationTable
 from stratus.stores.documents import DocumentTable
 from stratus.stores.feedback import FeedbackTable
+from stratus.stores.gateway import GatewayKeys
 from stratus.stores.keys import KeyTable
 from stratus.stores.vectors import ChunkStore
 
@@ -117,6 +127,47 @@ def feedback_table_dep() -> FeedbackTable:
     return services.feedback_table()
 
 
+def key_verifier_dep() -> KeyVerifier:
+    """What turns a presented key into a principal (with its cache of verified keys)."""
+    return services.key_verifier()
+
+
+def rate_limiter_dep() -> RateLimiter:
+    """The per-key rate limiter."""
+    return services.rate_limiter()
+
+
+def api_stage(request: Request) -> tuple[str, str] | None:
+    """The API Gateway (apiId, stage) serving the request, from Mangum's Lambda event; None locally."""
+    event = request.scope.get("aws.event") or {}
+    context = event.get("requestContext") or {}
+    api_id, stage = context.get("apiId"), context.get("stage")
+    return (api_id, stage) if api_id and stage else None
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """API Gateway's copies of the keys, as seen from the request: none when not on AWS."""
+
+    stage: tuple[str, str] | None
+    usage_plan_id: str | None
+
+    def mirror(self) -> GatewayKeys | None:
+        """Where a new key is mirrored (its usage plan resolved), or None; raises GatewayMirrorError."""
+        return services.gateway_keys(self.stage)
+
+    def disabler(self) -> GatewayKeys | None:
+        """What disables a revoked key's gateway copy (no usage plan needed), or None off AWS."""
+        if self.stage is None and self.usage_plan_id is None:
+            return None
+        return services.gateway_disabler()
+
+
+def gateway_dep(request: Request, settings: Annotated[Settings, Depends(settings_dep)]) -> Gateway:
+    """API Gateway's key copies for the stage serving the request."""
+    return Gateway(api_stage(request), settings.api_usage_plan_id)
+
+
 Documents = Annotated[DocumentTable, Depends(document_table_dep)]
 Chunks = Annotated[ChunkStore, Depends(chunk_store_dep)]
 Search = Annotated[Searcher, Depends(searcher_dep)]
@@ -125,19 +176,22 @@ Feedback = Annotated[FeedbackTable, Depends(feedback_table_dep)]
 Audit = Annotated[AuditLog, Depends(audit_log_dep)]
 Keys = Annotated[KeyTable, Depends(key_table_dep)]
 Conversations = Annotated[ConversationTable, Depends(conversation_table_dep)]
+Verifier = Annotated[KeyVerifier, Depends(key_verifier_dep)]
+Limiter = Annotated[RateLimiter, Depends(rate_limiter_dep)]
+GatewayDep = Annotated[Gateway, Depends(gateway_dep)]
 
 
 def principal_dep(
     api_key: Annotated[str | None, Security(api_key_header)],
     bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_token)],
+    verifier: Verifier,
+    limiter: Limiter,
 ) -> Principal:
     """The verified key of the request, after its rate limit; 401, 429 or 503 otherwise."""
     key = api_key or (bearer.credentials if bearer is not None else None)
     try:
-        principal = services.key_verifier().verify(key)
-        wait = services.rate_limiter().check(
-            principal.key_id, principal.rate_limit_per_s, principal.rate_limit_burst
-        )
+        principal = verifier.verify(key)
+        wait = limiter.check(principal.key_id, principal.rate_limit_per_s, principal.rate_limit_burst)
     except UnauthenticatedError as error:
         emit_metric(MetricName.AUTH_FAILURES, 1)
         raise HTTPException(401, str(error), headers=CHALLENGE) from error

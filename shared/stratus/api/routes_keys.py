@@ -8,11 +8,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Request
+from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, Field
 
-from stratus.access.auth import MAX_BURST, MAX_RATE_PER_S, Principal, Role, principal_of
-from stratus.api.deps import AUTH_RESPONSES, AdminKey, Audit, Keys, error_response
+from stratus.access.auth import MAX_BURST, MAX_RATE_PER_S, KeyVerifier, Principal, Role, principal_of
+from stratus.api.deps import (
+    AUTH_RESPONSES,
+    AdminKey,
+    Audit,
+    Gateway,
+    GatewayDep,
+    Keys,
+    Verifier,
+    error_response,
+)
 from stratus.stores.keys import KeyRecord, KeyTable
 
 router = APIRouter(tags=["keys"], responses=AUTH_RESPONSES)
@@ -71,14 +80,6 @@ class KeyList(BaseModel):
     keys: list[KeyInfo]
 
 
-def _api_stage(request: Request) -> tuple[str, str] | None:
-    """The API Gateway (apiId, stage) serving the request, from Mangum's Lambda event; None locally."""
-    event = request.scope.get("aws.event") or {}
-    context = event.get("requestContext") or {}
-    api_id, stage = context.get("apiId"), context.get("stage")
-    return (api_id, stage) if api_id and stage else None
-
-
 def _manages(principal: Principal, collections: list[str]) -> bool:
     """An admin key manages keys confined to its own collections ("*" keys manage every key)."""
     return principal.covers_all(collections)
@@ -108,14 +109,14 @@ def _is_last_admin(record: KeyRecord, records: list[KeyRecord]) -> bool:
     },
 )
 def create(
-    body: KeyCreateRequest, principal: AdminKey, request: Request, audit: Audit, table: Keys
+    body: KeyCreateRequest, principal: AdminKey, gateway: GatewayDep, audit: Audit, table: Keys
 ) -> CreatedKey:
     """Create a key (and its API Gateway key, on AWS); the response carries the plaintext key once."""
     from stratus.access.audit import key_actor
 
     scope = ",".join(sorted(set(body.collections)))
     with audit.audited(key_actor(principal.key_id), "key.create", "(new key)", scope) as note:
-        created = _create(body, principal, request, table)
+        created = _create(body, principal, gateway, table)
         note.target = created.key_id
         note.detail = (
             f"name {created.name!r}; roles {','.join(created.roles)}; "
@@ -125,8 +126,7 @@ def create(
         return created
 
 
-def _create(body: KeyCreateRequest, principal: Principal, request: Request, table: KeyTable) -> CreatedKey:
-    from stratus import services
+def _create(body: KeyCreateRequest, principal: Principal, gateway: Gateway, table: KeyTable) -> CreatedKey:
     from stratus.access.auth import (
         ForbiddenError,
         GatewayMirrorError,
@@ -151,7 +151,7 @@ def _create(body: KeyCreateRequest, principal: Principal, request: Request, tabl
         raise HTTPException(403, str(error)) from error
     try:
         # Resolved first: when the usage plan cannot be found, no key is created at all.
-        gateway = services.gateway_keys(_api_stage(request))
+        mirror = gateway.mirror()
     except GatewayMirrorError as error:
         raise HTTPException(502, str(error)) from error
     try:
@@ -165,9 +165,9 @@ def _create(body: KeyCreateRequest, principal: Principal, request: Request, tabl
         )
     except ValueError as error:
         raise HTTPException(422, str(error)) from error
-    if gateway is not None:
+    if mirror is not None:
         try:
-            mirror_key(table, created, gateway)
+            mirror_key(table, created, mirror)
         except GatewayMirrorError as error:
             raise HTTPException(502, str(error)) from error
     return CreatedKey(key=created.key, **created.record.to_public())
@@ -189,23 +189,28 @@ def list_keys(principal: AdminKey, table: Keys) -> KeyList:
         502: error_response("the key is revoked, but its API Gateway key is not disabled yet; retry"),
     },
 )
-def revoke(key_id: KeyId, principal: AdminKey, request: Request, audit: Audit, table: Keys) -> KeyInfo:
+def revoke(
+    key_id: KeyId,
+    principal: AdminKey,
+    gateway: GatewayDep,
+    verifier: Verifier,
+    audit: Audit,
+    table: Keys,
+) -> KeyInfo:
     """Revoke a key and its gateway key: refused here at once, elsewhere within STRATUS_API_KEY_CACHE_S."""
     from stratus.access.audit import key_actor
 
     with audit.audited(key_actor(principal.key_id), "key.revoke", key_id) as note:
-        revoked = _revoke(key_id, principal, request, table)
+        revoked = _revoke(key_id, principal, gateway, verifier, table)
         note.collection = ",".join(revoked.collections)
         note.detail = f"name {revoked.name!r}; collections {','.join(revoked.collections)}"
         return revoked
 
 
-def _revoke(key_id: str, principal: Principal, request: Request, table: KeyTable) -> KeyInfo:
-    from stratus import services
+def _revoke(
+    key_id: str, principal: Principal, gateway: Gateway, verifier: KeyVerifier, table: KeyTable
+) -> KeyInfo:
     from stratus.access.auth import GatewayMirrorError, disable_mirror, revoke_key
-    from stratus.settings import get_settings
-    from stratus.stores import aws
-    from stratus.stores.gateway import GatewayKeys
 
     records = table.list()
     record = next((r for r in records if r.key_id == key_id), None)
@@ -219,11 +224,12 @@ def _revoke(key_id: str, principal: Principal, request: Request, table: KeyTable
         )
     revoked = revoke_key(table, key_id)
     assert revoked is not None
-    services.key_verifier().forget(revoked.key_hash)
+    verifier.forget(revoked.key_hash)
     # Disabling needs no usage plan: only whether this runs on AWS (behind API Gateway, or configured).
-    if _api_stage(request) is not None or get_settings().api_usage_plan_id is not None:
+    disabler = gateway.disabler()
+    if disabler is not None:
         try:
-            disable_mirror(revoked, GatewayKeys(aws.client("apigateway")))
+            disable_mirror(revoked, disabler)
         except GatewayMirrorError as error:
             raise HTTPException(502, str(error)) from error
     return KeyInfo(**revoked.to_public())
