@@ -6,9 +6,7 @@ message from which the API key has been removed.
 
 from __future__ import annotations
 
-import codecs
 import json
-import re
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, nullcontext, suppress
@@ -344,7 +342,7 @@ class OpenAICompatibleProvider:
         key = self._key()
         with self._call(request, True, key, deadline) as body:
             done = False
-            for data in _sse_data(_lines(body)):
+            for data in _sse_data(body):
                 if data == "[DONE]":
                     done = True
                     break
@@ -438,50 +436,19 @@ def _bounded(chunks: Iterable[bytes], budget: int, provider: str | None) -> Iter
         yield chunk
 
 
-def _lines(chunks: Iterable[bytes]) -> Iterator[str]:
-    """Lines of a byte stream (\\n, \\r\\n or \\r), decoded as UTF-8; linear in the stream's length."""
-    decoder = codecs.getincrementaldecoder("utf-8")("replace")
-    parts: list[str] = []  # the unfinished line, in pieces (a trickle must not make this quadratic)
-    held_cr = False
-    for chunk in chunks:
-        text = decoder.decode(chunk)
-        if held_cr:
-            text = "\r" + text
-            held_cr = False
-        if text.endswith("\r"):  # maybe the first half of \r\n: wait for the next chunk
-            text, held_cr = text[:-1], True
-        pieces = _NEWLINE.split(text)
-        if len(pieces) == 1:
-            parts.append(text)
-            continue
-        parts.append(pieces[0])
-        yield "".join(parts)
-        yield from pieces[1:-1]
-        parts = [pieces[-1]]
-    tail = "".join(parts) + decoder.decode(b"", final=True)
-    if held_cr or tail:
-        yield tail
+def _sse_data(body: Iterable[bytes]) -> Iterator[str]:
+    """The data of each Server-Sent Event of a byte stream, read by httpx-sse (empty events skipped).
 
+    httpx-sse reads a response: the bounded, deadline-cut body of `_call` is handed to it as the
+    content of one, so its line and event decoders never read past our budget.
+    """
+    import httpx
+    from httpx_sse import EventSource
 
-_NEWLINE = re.compile(r"\r\n|\n|\r")
-
-
-def _sse_data(lines: Iterable[str]) -> Iterator[str]:
-    """The data of each Server-Sent Event (multi-line data joined; comments and other fields skipped)."""
-    buffer: list[str] = []
-    for line in lines:
-        if line == "":
-            if buffer:
-                yield "\n".join(buffer)
-                buffer = []
-            continue
-        if line.startswith(":"):
-            continue
-        field, _, value = line.partition(":")
-        if field == "data":
-            buffer.append(value[1:] if value.startswith(" ") else value)
-    if buffer:
-        yield "\n".join(buffer)
+    events = httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"}, content=body)
+    for event in EventSource(events).iter_sse():
+        if event.data:
+            yield event.data
 
 
 # --- Bedrock ---------------------------------------------------------------------------------------
