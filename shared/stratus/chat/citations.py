@@ -91,22 +91,11 @@ def clean_answer(text: str, chunks: list[ContextChunk]) -> tuple[str, list[Citat
     return cleaned, citations_for(marker_filter.cited, chunks)
 
 
+# What a citation repeats of its hit: every Citation field but its number (a test holds them equal).
+CITED_FIELDS: set[str] = set(Citation.model_fields) - {"n"}
+
+
 def citations_for(cited: list[int], chunks: list[ContextChunk]) -> list[Citation]:
     """Citation records of the cited chunk numbers."""
     by_n = {c.n: c for c in chunks}
-    return [
-        Citation(
-            n=n,
-            chunk_id=by_n[n].hit.chunk_id,
-            doc_id=by_n[n].hit.doc_id,
-            source=by_n[n].hit.source,
-            title=by_n[n].hit.title,
-            section=by_n[n].hit.section,
-            page=by_n[n].hit.page,
-            sheet=by_n[n].hit.sheet,
-            row_start=by_n[n].hit.row_start,
-            row_end=by_n[n].hit.row_end,
-        )
-        for n in cited
-        if n in by_n
-    ]
+    return [Citation(n=n, **by_n[n].hit.model_dump(include=CITED_FIELDS)) for n in cited if n in by_n]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from stratus.stores.aws import call_dynamodb
@@ -27,18 +27,8 @@ class KeyRecord:
     gateway_key_id: str | None = None
 
     def to_public(self) -> dict[str, Any]:
-        """What `list` shows: no hash, no key."""
-        return {
-            "key_id": self.key_id,
-            "name": self.name,
-            "collections": self.collections,
-            "roles": self.roles,
-            "created_at": self.created_at,
-            "revoked_at": self.revoked_at,
-            "rate_limit_per_s": self.rate_limit_per_s,
-            "rate_limit_burst": self.rate_limit_burst,
-            "gateway_key_id": self.gateway_key_id,
-        }
+        """What `list` shows: every field but the hash (never the key, which is not stored)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "key_hash"}
 
 
 def _to_item(record: KeyRecord) -> dict[str, Any]:
