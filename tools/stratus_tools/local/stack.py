@@ -40,6 +40,10 @@ ADMIN_POLICY = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Acti
 ADMIN_PRINCIPAL = "(stack setup and tests)"
 # Every stack's recorded calls and roles once it stops: what tests/plugins/iam_report.py reports.
 CALL_LOG: list[tuple[dict[str, FunctionRole], list[tuple[str, str, str, str, bool, int]]]] = []
+# Every access key a stack of this process issued, to its principal: a call that a background thread
+# makes after its stack stopped (a replica watcher, say) reaches the next stack's record, and is still
+# attributed to its function rather than listed as an unknown key.
+ISSUED_PRINCIPALS: dict[str, str] = {}
 
 
 def emulator_credentials() -> dict[str, str]:
@@ -282,6 +286,7 @@ class LocalStack:
         httpx.post(f"{self.endpoint_url}/moto-api/reset", timeout=10).raise_for_status()
         if self.enforce_iam:
             self.admin = self._create_admin()
+            ISSUED_PRINCIPALS[self.admin.access_key_id] = ADMIN_PRINCIPAL
         self._export_credentials()
         self._create_resources()
         self._export_environment()
@@ -536,6 +541,7 @@ class LocalStack:
                 session["AccessKeyId"], session["SecretAccessKey"], session["SessionToken"], function
             )
             self.credentials[function] = credentials
+            ISSUED_PRINCIPALS[credentials.access_key_id] = function
             by_key[credentials.access_key_id] = role
         if self.emulator == "process":
             import httpx
@@ -590,7 +596,8 @@ class LocalStack:
             from stratus_tools.local.emulator import take_calls
 
             taken = take_calls()
-        principals = {c.access_key_id: c.principal for c in self.credentials.values()}
+        principals = dict(ISSUED_PRINCIPALS)
+        principals.update({c.access_key_id: c.principal for c in self.credentials.values()})
         if self.admin is not None:
             principals[self.admin.access_key_id] = ADMIN_PRINCIPAL
         for key, action, resource, context, allowed, count in taken:
