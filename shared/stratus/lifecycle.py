@@ -19,9 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from stratus.models import DocumentStatus
+from stratus.models import DocumentStatus, normalise_version
 from stratus.observability import MetricName, emit_metric, logger
-from stratus.stores.documents import normalise_version
 
 if TYPE_CHECKING:
     from stratus.models import StageMessage

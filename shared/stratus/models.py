@@ -48,6 +48,11 @@ def make_chunk_id(doc_id: str, text: str, occurrence: int) -> str:
     return digest[:32]
 
 
+def normalise_version(sequencer: str) -> str:
+    """S3 sequencers compare as hex numbers; left-pad so DynamoDB's string order agrees."""
+    return sequencer.upper().rjust(40, "0")
+
+
 class Section(BaseModel):
     """A run of text under one heading path (and page, for paged formats)."""
 

@@ -13,8 +13,7 @@ from fastapi.testclient import TestClient
 
 from stratus import services
 from stratus.api.app import create_app
-from stratus.models import DocumentStatus, StageMessage, make_doc_id
-from stratus.stores.documents import normalise_version
+from stratus.models import DocumentStatus, StageMessage, make_doc_id, normalise_version
 from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration

@@ -12,11 +12,10 @@ import pytest
 from fakes.env import restore_environment
 
 from stratus import services
-from stratus.models import Chunk, ChunkBatch, DocumentStatus, StageMessage
+from stratus.models import Chunk, ChunkBatch, DocumentStatus, StageMessage, normalise_version
 from stratus.pipeline.common import dump_chunk_batch
 from stratus.pipeline.worker import sqs_event
 from stratus.settings import get_settings
-from stratus.stores.documents import normalise_version
 from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration

@@ -25,10 +25,9 @@ from typing import Any
 import pytest
 
 from stratus import services
-from stratus.models import Chunk, ChunkBatch, DocumentStatus, StageMessage
+from stratus.models import Chunk, ChunkBatch, DocumentStatus, StageMessage, normalise_version
 from stratus.pipeline.common import dump_chunk_batch
 from stratus.settings import get_settings
-from stratus.stores.documents import normalise_version
 from stratus_tools.local.cfn_yaml import load_template
 from stratus_tools.local.stack import LocalStack, emulator_credentials
 

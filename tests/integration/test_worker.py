@@ -5,10 +5,9 @@ from __future__ import annotations
 import pytest
 
 from stratus import services
-from stratus.models import Chunk, ChunkBatch, DocumentStatus, StageMessage, make_doc_id
+from stratus.models import Chunk, ChunkBatch, DocumentStatus, StageMessage, make_doc_id, normalise_version
 from stratus.pipeline.common import dump_chunk_batch, staging_key
 from stratus.pipeline.worker import embed_worker
-from stratus.stores.documents import normalise_version
 from stratus_tools.local.stack import LocalStack
 
 pytestmark = pytest.mark.integration

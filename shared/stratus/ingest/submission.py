@@ -23,8 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from stratus.errors import PermanentError
 from stratus.ingest.formats import EXTENSIONS as FORMAT_EXTENSIONS
 from stratus.lifecycle import DocumentLifecycle
-from stratus.models import REQUEST_ID_METADATA, DocumentStatus, StageMessage, make_doc_id
-from stratus.stores.documents import normalise_version
+from stratus.models import REQUEST_ID_METADATA, DocumentStatus, StageMessage, make_doc_id, normalise_version
 
 if TYPE_CHECKING:
     from stratus.settings import Settings

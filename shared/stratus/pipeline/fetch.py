@@ -25,10 +25,10 @@ from stratus.models import (
     StageMessage,
     check_collection_name,
     make_doc_id,
+    normalise_version,
 )
 from stratus.observability import MetricName, emit_metric, log_context, logger
 from stratus.pipeline.common import dump_chunk_batch, inline_payload, staging_key, stopwatch
-from stratus.stores.documents import normalise_version
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer

@@ -23,12 +23,11 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote_plus
 
 from stratus.errors import PermanentError, TransientError
-from stratus.models import DocumentStatus, FetchedContent, make_doc_id
+from stratus.models import DocumentStatus, FetchedContent, make_doc_id, normalise_version
 from stratus.observability import MetricName, emit_metric, logger
 from stratus.sources import MESSAGE_TAG
 from stratus.sources.robots import MAX_ROBOTS_BYTES, RobotsPolicy, product_token
 from stratus.sources.urls import ASSET_EXTENSIONS, Scope, extension, normalise_url, origin
-from stratus.stores.documents import normalise_version
 
 if TYPE_CHECKING:
     from stratus.ingest.web import FetchOptions, FetchResult

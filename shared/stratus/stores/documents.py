@@ -64,11 +64,6 @@ class DocumentRecord:
         }
 
 
-def normalise_version(sequencer: str) -> str:
-    """S3 sequencers compare as hex numbers; left-pad so DynamoDB's string order agrees."""
-    return sequencer.upper().rjust(40, "0")
-
-
 def _attr(value: Any) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"BOOL": value}
