@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from stratus.access.audit import AuditLog
     from stratus.access.auth import KeyVerifier
     from stratus.access.ratelimit import RateLimiter
-    from stratus.retrieval.search import Searcher
+    from stratus.retrieval.searcher import Searcher
     from stratus.stores.audit import AuditTable
     from stratus.stores.blobs import BlobStore
     from stratus.stores.collections import CollectionSettingsStore
@@ -252,7 +252,8 @@ def searcher() -> Searcher:
     """Search over this principal's chunk store with the process-wide encoder and reranker."""
     from stratus.embedding.encoder import get_encoder
     from stratus.retrieval.rerank import get_reranker
-    from stratus.retrieval.search import FusionConfig, Searcher
+    from stratus.retrieval.search import FusionConfig
+    from stratus.retrieval.searcher import Searcher
 
     return Searcher(chunk_store(), get_encoder(), FusionConfig.from_settings(get_settings()), get_reranker)
 

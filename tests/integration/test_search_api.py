@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Iterator
@@ -558,3 +559,72 @@ def test_search_and_chat_answer_through_the_stream_function_with_its_grants_only
     calls = [c for c in stack.collect_calls()[before:] if c[0] == principal]
     assert calls, "the requests ran as StreamFunction's role"
     assert [c for c in calls if not c[4]] == []
+
+
+def test_similar_documents_over_the_api_answer_other_documents_and_check_the_key(
+    stack: LocalStack, api_headers: dict[str, str]
+) -> None:
+    # given the indexed collection, and a key that may read another collection only
+    from stratus import services
+    from stratus.access.auth import create_key
+    from stratus.models import make_doc_id
+
+    other = {"x-api-key": create_key(services.key_table(), "elsewhere", ["elsewhere"], ["read"]).key}
+    tides = make_doc_id(COLLECTION, "tides.md")
+    url = f"{stack.api_url}/v1/collections/{COLLECTION}/documents"
+
+    # when the notes like the tides note are asked for, an unknown one, a bad top_k, and by the other key
+    found = httpx.get(f"{url}/{tides}/similar", params={"top_k": 2}, headers=api_headers, timeout=30)
+    unknown = httpx.get(f"{url}/{'f' * 32}/similar", headers=api_headers, timeout=30)
+    too_many = httpx.get(f"{url}/{tides}/similar", params={"top_k": 51}, headers=api_headers, timeout=30)
+    refused = httpx.get(f"{url}/{tides}/similar", headers=other, timeout=30)
+
+    # then two other documents come back (never itself), the unknown is a 404, the bound a 422,
+    # and the key that may not read the collection a 403
+    assert found.status_code == 200, found.text
+    body = found.json()
+    assert body["doc_id"] == tides
+    assert len(body["hits"]) == 2
+    assert tides not in {h["doc_id"] for h in body["hits"]}
+    assert unknown.status_code == 404
+    assert "no indexed chunks" in unknown.json()["detail"]
+    assert too_many.status_code == 422
+    assert refused.status_code == 403
+
+
+def test_stratus_similar_takes_a_path_or_an_id_and_prints_the_other_documents(
+    stack: LocalStack,
+    api_headers: dict[str, str],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given the CLI holding an API key
+    from stratus.models import make_doc_id
+    from stratus.settings import get_settings
+    from stratus_tools.cli import main
+
+    monkeypatch.setenv("STRATUS_API_KEY", api_headers["x-api-key"])
+    get_settings.cache_clear()
+    try:
+        # when the notes like tides.md are asked for by path (as JSON), then by id (as text)
+        by_path = main(
+            ["similar", "tides.md", "-c", COLLECTION, "-k", "3", "--api-url", stack.api_url, "--json"]
+        )
+        as_json = json.loads(capsys.readouterr().out)
+        by_id = main(
+            ["similar", make_doc_id(COLLECTION, "tides.md"), "-c", COLLECTION, "--api-url", stack.api_url]
+        )
+        as_text = capsys.readouterr().out
+        unknown = main(["similar", "nowhere.md", "-c", COLLECTION, "--api-url", stack.api_url])
+        refused = capsys.readouterr().out
+    finally:
+        get_settings.cache_clear()
+
+    # then both name three other documents, and an unknown path exits 1 with the API's 404
+    assert (by_path, by_id) == (0, 0)
+    sources = [h["source"] for h in as_json["hits"]]
+    assert len(sources) == 3
+    assert "tides.md" not in sources
+    assert all(source in as_text for source in sources)
+    assert unknown == 1
+    assert "404" in refused

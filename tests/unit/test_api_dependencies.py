@@ -21,11 +21,11 @@ from stratus.retrieval.search import (
     CollectionNotFoundError,
     FusionConfig,
     RerankUnavailableError,
-    Searcher,
     SearchHit,
     SearchRequest,
     SearchResponse,
 )
+from stratus.retrieval.searcher import Searcher
 from stratus.stores.documents import DocumentRecord
 
 DOC_ID = "0" * 31 + "1"

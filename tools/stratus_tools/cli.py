@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 import threading
@@ -359,6 +360,36 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_similar(args: argparse.Namespace) -> int:
+    """Print the documents most like one document (by doc id, or by its source path)."""
+    import httpx
+
+    from stratus.models import make_doc_id
+
+    console = _console()
+    doc_id = (
+        args.document
+        if re.fullmatch(r"[0-9a-f]{32}", args.document)
+        else make_doc_id(args.collection, args.document)
+    )
+    response = httpx.get(
+        f"{_api_url(args)}/v1/collections/{args.collection}/documents/{doc_id}/similar",
+        params={"top_k": args.top_k},
+        headers=_api_headers(),
+        timeout=60,
+    )
+    if response.status_code != 200:
+        console.print(line((str(response.status_code), "red"), " ", response.text))
+        return 1
+    if args.json:
+        print(json.dumps(response.json(), indent=2))
+        return 0
+    for i, hit in enumerate(response.json()["hits"], start=1):
+        console.print(line((f"{i}.", "bold"), " ", hit["source"], "  ", (f"score {hit['score']:.4f}", "dim")))
+        console.print(line("   ", hit["title"] or hit["text"][:200]))
+    return 0
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     """Ask a collection a question through the chat API; print the answer and its citations."""
     import httpx
@@ -626,6 +657,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--json", action="store_true")
     search.add_argument("--stack", default=None, help=STACK_HELP)
     search.set_defaults(func=cmd_search)
+
+    similar = sub.add_parser("similar", help="documents most like one document (more like this)")
+    similar.add_argument("document", help="the document's id, or its path in the collection (notes/a.md)")
+    similar.add_argument("--collection", "-c", default="docs")
+    similar.add_argument("--top-k", "-k", type=int, default=5)
+    similar.add_argument("--api-url", default=None)
+    similar.add_argument("--json", action="store_true")
+    similar.add_argument("--stack", default=None, help=STACK_HELP)
+    similar.set_defaults(func=cmd_similar)
 
     ask = sub.add_parser("ask", help="ask a collection a question (chat with citations)")
     ask.add_argument("question")

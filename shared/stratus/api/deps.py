@@ -29,7 +29,7 @@ from stratus.access.ratelimit import RateLimiter
 from stratus.errors import TransientError
 from stratus.models import COLLECTION_PATTERN
 from stratus.observability import MetricName, emit_metric
-from stratus.retrieval.search import Searcher
+from stratus.retrieval.searcher import Searcher
 from stratus.settings import Settings, get_settings
 from stratus.stores.collections import CollectionSettingsStore
 from stratus.stores.conversations import ConversationTable

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query
 
 from stratus.api.deps import (
     AUTH_RESPONSES,
     READ_ACCESS,
     Chunks,
     CollectionName,
+    DocumentId,
     ReadKey,
     Search,
     error_response,
@@ -21,6 +24,7 @@ from stratus.retrieval.search import (
     SearchResponse,
     query_problem,
 )
+from stratus.retrieval.similar import MAX_TOP_K, DocumentNotFoundError, SimilarResponse
 
 router = APIRouter(tags=["search"], responses=AUTH_RESPONSES)
 
@@ -57,3 +61,24 @@ def search_collection(collection: CollectionName, body: SearchRequest, searcher:
         raise HTTPException(422, str(error)) from error
     except RerankUnavailableError as error:
         raise HTTPException(400, str(error)) from error
+
+
+@router.get(
+    "/v1/collections/{collection}/documents/{doc_id}/similar",
+    response_model=SimilarResponse,
+    dependencies=[READ_ACCESS],
+    responses={404: error_response("unknown collection, or a document with no indexed chunks")},
+)
+def similar_documents(
+    collection: CollectionName,
+    doc_id: DocumentId,
+    searcher: Search,
+    top_k: Annotated[int, Query(ge=1, le=MAX_TOP_K, description="How many similar documents.")] = 10,
+) -> SimilarResponse:
+    """More like this: the documents nearest to one document, by its vectors and its terms, never itself."""
+    try:
+        return searcher.similar(collection, doc_id, top_k)
+    except CollectionNotFoundError as error:
+        raise HTTPException(404, f"collection {collection!r} does not exist") from error
+    except DocumentNotFoundError as error:
+        raise HTTPException(404, f"document {doc_id} has no indexed chunks in {collection!r}") from error

@@ -18,8 +18,6 @@ from stratus.observability import MetricName, emit_metric, logger
 from stratus.retrieval.filters import CompiledFilter, compile_filter
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from stratus.settings import Settings
     from stratus.stores.vectors import ChunkStore
 
@@ -209,13 +207,14 @@ def mmr_order(relevance: np.ndarray, vectors: np.ndarray, lambda_: float, count:
     return chosen
 
 
-def _hit(
+def hit_from_row(
     row: dict[str, Any],
     score: float,
     vector_rank: int | None,
     keyword_rank: int | None,
     rerank_score: float | None = None,
 ) -> SearchHit:
+    """A chunk's row as a hit with its score and ranks."""
     return SearchHit(
         chunk_id=row["chunk_id"],
         doc_id=row["doc_id"],
@@ -351,7 +350,9 @@ def search(
         scored = [pool[i] for i in order]
         timings["mmr"] = _ms(t0)
     hits = [
-        _hit(rows.row(cid), score, vector_ranks.get(cid), keyword_ranks.get(cid), rerank_scores.get(cid))
+        hit_from_row(
+            rows.row(cid), score, vector_ranks.get(cid), keyword_ranks.get(cid), rerank_scores.get(cid)
+        )
         for cid, score in scored[:limit]
     ]
     timings["total"] = _ms(started)
@@ -362,31 +363,6 @@ def search(
     return SearchResponse(
         hits=hits, mode=request.mode, degraded=degraded, reranked=bool(rerank_scores), timings_ms=timings
     )
-
-
-class Searcher:
-    """Search wired once: a chunk store, the query encoder, the fusion parameters and the reranker.
-
-    What the search route and chat's retrieval share; `reranker` is asked only when a request wants
-    a rerank, so a cross-encoder is never loaded for plain searches.
-    """
-
-    def __init__(
-        self,
-        store: ChunkStore,
-        encoder: QueryEncoder,
-        fusion: FusionConfig,
-        reranker: Callable[[], Reranker | None] = lambda: None,
-    ) -> None:
-        self._store = store
-        self._encoder = encoder
-        self._fusion = fusion
-        self._reranker = reranker
-
-    def search(self, collection: str, request: SearchRequest) -> SearchResponse:
-        """`search` over one collection with this wiring (the same errors)."""
-        reranker = self._reranker() if request.rerank else None
-        return search(self._store, self._encoder, collection, request, self._fusion, reranker)
 
 
 def _passage(row: dict[str, Any]) -> str:

@@ -17,6 +17,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -201,6 +202,16 @@ class TableSnapshot:
         return None if i is None or self._collections[i] != collection else self.vectors[i]
 
 
+@dataclass(frozen=True)
+class DocumentChunks:
+    """One document's chunks as stored: what "more like this" starts from."""
+
+    title: str
+    chunk_ids: list[str]
+    texts: list[str]
+    vectors: np.ndarray
+
+
 class CollectionReader:
     """One search's view of a collection's chunks: keyword and vector candidates, then their rows.
 
@@ -292,6 +303,27 @@ class CollectionReader:
         if chunk_id in self._fetched:
             return self._fetched[chunk_id]
         raise KeyError(chunk_id)
+
+    def document(self, doc_id: str, limit: int) -> DocumentChunks | None:
+        """A document's first `limit` chunks (by position) with their stored vectors; None if it has none."""
+        columns = present(self._table, ["chunk_id", COLLECTION_COLUMN, "position", "title", "text", "vector"])
+        found = (
+            self._table.search()
+            .where(scoped(self._collection, f"doc_id = {sql_string(doc_id)}"), prefilter=True)
+            .select(columns)
+            .limit(None)
+            .to_arrow()
+        )
+        rows = [r for r in found.to_pylist() if r.get(COLLECTION_COLUMN) == self._collection]
+        rows = sorted(rows, key=lambda r: r.get("position") or 0)[:limit]
+        if not rows:
+            return None
+        return DocumentChunks(
+            title=rows[0].get("title") or "",
+            chunk_ids=[r["chunk_id"] for r in rows],
+            texts=[r.get("text") or "" for r in rows],
+            vectors=np.asarray([r["vector"] for r in rows], dtype=np.float32),
+        )
 
     def vectors(self, chunk_ids: list[str]) -> np.ndarray:
         """The chunks' stored vectors, one row each (KeyError when one is not at hand)."""
