@@ -10,6 +10,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -336,28 +337,33 @@ def _api_headers() -> dict[str, str]:
     return {}
 
 
+def _print_hits(response: Any, as_json: bool, snippet: Callable[[dict[str, Any]], str]) -> int:
+    """Print an API answer of hits (numbered, with score and `snippet`), its JSON, or its error."""
+    console = _console()
+    if response.status_code != 200:
+        console.print(line((str(response.status_code), "red"), " ", response.text))
+        return 1
+    if as_json:
+        print(json.dumps(response.json(), indent=2))
+        return 0
+    for i, hit in enumerate(response.json()["hits"], start=1):
+        where = " > ".join(x for x in (hit["source"], hit["section"]) if x)
+        console.print(line((f"{i}.", "bold"), " ", where, "  ", (f"score {hit['score']:.4f}", "dim")))
+        console.print(line("   ", snippet(hit)))
+    return 0
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     """Search a collection through the API and print the hits."""
     import httpx
 
-    console = _console()
     response = httpx.post(
         f"{_api_url(args)}/v1/collections/{args.collection}/search",
         json={"query": args.query, "top_k": args.top_k, "mode": args.mode},
         headers=_api_headers(),
         timeout=60,
     )
-    if response.status_code != 200:
-        console.print(line((str(response.status_code), "red"), " ", response.text))
-        return 1
-    if args.json:
-        print(json.dumps(response.json(), indent=2))
-        return 0
-    for i, hit in enumerate(response.json()["hits"], start=1):
-        where = " > ".join(x for x in (hit["source"], hit["section"]) if x)
-        console.print(line((f"{i}.", "bold"), " ", where, "  ", (f"score {hit['score']:.4f}", "dim")))
-        console.print(line("   ", hit["text"][:300]))
-    return 0
+    return _print_hits(response, args.json, lambda hit: hit["text"][:300])
 
 
 def cmd_similar(args: argparse.Namespace) -> int:
@@ -366,7 +372,6 @@ def cmd_similar(args: argparse.Namespace) -> int:
 
     from stratus.models import make_doc_id
 
-    console = _console()
     doc_id = (
         args.document
         if re.fullmatch(r"[0-9a-f]{32}", args.document)
@@ -378,16 +383,7 @@ def cmd_similar(args: argparse.Namespace) -> int:
         headers=_api_headers(),
         timeout=60,
     )
-    if response.status_code != 200:
-        console.print(line((str(response.status_code), "red"), " ", response.text))
-        return 1
-    if args.json:
-        print(json.dumps(response.json(), indent=2))
-        return 0
-    for i, hit in enumerate(response.json()["hits"], start=1):
-        console.print(line((f"{i}.", "bold"), " ", hit["source"], "  ", (f"score {hit['score']:.4f}", "dim")))
-        console.print(line("   ", hit["title"] or hit["text"][:200]))
-    return 0
+    return _print_hits(response, args.json, lambda hit: hit["title"] or hit["text"][:200])
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
