@@ -207,22 +207,23 @@ def test_a_multi_object_delete_is_authorised_key_by_key(running_stack: LocalStac
 
 
 def test_a_call_with_a_key_of_an_earlier_stack_is_still_attributed_to_its_function(
-    idle_stack: LocalStack,
+    running_stack: LocalStack,
 ) -> None:
-    # given the API function's session, which this stack then no longer knows (as when the key is an
-    # earlier stack's, used by a background thread that outlived it)
-    s3 = idle_stack.client("s3", "ApiFunction")
-    known = idle_stack.credentials.pop("ApiFunction")
+    # given the API function's session, which the stack then no longer knows (as when the key is an
+    # earlier stack's, used by a background thread that outlived it); the running stack is the
+    # module's latest, so its keys are the emulator's current ones
+    s3 = running_stack.client("s3", "ApiFunction")
+    known = running_stack.credentials.pop("ApiFunction")
     try:
-        idle_stack.collect_calls()
-        before = len(idle_stack.calls)
+        running_stack.collect_calls()
+        before = len(running_stack.calls)
 
         # when the session lists the bucket
-        s3.list_objects_v2(Bucket=idle_stack.plan.bucket, Prefix="lancedb/", MaxKeys=1)
-        calls = idle_stack.collect_calls()[before:]
+        s3.list_objects_v2(Bucket=running_stack.plan.bucket, Prefix="lancedb/", MaxKeys=1)
+        calls = running_stack.collect_calls()[before:]
     finally:
-        idle_stack.credentials["ApiFunction"] = known
+        running_stack.credentials["ApiFunction"] = known
 
-    # then the report names the function, not the bare access key
-    assert [(c[0], c[1]) for c in calls] == [("ApiFunction", "s3:ListBucket")]
-    assert not any(c[0].startswith(("ASIA", "AKIA")) for c in idle_stack.calls)
+    # then the record names the function, not the bare access key
+    assert ("ApiFunction", "s3:ListBucket") in [(c[0], c[1]) for c in calls]
+    assert not [c for c in calls if c[0].startswith(("ASIA", "AKIA"))]
