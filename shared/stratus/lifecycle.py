@@ -16,6 +16,7 @@ call the methods of `DocumentLifecycle`; nothing else writes a document's status
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -196,6 +197,17 @@ class DocumentLifecycle:
         return self._documents.resume(message.collection, message.doc_id, message.content_sha256, stage, to)
 
     # --- what a stage does with a message ----------------------------------------------------------
+
+    def records_for(self, messages: Iterable[StageMessage]) -> dict[tuple[str, str], DocumentRecord]:
+        """The records of the messages' documents by (collection, doc id): one batch read a collection."""
+        wanted: dict[str, list[str]] = {}
+        for message in messages:
+            wanted.setdefault(message.collection, []).append(message.doc_id)
+        return {
+            (collection, doc_id): record
+            for collection, doc_ids in wanted.items()
+            for doc_id, record in self._documents.get_many(collection, doc_ids).items()
+        }
 
     def work_for(
         self, message: StageMessage, stage: str, resume_to: DocumentStatus, current: DocumentRecord | None

@@ -25,7 +25,6 @@ from stratus.pipeline.sqs import (
     BatchFailures,
     in_log_context,
     map_concurrently,
-    read_records,
 )
 from stratus.stores.schema import chunk_rows, embed_text
 
@@ -93,7 +92,6 @@ class EmbedStage:
         inline_max_bytes: int = 0,
     ) -> None:
         self._blobs = blobs
-        self._documents = documents
         self._lifecycle = DocumentLifecycle(documents)
         self._chunks = chunks
         self._index_queue = index_queue
@@ -191,7 +189,7 @@ class EmbedStage:
                 unique[version] = (message_id, message)
         loaded = _Loaded()
         try:
-            records = read_records(self._documents, (message for _, message in unique.values()))
+            records = self._lifecycle.records_for(message for _, message in unique.values())
         except Exception as error:
             logger.exception("could not read the batch's document records")
             report.fail([mid for mid, _ in messages], f"reading document records: {error}")

@@ -18,7 +18,6 @@ from stratus.pipeline.sqs import (
     BatchFailures,
     in_log_context,
     map_concurrently,
-    read_records,
 )
 
 if TYPE_CHECKING:
@@ -47,7 +46,6 @@ class IndexStage:
 
     def __init__(self, blobs: BlobStore, documents: DocumentTable, chunks: ChunkStore) -> None:
         self._blobs = blobs
-        self._documents = documents
         self._lifecycle = DocumentLifecycle(documents)
         self._chunks = chunks
 
@@ -60,7 +58,7 @@ class IndexStage:
         work: dict[str, _CollectionWork] = defaultdict(_CollectionWork)
         report = IndexBatchReport()
         try:
-            records = read_records(self._documents, (message for _, message in messages))
+            records = self._lifecycle.records_for(message for _, message in messages)
         except Exception as error:
             logger.exception("could not read the batch's document records")
             report.fail([mid for mid, _ in messages], f"reading document records: {error}")

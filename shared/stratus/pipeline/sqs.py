@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from stratus.models import StageMessage
 from stratus.observability import log_context, logger
-
-if TYPE_CHECKING:
-    from stratus.stores.documents import DocumentRecord, DocumentTable
 
 _T = TypeVar("_T")
 _R = TypeVar("_R")
@@ -115,20 +112,6 @@ class BatchFailures:
         self.failed.extend(message_ids)
         for message_id in message_ids:
             self.errors[message_id] = error
-
-
-def read_records(
-    documents: DocumentTable, messages: Iterable[StageMessage]
-) -> dict[tuple[str, str], DocumentRecord]:
-    """The records of the messages' documents by (collection, doc id): one batch read a collection."""
-    wanted: dict[str, list[str]] = {}
-    for message in messages:
-        wanted.setdefault(message.collection, []).append(message.doc_id)
-    return {
-        (collection, doc_id): record
-        for collection, doc_ids in wanted.items()
-        for doc_id, record in documents.get_many(collection, doc_ids).items()
-    }
 
 
 def run_stage_batch(
