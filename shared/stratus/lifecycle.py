@@ -53,6 +53,13 @@ def give_up_reason(stage: str, attempts: int, error: str) -> str:
     )
 
 
+def _gave_up(doc_id: str, reason: str) -> bool:
+    """Say that a document was given up on (a warning and the DocumentsFailed metric)."""
+    logger.warning("gave up on the document", extra={"doc_id": doc_id, "reason": reason})
+    emit_metric(MetricName.DOCUMENTS_FAILED, 1)
+    return True
+
+
 @dataclass(frozen=True)
 class Transition:
     """One named move: to which status, by which kind of write, and which states it may not leave."""
@@ -142,7 +149,7 @@ class DocumentLifecycle:
 
     def fetch_given_up(self, collection: str, doc_id: str, version: str, source: str, reason: str) -> bool:
         """Fetch's last attempt failed (its message goes to the DLQ), unless this version got further."""
-        return self._version(
+        done = self._version(
             "fetch_given_up",
             collection,
             doc_id,
@@ -151,6 +158,7 @@ class DocumentLifecycle:
             error=reason,
             dead_letter_stage="fetch",
         )
+        return _gave_up(doc_id, reason) if done else False
 
     def deleted(self, collection: str, doc_id: str, version: str, **fields: Any) -> bool:
         """The version is a deletion: its chunks are to be removed."""
@@ -186,11 +194,7 @@ class DocumentLifecycle:
         if message.action != "upsert":
             return False  # a deletion's message carries no document state to give up
         reason = give_up_reason(stage, attempts, error)
-        if not self.given_up(message, stage, reason):
-            return False
-        logger.warning("gave up on the document", extra={"doc_id": message.doc_id, "reason": reason})
-        emit_metric(MetricName.DOCUMENTS_FAILED, 1)
-        return True
+        return _gave_up(message.doc_id, reason) if self.given_up(message, stage, reason) else False
 
     def resumed(self, message: StageMessage, stage: str, to: DocumentStatus) -> bool:
         """A redriven message of the stage that gave up takes the document back to `to`."""

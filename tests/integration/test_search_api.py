@@ -495,11 +495,19 @@ def test_an_unreachable_store_is_a_503_not_an_empty_collection(
     assert "unavailable" in response.json()["detail"]
 
 
+@pytest.fixture
+def cli_key(api_headers: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The CLI holds an admin API key (STRATUS_API_KEY) for this test, its settings read afresh."""
+    from stratus.settings import get_settings
+
+    monkeypatch.setenv("STRATUS_API_KEY", api_headers["x-api-key"])
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
+
+
 def test_stratus_search_prints_hostile_sources_and_text_inert(
-    stack: LocalStack,
-    api_headers: dict[str, str],
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    stack: LocalStack, cli_key: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # given a chunk whose source, section and text carry terminal escapes, a bidi override and Rich markup
     from stratus.embedding.encoder import get_encoder
@@ -510,14 +518,9 @@ def test_stratus_search_prints_hostile_sources_and_text_inert(
     batch = single_chunk_batch("hostile", source, "T", text, section="[link=http://x]S[/link]")
     rows = chunk_rows(batch, get_encoder().embed_documents([text]))
     services.chunk_store().write("hostile", rows, {}, [], 384)
-    monkeypatch.setenv("STRATUS_API_KEY", api_headers["x-api-key"])
-    from stratus.settings import get_settings
-
-    get_settings.cache_clear()
 
     # when `stratus search` prints the hits
     code = main(["search", "lighthouse keeper", "-c", "hostile", "--api-url", stack.api_url])
-    get_settings.cache_clear()
 
     # then it prints them (no MarkupError), escapes visible, markup as text, no raw control character
     out = capsys.readouterr().out
@@ -593,32 +596,21 @@ def test_similar_documents_over_the_api_answer_other_documents_and_check_the_key
 
 
 def test_stratus_similar_takes_a_path_or_an_id_and_prints_the_other_documents(
-    stack: LocalStack,
-    api_headers: dict[str, str],
-    capsys: pytest.CaptureFixture[str],
-    monkeypatch: pytest.MonkeyPatch,
+    stack: LocalStack, cli_key: None, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # given the CLI holding an API key
     from stratus.models import make_doc_id
-    from stratus.settings import get_settings
     from stratus_tools.cli import main
 
-    monkeypatch.setenv("STRATUS_API_KEY", api_headers["x-api-key"])
-    get_settings.cache_clear()
-    try:
-        # when the notes like tides.md are asked for by path (as JSON), then by id (as text)
-        by_path = main(
-            ["similar", "tides.md", "-c", COLLECTION, "-k", "3", "--api-url", stack.api_url, "--json"]
-        )
-        as_json = json.loads(capsys.readouterr().out)
-        by_id = main(
-            ["similar", make_doc_id(COLLECTION, "tides.md"), "-c", COLLECTION, "--api-url", stack.api_url]
-        )
-        as_text = capsys.readouterr().out
-        unknown = main(["similar", "nowhere.md", "-c", COLLECTION, "--api-url", stack.api_url])
-        refused = capsys.readouterr().out
-    finally:
-        get_settings.cache_clear()
+    # when the notes like tides.md are asked for by path (as JSON), then by id (as text)
+    by_path = main(["similar", "tides.md", "-c", COLLECTION, "-k", "3", "--api-url", stack.api_url, "--json"])
+    as_json = json.loads(capsys.readouterr().out)
+    by_id = main(
+        ["similar", make_doc_id(COLLECTION, "tides.md"), "-c", COLLECTION, "--api-url", stack.api_url]
+    )
+    as_text = capsys.readouterr().out
+    unknown = main(["similar", "nowhere.md", "-c", COLLECTION, "--api-url", stack.api_url])
+    refused = capsys.readouterr().out
 
     # then both name three other documents, and an unknown path exits 1 with the API's 404
     assert (by_path, by_id) == (0, 0)

@@ -9,7 +9,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -316,8 +316,6 @@ class EncoderOptions:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> EncoderOptions:
         """The options as configured (STRATUS_MODEL_VARIANT, STRATUS_EMBED_*, STRATUS_ONNX_*, ...)."""
-        from dataclasses import replace
-
         from stratus.settings import derive
 
         options = derive(

@@ -605,9 +605,7 @@ class FetchStage:
         for collection, source, cause in targets:
             doc_id = make_doc_id(collection, source)
             reason = give_up_reason("fetch", attempts, cause)
-            if self._lifecycle.fetch_given_up(collection, doc_id, event.version, source, reason):
-                logger.warning("gave up on the document", extra={"doc_id": doc_id, "reason": reason})
-                emit_metric(MetricName.DOCUMENTS_FAILED, 1)
+            self._lifecycle.fetch_given_up(collection, doc_id, event.version, source, reason)
 
     def _fail(
         self, collection: str, doc_id: str, source: str, version: str, reason: str, sha: str = ""

@@ -183,6 +183,21 @@ def convex_fusion(
     return sorted(fused.items(), key=lambda pair: (-pair[1], pair[0]))
 
 
+def fuse(
+    vector: list[tuple[str, float]], keyword: list[tuple[str, float]], fusion: FusionConfig
+) -> list[tuple[str, float]]:
+    """The two sides' (id, score) candidates fused as configured; one side alone when the other is empty."""
+    if not keyword:
+        return vector
+    if not vector:
+        return keyword
+    weights = {"vector": fusion.vector_weight, "keyword": fusion.keyword_weight}
+    if fusion.method == "convex":
+        return convex_fusion({"vector": vector, "keyword": keyword}, weights)
+    ranked = {"vector": [c for c, _ in vector], "keyword": [c for c, _ in keyword]}
+    return reciprocal_rank_fusion(ranked, weights, fusion.rrf_k)
+
+
 def mmr_order(relevance: np.ndarray, vectors: np.ndarray, lambda_: float, count: int) -> list[int]:
     """Greedy maximal marginal relevance: indices picking max λ·rel − (1−λ)·max cosine to those picked.
 
@@ -279,7 +294,7 @@ def search(
         try:
             return rows.keyword(request.query, depth, where)
         finally:
-            timings["keyword"] = _ms(t0)
+            timings["keyword"] = elapsed_ms(t0)
 
     pending: Future[tuple[list[str], list[float]]] | None = None
     if request.mode in ("hybrid", "keyword"):
@@ -292,7 +307,7 @@ def search(
             logger.exception("query embedding failed", extra={"collection": collection})
             if request.mode in ("hybrid", "vector"):
                 degraded.append("vector")
-        timings["embed"] = _ms(t0)
+        timings["embed"] = elapsed_ms(t0)
     if request.mode in ("hybrid", "vector") and query_vector is not None:
         t0 = time.perf_counter()
         try:
@@ -300,7 +315,7 @@ def search(
         except Exception:
             logger.exception("vector search failed", extra={"collection": collection})
             degraded.append("vector")
-        timings["vector"] = _ms(t0)
+        timings["vector"] = elapsed_ms(t0)
     if request.mode in ("hybrid", "keyword"):
         try:
             keyword_ids, keyword_scores = pending.result() if pending is not None else keyword()
@@ -310,25 +325,15 @@ def search(
     vector_ranks = {cid: rank for rank, cid in enumerate(vector_ids, start=1)}
     keyword_ranks = {cid: rank for rank, cid in enumerate(keyword_ids, start=1)}
     t0 = time.perf_counter()
-    if request.mode == "vector" or (request.mode == "hybrid" and not keyword_ids):
-        scored = list(zip(vector_ids, vector_scores, strict=True))
-    elif request.mode == "keyword" or not vector_ids:
-        scored = list(zip(keyword_ids, keyword_scores, strict=True))
-    elif fusion.method == "convex":
-        scored = convex_fusion(
-            {
-                "vector": list(zip(vector_ids, vector_scores, strict=True)),
-                "keyword": list(zip(keyword_ids, keyword_scores, strict=True)),
-            },
-            {"vector": fusion.vector_weight, "keyword": fusion.keyword_weight},
-        )
+    by_vector = list(zip(vector_ids, vector_scores, strict=True))
+    by_keyword = list(zip(keyword_ids, keyword_scores, strict=True))
+    if request.mode == "vector":
+        scored = by_vector
+    elif request.mode == "keyword":
+        scored = by_keyword
     else:
-        scored = reciprocal_rank_fusion(
-            {"vector": vector_ids, "keyword": keyword_ids},
-            {"vector": fusion.vector_weight, "keyword": fusion.keyword_weight},
-            fusion.rrf_k,
-        )
-    timings["fuse"] = _ms(t0)
+        scored = fuse(by_vector, by_keyword, fusion)
+    timings["fuse"] = elapsed_ms(t0)
     needed = max(limit * 4 if request.mmr else limit, fusion.rerank_candidates if request.rerank else 0)
     rows.load([cid for cid, _ in scored[:needed]])
     # A chunk deleted between retrieval and reading is dropped, not an error.
@@ -341,21 +346,21 @@ def search(
         rerank_scores = {cid: float(v) for cid, v in zip(head, values, strict=True)}
         reranked = sorted(head, key=lambda cid: -rerank_scores[cid])
         scored = [(cid, rerank_scores[cid]) for cid in reranked] + scored[len(head) :]
-        timings["rerank"] = _ms(t0)
+        timings["rerank"] = elapsed_ms(t0)
     if request.mmr and scored and query_vector is not None:
         t0 = time.perf_counter()
         pool = scored[: max(limit * 4, limit)]
         vectors = rows.vectors([cid for cid, _ in pool])
         order = mmr_order(np.array([s for _, s in pool]), vectors, request.mmr.lambda_, limit)
         scored = [pool[i] for i in order]
-        timings["mmr"] = _ms(t0)
+        timings["mmr"] = elapsed_ms(t0)
     hits = [
         hit_from_row(
             rows.row(cid), score, vector_ranks.get(cid), keyword_ranks.get(cid), rerank_scores.get(cid)
         )
         for cid, score in scored[:limit]
     ]
-    timings["total"] = _ms(started)
+    timings["total"] = elapsed_ms(started)
     emit_metric(MetricName.SEARCH_REQUESTS, 1)
     emit_metric(MetricName.SEARCH_LATENCY_MS, timings["total"], "Milliseconds")
     if degraded:
@@ -371,5 +376,6 @@ def _passage(row: dict[str, Any]) -> str:
     return f"{context}\n{row.get('text') or ''}" if context else str(row.get("text") or "")
 
 
-def _ms(since: float) -> float:
+def elapsed_ms(since: float) -> float:
+    """Milliseconds since a time.perf_counter() reading, rounded for a timings field."""
     return round((time.perf_counter() - since) * 1000, 2)

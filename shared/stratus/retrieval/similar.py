@@ -22,9 +22,9 @@ from stratus.retrieval.search import (
     CollectionNotFoundError,
     FusionConfig,
     SearchHit,
-    convex_fusion,
+    elapsed_ms,
+    fuse,
     hit_from_row,
-    reciprocal_rank_fusion,
 )
 from stratus.retrieval.stopwords import STOPWORDS
 
@@ -51,10 +51,6 @@ class SimilarResponse(BaseModel):
     hits: list[SearchHit] = Field(description="One hit per similar document: its best-matching chunk.")
     degraded: list[str] = Field(default_factory=list, description="Retrievers that failed.")
     timings_ms: dict[str, float] = Field(default_factory=dict)
-
-
-def _ms(since: float) -> float:
-    return round((time.perf_counter() - since) * 1000, 2)
 
 
 def query_terms(title: str, texts: Iterable[str], limit: int = MAX_QUERY_TERMS) -> list[str]:
@@ -87,7 +83,7 @@ def similar_documents(
     own = rows.document(doc_id, MAX_SOURCE_CHUNKS)
     if own is None:
         raise DocumentNotFoundError(doc_id)
-    timings["document"] = _ms(started)
+    timings["document"] = elapsed_ms(started)
     # Candidates: enough chunks for top_k other documents after the document's own chunks drop out.
     depth = max(fusion.candidates, top_k * 4) + len(own.chunk_ids)
     degraded: list[str] = []
@@ -102,7 +98,7 @@ def similar_documents(
     except Exception:
         logger.exception("similar: vector search failed", extra={"collection": collection})
         degraded.append("vector")
-    timings["vector"] = _ms(t0)
+    timings["vector"] = elapsed_ms(t0)
     t0 = time.perf_counter()
     terms = query_terms(own.title, own.texts)
     if terms:
@@ -112,16 +108,8 @@ def similar_documents(
         except Exception:
             logger.exception("similar: keyword search failed", extra={"collection": collection})
             degraded.append("keyword")
-    timings["keyword"] = _ms(t0)
-    if vector and keyword:
-        weights = {"vector": fusion.vector_weight, "keyword": fusion.keyword_weight}
-        if fusion.method == "convex":
-            scored = convex_fusion({"vector": vector, "keyword": keyword}, weights)
-        else:
-            ranked = {"vector": [c for c, _ in vector], "keyword": [c for c, _ in keyword]}
-            scored = reciprocal_rank_fusion(ranked, weights, fusion.rrf_k)
-    else:
-        scored = vector or keyword
+    timings["keyword"] = elapsed_ms(t0)
+    scored = fuse(vector, keyword, fusion)
     own_chunks = set(own.chunk_ids)
     candidates = [(cid, score) for cid, score in scored if cid not in own_chunks]
     rows.load([cid for cid, _ in candidates])
@@ -135,5 +123,5 @@ def similar_documents(
             if len(best) == top_k:
                 break
     hits = [hit_from_row(rows.row(cid), score, None, None) for cid, score in best.values()]
-    timings["total"] = _ms(started)
+    timings["total"] = elapsed_ms(started)
     return SimilarResponse(doc_id=doc_id, hits=hits, degraded=degraded, timings_ms=timings)
