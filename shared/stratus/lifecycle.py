@@ -73,6 +73,8 @@ TRANSITIONS: dict[str, Transition] = {
     # version writes (fetch, the documents API)
     "queued": Transition(QUEUED, "version"),
     "fetched": Transition(FETCHED, "version"),
+    # Bulk ingestion parses, chunks and encodes in one process: one write takes the version to EMBEDDED.
+    "bulk_embedded": Transition(EMBEDDED, "version"),
     "unchanged": Transition(None, "version"),
     "manifest_read": Transition(None, "version"),  # INDEXED with URLs, FAILED without
     "fetch_failed": Transition(FAILED, "version"),
@@ -128,6 +130,20 @@ class DocumentLifecycle:
     def fetched(self, collection: str, doc_id: str, version: str, **fields: Any) -> bool:
         """The version was parsed and chunked, its chunks staged for embed."""
         return self._version("fetched", collection, doc_id, version, **fields)
+
+    def bulk_embedded(
+        self, collection: str, doc_id: str, version: str, first: bool = False, **fields: Any
+    ) -> bool:
+        """Bulk ingestion parsed, chunked and encoded the version; its rows are staged for index.
+
+        `first`: the document had no record when the batch was read (its first record is put; if
+        one was written meanwhile, the version write decides as for any other).
+        """
+        status = TRANSITIONS["bulk_embedded"].to
+        assert status is not None
+        if first and self._documents.create(collection, doc_id, version, status, **fields):
+            return True
+        return self._version("bulk_embedded", collection, doc_id, version, **fields)
 
     def unchanged(self, record: DocumentRecord, version: str, detail: str) -> bool:
         """A re-upload with the content `record` already holds: the record keeps its status."""
@@ -191,10 +207,13 @@ class DocumentLifecycle:
 
     def last_attempt_failed(self, stage: str, message: StageMessage, attempts: int, error: str) -> bool:
         """`stage`'s message failed on its last receive: the document is FAILED, naming the DLQ."""
-        if message.action != "upsert":
+        if message.action == "delete":
             return False  # a deletion's message carries no document state to give up
         reason = give_up_reason(stage, attempts, error)
-        return _gave_up(message.doc_id, reason) if self.given_up(message, stage, reason) else False
+        marked = [d.doc_id for d in message.documents() if self.given_up(d, stage, reason)]
+        for doc_id in marked:
+            _gave_up(doc_id, reason)
+        return bool(marked)
 
     def resumed(self, message: StageMessage, stage: str, to: DocumentStatus) -> bool:
         """A redriven message of the stage that gave up takes the document back to `to`."""

@@ -113,10 +113,27 @@ class ChunkBatch(BaseModel):
     chunks: list[Chunk]
 
 
-class StageMessage(BaseModel):
-    """What one stage hands the next through SQS: a small output inline, or a pointer (claim check) to S3."""
+class BatchMember(BaseModel):
+    """One document version of a bulk index message (its rows are in the message's Parquet)."""
 
-    action: str = Field("upsert", pattern="^(upsert|delete)$")
+    doc_id: str
+    source: str
+    content_sha256: str
+    received_at: float | None = None
+
+
+# Documents one bulk index message may carry: its body stays far below SQS's 256 KiB.
+MAX_BATCH_MEMBERS = 500
+
+
+class StageMessage(BaseModel):
+    """What one stage hands the next through SQS: a small output inline, or a pointer (claim check) to S3.
+
+    `upsert_many` is bulk ingestion's hand-over to index: `members` are the document versions whose
+    rows one staged Parquet holds, written in one commit by the same single writer per collection.
+    """
+
+    action: str = Field("upsert", pattern="^(upsert|delete|upsert_many)$")
     collection: str
     doc_id: str
     source: str
@@ -134,6 +151,24 @@ class StageMessage(BaseModel):
         None,
         description="The stage output itself (base64) when it is small enough to travel in the message.",
     )
+    members: list[BatchMember] = Field(default_factory=list, max_length=MAX_BATCH_MEMBERS)
+
+    def documents(self) -> list[StageMessage]:
+        """The per-document messages this one stands for: its members, or itself."""
+        if self.action != "upsert_many":
+            return [self]
+        common = {"collection": self.collection, "key": self.key, "payload": self.payload}
+        return [
+            StageMessage(
+                **common,
+                doc_id=m.doc_id,
+                source=m.source,
+                content_sha256=m.content_sha256,
+                request_id=self.request_id,
+                received_at=m.received_at,
+            )
+            for m in self.members
+        ]
 
 
 @dataclass(frozen=True)

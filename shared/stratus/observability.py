@@ -63,10 +63,23 @@ _CAPTURES: list[list[tuple[MetricName, float, str]]] = []
 _SINKS: list[Callable[[MetricName, float, str], None]] = []
 
 
+_TO_CLOUDWATCH = [True]
+
+
+def keep_metrics_in_process() -> None:
+    """This process is no function (the CLI running bulk ingestion): no EMF on its stdout from now on.
+
+    Values still reach the sinks and captures; Powertools would print them every 100 values.
+    """
+    with _METRICS_LOCK:
+        _TO_CLOUDWATCH[0] = False
+
+
 def emit_metric(name: MetricName, value: float, unit: str = "Count") -> None:
     """Add one value of a custom metric, safely from any thread."""
     with _METRICS_LOCK:
-        metrics.add_metric(name=name, unit=unit, value=value)
+        if _TO_CLOUDWATCH[0]:
+            metrics.add_metric(name=name, unit=unit, value=value)
         for captured in _CAPTURES:
             captured.append((name, value, unit))
         for sink in _SINKS:

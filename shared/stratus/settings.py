@@ -85,6 +85,18 @@ class Settings(BaseSettings):
         ge=1,
         description="The index queue's maxReceiveCount: on that receive a failing document is marked FAILED.",
     )
+    bulk_min_documents: int = Field(
+        200,
+        ge=1,
+        description="`stratus ingest` of at least this many documents takes the bulk path (parse, chunk and "
+        "encode in the CLI's process, index in large commits); `--bulk` / `--streamed` choose explicitly.",
+    )
+    bulk_batch_documents: int = Field(
+        256,
+        ge=1,
+        le=500,
+        description="Documents per bulk batch: one encoder call, one staged Parquet, one index commit.",
+    )
 
     # --- Embedding ---------------------------------------------------------------------
     model_dir: Path = Field(

@@ -131,3 +131,32 @@ def test_the_wait_follows_a_message_to_its_attachments_and_reports_them_after_it
         DocumentStatus.FAILED,
     ]
     assert asked[1] == [make_doc_id("c", s) for s in sources]
+
+
+def test_bulk_ingestion_reads_documents_with_their_sidecars_and_leaves_manifests_to_the_pipeline(
+    tmp_path: Path,
+) -> None:
+    from stratus_tools.uploads import bulk_documents
+
+    # given documents (one with a sidecar), a URL manifest and a sidecar whose document is not here
+    (tmp_path / "a.md").write_text("# A\n\nalpha")
+    (tmp_path / "a.md.metadata.json").write_text('{"metadataAttributes": {"team": "x"}}')
+    (tmp_path / "b.html").write_text("<p>beta</p>")
+    (tmp_path / "web.urls").write_text("https://example.com/\n")
+    (tmp_path / "gone.pdf.metadata.json").write_text('{"metadataAttributes": {}}')
+
+    # when the upload is split between bulk ingestion and the streamed path
+    documents, streamed = bulk_documents(plan_uploads([tmp_path]).uploads)
+
+    # then bulk reads each document, its bytes, size and type, with its own sidecar
+    by_source = {d.source: d for d in documents}
+    assert sorted(by_source) == ["a.md", "b.html"]
+    assert by_source["a.md"].read() == b"# A\n\nalpha"
+    assert by_source["a.md"].size == len(b"# A\n\nalpha")
+    assert by_source["b.html"].content_type == "text/html"
+    sidecar = by_source["a.md"].sidecar
+    assert sidecar is not None
+    assert b'"team"' in sidecar()
+    assert by_source["b.html"].sidecar is None
+    # and the manifest and the lone sidecar are uploaded for the functions, as without --bulk
+    assert sorted(u.source for u in streamed) == ["gone.pdf.metadata.json", "web.urls"]

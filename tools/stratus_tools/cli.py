@@ -168,12 +168,24 @@ def _print_skipped(console: Any, skipped: list[Any]) -> None:
 
 
 def _ingest(
-    collection: str, paths: list[Path], base: Path | None, timeout_s: float, console: Any
+    collection: str,
+    paths: list[Path],
+    base: Path | None,
+    timeout_s: float,
+    console: Any,
+    mode: str = "streamed",
 ) -> list[Any]:
+    """Ingest the files under `paths`; `mode`: streamed, bulk, or auto (bulk from a number of documents)."""
     from stratus import services
     from stratus.settings import get_settings
     from stratus.stores import aws
-    from stratus_tools.uploads import manifest_doc_ids, plan_uploads, upload_files, wait_for_documents
+    from stratus_tools.uploads import (
+        bulk_documents,
+        manifest_doc_ids,
+        plan_uploads,
+        upload_files,
+        wait_for_documents,
+    )
 
     settings = get_settings()
     plan = plan_uploads(paths, base)
@@ -183,12 +195,18 @@ def _ingest(
         console.print(f"[yellow]nothing to ingest under {', '.join(map(str, paths))}[/]")
         return []
     started = time.time()
-    doc_ids = upload_files(aws.client("s3"), settings.bucket, settings.inbox_prefix, collection, uploads)
+    documents, streamed = bulk_documents(uploads)
+    doc_ids: list[str] = []
+    if mode == "bulk" or (mode == "auto" and len(documents) >= settings.bulk_min_documents):
+        doc_ids = _bulk_ingest(collection, documents, timeout_s, console)
+        uploads = streamed  # (manifests and lone sidecars: the streamed path's)
+    if uploads:
+        doc_ids += upload_files(aws.client("s3"), settings.bucket, settings.inbox_prefix, collection, uploads)
+        console.print(
+            f"uploaded {len(uploads)} file(s) to s3://{settings.bucket}/{settings.inbox_prefix}{collection}/"
+        )
     # A manifest's own record (its per-line counts and refusals) and its URLs are reported too.
     doc_ids = list(dict.fromkeys(doc_ids + manifest_doc_ids(collection, uploads)))
-    console.print(
-        f"uploaded {len(uploads)} file(s) to s3://{settings.bucket}/{settings.inbox_prefix}{collection}/"
-    )
     return wait_for_documents(
         services.document_table(),
         collection,
@@ -197,6 +215,36 @@ def _ingest(
         _progress_printer(console, len(doc_ids)),
         since=started,
     )
+
+
+def _bulk_ingest(collection: str, documents: list[Any], timeout_s: float, console: Any) -> list[str]:
+    """Bulk ingestion of `documents` (stratus.pipeline.bulk); the doc ids it reports on."""
+    import uuid
+
+    from stratus.observability import keep_metrics_in_process
+    from stratus.pipeline.bulk import build_bulk_ingest
+    from stratus.settings import get_settings
+
+    keep_metrics_in_process()
+    size = get_settings().bulk_batch_documents
+    console.print(f"bulk ingestion of {len(documents)} document(s), {size} to a batch")
+
+    def show(report: Any) -> None:
+        console.print(
+            f"  {len(report.doc_ids)}/{len(documents)} read, {report.batches} batch(es) sent to index, "
+            f"{report.encoded} chunks encoded, {report.reused} reused"
+        )
+
+    report = build_bulk_ingest().run(
+        collection, documents, f"bulk-{uuid.uuid4().hex[:12]}", timeout_s, on_batch=show
+    )
+    spent = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in report.timings_s.items())
+    console.print(
+        f"  searchable after {report.searchable_s}s; {report.uploaded} file(s) put into the inbox, "
+        f"done in {report.seconds}s ({spent})"
+        + (f"; {len(report.unsettled)} not settled in time" if report.unsettled else "")
+    )
+    return list(report.doc_ids)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -305,7 +353,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             "nor STRATUS_BUCKET is set[/]"
         )
         return 2
-    records = _ingest(args.collection, [Path(p) for p in args.paths], None, args.timeout, console)
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    records = _ingest(args.collection, [Path(p) for p in args.paths], None, args.timeout, console, args.mode)
     _summary_table(console, records, args.collection)
     return 0 if records and all(r.status.value == "INDEXED" for r in records) else 1
 
@@ -642,7 +692,23 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--collection", "-c", required=True)
     ingest.add_argument("--timeout", type=float, default=3600)
     ingest.add_argument("--stack", default=None, help=STACK_HELP)
-    ingest.set_defaults(func=cmd_ingest)
+    mode = ingest.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--bulk",
+        dest="mode",
+        action="store_const",
+        const="bulk",
+        help="parse, chunk and encode here in large batches, index in large commits "
+        "(default from STRATUS_BULK_MIN_DOCUMENTS documents)",
+    )
+    mode.add_argument(
+        "--streamed",
+        dest="mode",
+        action="store_const",
+        const="streamed",
+        help="upload every file and let the pipeline's functions ingest each one",
+    )
+    ingest.set_defaults(func=cmd_ingest, mode="auto")
 
     search = sub.add_parser("search", help="search a collection")
     search.add_argument("query")
@@ -736,7 +802,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.set_defaults(func=cmd_worker)
 
     bench = sub.add_parser("bench", help="benchmarks: embed, query, ingest (each takes --help)")
-    bench.add_argument("what", choices=["embed", "query", "ingest", "chat", "load"])
+    bench.add_argument("what", choices=["embed", "query", "ingest", "chat", "load", "peers"])
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of the benchmark")
     bench.set_defaults(func=cmd_bench)
 

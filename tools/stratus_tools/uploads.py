@@ -16,6 +16,7 @@ from stratus.ingest.parsing import MANIFEST_SUFFIX, SIDECAR_SUFFIX
 from stratus.models import DocumentStatus, make_doc_id
 
 if TYPE_CHECKING:
+    from stratus.pipeline.bulk import BulkDocument
     from stratus.stores.documents import DocumentRecord, DocumentTable
 
 TERMINAL = {DocumentStatus.INDEXED, DocumentStatus.FAILED, DocumentStatus.DELETED}
@@ -134,6 +135,39 @@ def manifest_doc_ids(collection: str, uploads: Sequence[Upload]) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
+def content_type_for(path: Path) -> str:
+    """The Content-Type an upload of `path` gets (guessed from its name)."""
+    return mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+def bulk_documents(uploads: Sequence[Upload]) -> tuple[list[BulkDocument], list[Upload]]:
+    """(What bulk ingestion reads, sidecars paired; what is uploaded as usual: manifests, lone sidecars)."""
+    from stratus.pipeline.bulk import BulkDocument
+
+    sidecars = {u.source[: -len(SIDECAR_SUFFIX)]: u for u in uploads if u.source.endswith(SIDECAR_SUFFIX)}
+    sources = {u.source for u in uploads}
+    documents: list[BulkDocument] = []
+    streamed: list[Upload] = []
+    for upload in uploads:
+        if upload.source.endswith(MANIFEST_SUFFIX):
+            streamed.append(upload)
+        elif upload.source.endswith(SIDECAR_SUFFIX):
+            if upload.source[: -len(SIDECAR_SUFFIX)] not in sources:
+                streamed.append(upload)  # the sidecar of a document already in the inbox
+        else:
+            sidecar = sidecars.get(upload.source)
+            documents.append(
+                BulkDocument(
+                    upload.source,
+                    upload.path.read_bytes,
+                    upload.path.stat().st_size,
+                    content_type_for(upload.path),
+                    sidecar.path.read_bytes if sidecar is not None else None,
+                )
+            )
+    return documents, streamed
+
+
 def upload_files(
     s3_client: Any,
     bucket: str,
@@ -151,12 +185,11 @@ def upload_files(
     from concurrent.futures import ThreadPoolExecutor
 
     def put(upload: Upload) -> None:
-        content_type = mimetypes.guess_type(upload.path.name)[0] or "application/octet-stream"
         s3_client.put_object(
             Bucket=bucket,
             Key=f"{inbox_prefix}{collection}/{upload.source}",
             Body=upload.path.read_bytes(),
-            ContentType=content_type,
+            ContentType=content_type_for(upload.path),
         )
 
     sidecars = [u for u in uploads if u.source.endswith(SIDECAR_SUFFIX)]

@@ -69,6 +69,15 @@ class EmbedBatchReport(BatchFailures):
     encode_ms: float = 0.0
 
 
+@dataclass(frozen=True)
+class EncodedBatches:
+    """What `EmbedStage.encode` returns: each batch's vectors and how many of them were encoded."""
+
+    vectors: list[np.ndarray]
+    encoded: list[int]
+    report: EmbedBatchReport
+
+
 @dataclass
 class _Loaded:
     """What the batch's messages turned out to need: encoding, or only the pointer sent again."""
@@ -132,10 +141,34 @@ class EmbedStage:
         emit_metric(MetricName.CHUNKS_REUSED, report.chunks_reused)
         return report
 
-    def _encode_and_stage(
-        self, pending: list[_Pending], report: EmbedBatchReport
-    ) -> list[tuple[list[str], StageMessage]]:
-        """Encode what the stored vectors do not cover, stage each document; the pointers to send."""
+    def encode(
+        self,
+        batches: Sequence[ChunkBatch],
+        new_documents: Sequence[bool],
+        timings: Sequence[dict[str, float]],
+    ) -> EncodedBatches:
+        """Vectors for every chunk of each batch in one encoder call, stored ones of unchanged chunks reused.
+
+        Bulk ingestion's embed step. `new_documents[i]`: batch i has no indexed version (no lookup);
+        each `timings[i]` gets its share of the encode time. Raises TransientError if the encoder fails.
+        """
+        pending = [
+            _Pending(
+                [],
+                StageMessage(collection=b.collection, doc_id=b.doc_id, source=b.source, new_document=new),
+                b,
+                timing,
+            )
+            for b, new, timing in zip(batches, new_documents, timings, strict=True)
+        ]
+        report = EmbedBatchReport()
+        if not self._encode(pending, report):
+            raise TransientError(next(iter(report.errors.values()), "the encoder failed"))
+        vectors = [item.vectors for item in pending if item.vectors is not None]
+        return EncodedBatches(vectors, [len(item.missing) for item in pending], report)
+
+    def _encode(self, pending: list[_Pending], report: EmbedBatchReport) -> bool:
+        """Fill each item's vectors: stored ones reused, the rest encoded in one call (False: it failed)."""
         encoder = self._encoder()
         self._reuse_stored_vectors(pending, encoder.dimension, report)
         texts: list[str] = []
@@ -149,8 +182,10 @@ class EmbedStage:
             encoded = encoder.embed_documents(texts) if texts else np.empty((0, encoder.dimension))
         except Exception as error:
             logger.exception("encoder failed; the whole batch will be retried")
-            report.fail([mid for item in pending for mid in item.message_ids], f"encoder: {error}")
-            return []
+            report.fail(
+                [mid for item in pending for mid in item.message_ids] or ["encoder"], f"encoder: {error}"
+            )
+            return False
         report.encode_ms = (time.perf_counter() - started) * 1000
         report.chunks_encoded = len(texts)
         offset = 0
@@ -163,6 +198,14 @@ class EmbedStage:
             # The batch's encode time, shared out by each document's number of encoded chunks.
             share = report.encode_ms * count / len(texts) if texts else 0.0
             item.timings["embed"] = round(item.timings.get("embed", 0.0) + share, 2)
+        return True
+
+    def _encode_and_stage(
+        self, pending: list[_Pending], report: EmbedBatchReport
+    ) -> list[tuple[list[str], StageMessage]]:
+        """Encode what the stored vectors do not cover, stage each document; the pointers to send."""
+        if not self._encode(pending, report):
+            return []
         forwarded: list[tuple[list[str], StageMessage]] = []
         staged = map_concurrently(lambda item: in_log_context(item.message, self._stage, item), pending)
         for item, outcome in zip(pending, staged, strict=True):

@@ -7,7 +7,7 @@ import json
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from stratus.settings import Settings
     from stratus.stores.blobs import BlobStore
     from stratus.stores.collections import CollectionSettings, CollectionSettingsStore
-    from stratus.stores.documents import DocumentTable
+    from stratus.stores.documents import DocumentRecord, DocumentTable
     from stratus.stores.queues import MessageQueue
 
 # A message's attachments are written beside it in the inbox, as documents of their own:
@@ -51,6 +51,36 @@ ATTACHMENT_LINK_METADATA = {
 }
 # A URL document in one of these states, written within STRATUS_URL_REFETCH_AFTER_S, is not fetched again.
 RECENT_STATES = {DocumentStatus.FETCHED, DocumentStatus.EMBEDDED, DocumentStatus.INDEXED}
+
+
+@dataclass
+class PreparedVersion:
+    """A document version parsed and chunked by the fetch stage, not yet handed over."""
+
+    batch: ChunkBatch
+    version: str
+    existing: DocumentRecord | None
+    timings: dict[str, float]
+    attachments: list[str]
+    received_at: float
+
+    @property
+    def new_document(self) -> bool:
+        """No record, or only the QUEUED one the API writes: nothing of it can be indexed yet."""
+        existing = self.existing
+        return existing is None or (existing.status == DocumentStatus.QUEUED and not existing.content_sha256)
+
+    def record_fields(self) -> dict[str, Any]:
+        """The fields its record takes once handed over."""
+        count = len(self.attachments)
+        return {
+            "source": self.batch.source,
+            "title": self.batch.title,
+            "content_sha256": self.batch.content_sha256,
+            "chunk_count": len(self.batch.chunks),
+            "detail": f"{count} attachment(s) ingested as documents of their own" if count else None,
+            "attachments": self.attachments,
+        }
 
 
 class UrlsUnavailable(TransientError):
@@ -393,6 +423,25 @@ class FetchStage:
         request_id: str | None,
     ) -> None:
         """Parse, chunk and stage one document version unless it is unchanged or stale."""
+        prepared = self.prepare(collection, content, version, metadata)
+        if prepared is not None:
+            self._hand_over(prepared, request_id)
+
+    def prepare(
+        self,
+        collection: str,
+        content: FetchedContent,
+        version: str,
+        metadata: dict[str, Any],
+        records: Mapping[str, DocumentRecord] | None = None,
+        chunking: CollectionSettings | None = None,
+    ) -> PreparedVersion | None:
+        """Parse and chunk one document version; None when it is stale, unchanged or FAILED (recorded).
+
+        `records`: the collection's records read beforehand by doc id (bulk ingestion reads a batch
+        at once); a document absent from it has none. Without it, the record is read here, as is
+        the collection's chunking without `chunking`.
+        """
         from stratus.ingest.chunking import chunk_document
         from stratus.ingest.parsing import bound_document, parse_document
 
@@ -402,19 +451,19 @@ class FetchStage:
         doc_id = make_doc_id(collection, content.source)
         digest = hashlib.sha256(content.data)
         digest.update(json.dumps(metadata, sort_keys=True).encode())
-        chunking = self.settings_for(collection)
+        chunking = chunking or self.settings_for(collection)
         if not chunking.is_default:
             # Other chunking makes other chunks: a re-upload after a change is not "unchanged".
             digest.update(json.dumps(chunking.to_public(), sort_keys=True).encode())
         sha = digest.hexdigest()
-        existing = self._documents.get(collection, doc_id)
+        existing = records.get(doc_id) if records is not None else self._documents.get(collection, doc_id)
         if existing is not None and existing.version > version:
             logger.info("stale event ignored", extra={"doc_id": doc_id})
-            return
+            return None
         if existing is not None and existing.content_sha256 == sha and existing.status in UNCHANGED_STATES:
             self._lifecycle.unchanged(existing, version, "unchanged re-upload: nothing re-encoded")
             emit_metric(MetricName.DOCUMENTS_UNCHANGED, 1)
-            return
+            return None
         config = self._config
         try:
             if self._deadline is not None and time.monotonic() >= self._deadline:
@@ -453,10 +502,10 @@ class FetchStage:
             self._fail(
                 collection, doc_id, content.source, version, f"document nests too deeply: {error}", sha
             )
-            return
+            return None
         except PermanentError as error:
             self._fail(collection, doc_id, content.source, version, str(error), sha)
-            return
+            return None
         attachments: list[str] = []
         previous = existing.attachments if existing is not None else []
         if content.inbox_key is not None and (parsed.attachments or previous):
@@ -465,7 +514,7 @@ class FetchStage:
             latest = self._documents.get(collection, doc_id)
             if latest is not None and latest.version > version:
                 logger.info("a newer version was recorded meanwhile", extra={"doc_id": doc_id})
-                return
+                return None
             # Before the record: a retry after a failed write finds the message unchanged and stops there.
             with stopwatch(timings, "attachments"):
                 attachments = self._write_attachments(
@@ -480,6 +529,12 @@ class FetchStage:
             metadata={**parsed.metadata, **metadata},  # parser's (e-mail headers, OCR) under the sidecar's
             chunks=chunks,
         )
+        return PreparedVersion(batch, version, existing, timings, attachments, received_at)
+
+    def _hand_over(self, prepared: PreparedVersion, request_id: str | None) -> None:
+        """Stage the chunks, record the version FETCHED and send it to embed."""
+        batch, timings = prepared.batch, prepared.timings
+        collection, doc_id, sha = batch.collection, batch.doc_id, batch.content_sha256
         staged = dump_chunk_batch(batch)
         payload = inline_payload(staged, self._config.inline_max_bytes)
         key = ""
@@ -490,17 +545,10 @@ class FetchStage:
         recorded = self._lifecycle.fetched(
             collection,
             doc_id,
-            version,
-            source=content.source,
-            title=parsed.title,
-            content_sha256=sha,
-            chunk_count=len(chunks),
+            prepared.version,
+            **prepared.record_fields(),
             chunks_embedded=0,
             chunks_reused=0,
-            detail=f"{len(attachments)} attachment(s) ingested as documents of their own"
-            if attachments
-            else None,
-            attachments=attachments,
             timings_ms=timings,
         )
         if not recorded:
@@ -511,21 +559,19 @@ class FetchStage:
                 StageMessage(
                     collection=collection,
                     doc_id=doc_id,
-                    source=content.source,
+                    source=batch.source,
                     content_sha256=sha,
                     key=key,
                     payload=payload,
                     request_id=request_id,
-                    received_at=received_at,
-                    # No record, or only the QUEUED one the API writes: nothing of it can be indexed.
-                    new_document=existing is None
-                    or (existing.status == DocumentStatus.QUEUED and not existing.content_sha256),
+                    received_at=prepared.received_at,
+                    new_document=prepared.new_document,
                 )
             ]
         )
-        logger.info("document fetched", extra={"doc_id": doc_id, "chunks": len(chunks)})
+        logger.info("document fetched", extra={"doc_id": doc_id, "chunks": len(batch.chunks)})
         emit_metric(MetricName.DOCUMENTS_FETCHED, 1)
-        emit_metric(MetricName.CHUNKS_PRODUCED, len(chunks))
+        emit_metric(MetricName.CHUNKS_PRODUCED, len(batch.chunks))
 
     def _write_attachments(
         self,
@@ -606,6 +652,10 @@ class FetchStage:
             doc_id = make_doc_id(collection, source)
             reason = give_up_reason("fetch", attempts, cause)
             self._lifecycle.fetch_given_up(collection, doc_id, event.version, source, reason)
+
+    def record_failure(self, collection: str, source: str, version: str, reason: str) -> None:
+        """Record the version of `source` FAILED with `reason`, as the stage does for what it cannot read."""
+        self._fail(collection, make_doc_id(collection, source), source, version, reason)
 
     def _fail(
         self, collection: str, doc_id: str, source: str, version: str, reason: str, sha: str = ""

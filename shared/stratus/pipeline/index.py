@@ -58,29 +58,33 @@ class IndexStage:
         work: dict[str, _CollectionWork] = defaultdict(_CollectionWork)
         report = IndexBatchReport()
         try:
-            records = self._lifecycle.records_for(message for _, message in messages)
+            records = self._lifecycle.records_for(d for _, m in messages for d in m.documents())
         except Exception as error:
             logger.exception("could not read the batch's document records")
             report.fail([mid for mid, _ in messages], f"reading document records: {error}")
             return report
-        upserts = [(mid, m) for mid, m in messages if m.action != "delete"]
+        # A bulk message's rows are read once; its members then go through the same steps as others.
+        bulk = self._load_bulk([(mid, m) for mid, m in messages if m.action == "upsert_many"], report)
+        documents = [
+            (mid, document)
+            for mid, m in messages
+            if m.action != "upsert_many" or mid in bulk
+            for document in m.documents()
+        ]
+        upserts = [(mid, m) for mid, m in documents if m.action != "delete"]
         # Per-document reads of staged vectors overlap: they are round trips, not CPU.
-        loads = dict(
-            zip(
-                (mid for mid, _ in upserts),
-                map_concurrently(
-                    lambda pair: in_log_context(
-                        pair[1],
-                        self._load_current,
-                        pair[1],
-                        records.get((pair[1].collection, pair[1].doc_id)),
-                    ),
-                    upserts,
-                ),
-                strict=True,
-            )
+        loads = map_concurrently(
+            lambda pair: in_log_context(
+                pair[1],
+                self._load_current,
+                pair[1],
+                records.get((pair[1].collection, pair[1].doc_id)),
+                bulk.get(pair[0]),
+            ),
+            upserts,
         )
-        for message_id, message in messages:
+        loaded = {(mid, m.doc_id): outcome for (mid, m), outcome in zip(upserts, loads, strict=True)}
+        for message_id, message in documents:
             item = work[message.collection]
             if message.action == "delete":
                 current = records.get((message.collection, message.doc_id))
@@ -89,7 +93,7 @@ class IndexStage:
                     item.message_ids.append(message_id)
                 continue
             try:
-                rows = loads[message_id].result()
+                rows = loaded[(message_id, message.doc_id)].result()
             except PermanentError as error:
                 logger.warning(
                     "index message dropped", extra={"doc_id": message.doc_id, "reason": str(error)}
@@ -113,11 +117,55 @@ class IndexStage:
                 report.fail(item.message_ids, f"writing the chunk table: {error}")
         return report
 
-    def _load_current(self, message: StageMessage, record: DocumentRecord | None) -> pa.Table | None:
+    def _load_bulk(
+        self, messages: Sequence[tuple[str, StageMessage]], report: IndexBatchReport
+    ) -> dict[str, dict[str, pa.Table]]:
+        """The rows of each bulk message by member doc id; a message that cannot be read is not in it."""
+        import pyarrow.compute as pc
+        import pyarrow.parquet as pq
+
+        tables: dict[str, dict[str, pa.Table]] = {}
+        for message_id, message in messages:
+            try:
+                data = read_stage_output(self._blobs, message)
+                if data is None:
+                    reason = f"staged vectors {message.key} are missing"
+                    for member in message.documents():
+                        self._lifecycle.stage_failed(
+                            member.collection, member.doc_id, member.content_sha256, reason
+                        )
+                    logger.warning("bulk index message dropped", extra={"key": message.key, "reason": reason})
+                    continue
+                table = pq.read_table(io.BytesIO(data))
+            except Exception as error:
+                logger.exception("could not load staged vectors", extra={"key": message.key})
+                report.fail([message_id], str(error))
+                continue
+            column = table.column("doc_id")
+            tables[message_id] = {
+                member.doc_id: table.filter(pc.equal(column, member.doc_id)) for member in message.members
+            }
+        return tables
+
+    def _load_current(
+        self,
+        message: StageMessage,
+        record: DocumentRecord | None,
+        bulk_rows: Mapping[str, pa.Table] | None = None,
+    ) -> pa.Table | None:
         import pyarrow.parquet as pq
 
         if self._lifecycle.work_for(message, "index", DocumentStatus.EMBEDDED, record) is None:
             return None
+        if bulk_rows is not None:
+            rows = bulk_rows.get(message.doc_id)
+            if rows is None or rows.num_rows == 0:
+                reason = f"staged vectors {message.key} hold no rows of the document"
+                self._lifecycle.stage_failed(
+                    message.collection, message.doc_id, message.content_sha256, reason
+                )
+                raise PermanentError(reason)
+            return rows
         data = read_stage_output(self._blobs, message)
         if data is None:
             reason = f"staged vectors {message.key} are missing"

@@ -92,15 +92,16 @@ def sweep_dead_letters(
                 message = StageMessage.model_validate_json(raw["Body"])
             except (ValidationError, ValueError):
                 continue
-            if message.action != "upsert":
+            if message.action == "delete":
                 continue
             receives = int(raw.get("Attributes", {}).get("ApproximateReceiveCount", 0) or 0)
-            done = lifecycle.given_up(message, stage, dead_letter_reason(stage, receives))
-            if done:
-                report.marked += 1
-                logger.warning(
-                    "dead-lettered document marked FAILED", extra={"doc_id": message.doc_id, "stage": stage}
-                )
+            for document in message.documents():  # (a bulk index message: each of its members)
+                if lifecycle.given_up(document, stage, dead_letter_reason(stage, receives)):
+                    report.marked += 1
+                    logger.warning(
+                        "dead-lettered document marked FAILED",
+                        extra={"doc_id": document.doc_id, "stage": stage},
+                    )
     if report.marked:
         emit_metric(MetricName.DOCUMENTS_FAILED, report.marked)
     return report

@@ -108,8 +108,8 @@ class BatchFailures:
     errors: dict[str, str] = field(default_factory=dict)
 
     def fail(self, message_ids: Sequence[str], error: str) -> None:
-        """Report messages for retry, with why."""
-        self.failed.extend(message_ids)
+        """Report messages for retry, with why (each once: a bulk message stands for many documents)."""
+        self.failed.extend(m for m in dict.fromkeys(message_ids) if m not in self.errors)
         for message_id in message_ids:
             self.errors[message_id] = error
 

@@ -19,6 +19,7 @@ class BlobInfo:
     size: int
     content_type: str | None
     metadata: Mapping[str, str] = field(default_factory=dict)  # user metadata (x-amz-meta-*)
+    etag: str = ""  # without its quotes
 
 
 class AccessDeniedError(TransientError):
@@ -74,7 +75,11 @@ class BlobStore:
             _raise_classified(error, f"head {key}")
             raise
         return BlobInfo(
-            key, int(response["ContentLength"]), response.get("ContentType"), response.get("Metadata") or {}
+            key,
+            int(response["ContentLength"]),
+            response.get("ContentType"),
+            response.get("Metadata") or {},
+            str(response.get("ETag", "")).strip('"'),
         )
 
     def get_object(self, key: str, max_bytes: int) -> tuple[BlobInfo, bytes | None] | None:
