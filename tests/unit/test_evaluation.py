@@ -136,6 +136,9 @@ def test_the_tool_indexes_a_beir_folder_and_scores_every_mode(
         assert set(data["modes"][mode]) >= {"ndcg@10", "recall@10", "recall@100", "mrr@10"}
     assert data["modes"]["hybrid"]["recall@100"] == 1.0
     assert "hybrid" in capsys.readouterr().out
+    # and each mode is scored on both halves of the judged queries too
+    assert set(data["modes"]["hybrid"]["halves"]) == {"odd", "even"}
+    assert data["modes"]["hybrid"]["halves"]["odd"]["ndcg@10"] > 0.8
 
     # and the TREC run files rank every indexed document per judged query, in `qid Q0 doc rank score tag` form
     lines = (tmp_path / "out" / "run.hybrid.txt").read_text().splitlines()
@@ -159,3 +162,16 @@ def test_a_folder_that_is_not_beir_is_refused(tmp_path: Path, capsys: pytest.Cap
     # then the tool says what is missing and exits 2
     assert main([str(tmp_path)]) == 2
     assert "corpus.jsonl is missing" in capsys.readouterr().err
+
+
+def test_halves_split_the_judged_queries_by_odd_and_even_ids() -> None:
+    from stratus_tools.evaluation import halves
+
+    # given judged queries with numeric ids, and one id that is no number (third in order)
+    qrels = {"1": {"a": 1}, "2": {"b": 1}, "x": {"c": 1}, "7": {"d": 1}, "10": {"e": 1}}
+    # when they are split
+    split = halves(qrels)
+    # then odd ids go to one half and even ids to the other, the odd one out by its position (2: even)
+    assert sorted(split["odd"]) == ["1", "7"]
+    assert sorted(split["even"]) == ["10", "2", "x"]
+    assert len(split["odd"]) + len(split["even"]) == len(qrels)
