@@ -184,6 +184,16 @@ class Settings(BaseSettings):
     # --- Search ------------------------------------------------------------------------
     search_default_top_k: int = Field(5, ge=1, le=100, description="top_k when a request names none.")
     search_candidates: int = Field(50, ge=1, le=1000, description="Candidates per retriever before fusion.")
+    search_vector_feedback: int = Field(
+        0,
+        ge=0,
+        le=50,
+        description="Rocchio feedback on the vector side: the query vector moves towards the mean of its "
+        "this many nearest chunks before the vector search (0: off; 3 measured best on SciFact).",
+    )
+    search_vector_feedback_weight: float = Field(
+        0.25, ge=0, le=4, description="Weight of that mean added to the query vector (before normalising)."
+    )
     rrf_k: int = Field(60, ge=1, description="Reciprocal-rank-fusion constant k.")
     rrf_vector_weight: float = Field(
         1.0, ge=0, description="Weight of the vector side in fusion (both methods)."

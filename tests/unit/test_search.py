@@ -536,3 +536,54 @@ def test_replica_reads_both_manifest_namings() -> None:
     assert manifest_version("18446744073709551608.manifest") == 7
     assert manifest_version("latest_version_hint.json") is None
     assert manifest_version("x.manifest") is None
+
+
+def test_vector_feedback_moves_the_query_towards_its_nearest_chunks_and_keeps_it_unit(
+    store: ChunkStore, encoder: BagOfWords
+) -> None:
+    from stratus.retrieval.search import feedback_vector
+
+    # given a query whose nearest chunk is the cats document
+    reader = store.reader(COLLECTION, with_vectors=True)
+    assert reader is not None
+    query = encoder.embed_query("cats purr")
+    (nearest,), _ = reader.nearest(query, 1)
+    reader.load([nearest])
+    cats = reader.vectors([nearest])[0]
+
+    # when the query is moved by feedback from its one nearest chunk, with weight 1
+    moved = feedback_vector(reader, query, 1, 1.0, None)
+
+    # then it is the normalised sum of the query and that chunk: closer to it, unit length
+    expected = (query + cats) / np.linalg.norm(query + cats)
+    assert np.allclose(moved, expected, atol=1e-6)
+    assert float(moved @ cats) > float(query @ cats)
+    assert np.isclose(float(np.linalg.norm(moved)), 1.0)
+    # and with weight 0 it is the query itself
+    assert np.allclose(feedback_vector(reader, query, 3, 0.0, None), query, atol=1e-6)
+
+
+def test_vector_feedback_is_used_in_hybrid_and_vector_searches_when_configured(
+    store: ChunkStore, encoder: BagOfWords
+) -> None:
+    # given the same vector search without and with feedback from the three nearest chunks
+    request = SearchRequest(query="sleepy cats", mode="vector", top_k=5)
+    plain = search(store, encoder, COLLECTION, request, FusionConfig(candidates=10))
+    moved = search(
+        store,
+        encoder,
+        COLLECTION,
+        request,
+        FusionConfig(candidates=10, vector_feedback=3, vector_feedback_weight=2.0),
+    )
+
+    # then both rank every chunk they found, but the scores differ: the query vector was moved
+    assert {h.source for h in plain.hits} == {h.source for h in moved.hits}
+    assert [round(h.score, 4) for h in plain.hits] != [round(h.score, 4) for h in moved.hits]
+    # and a keyword search is untouched by it
+    keyword = SearchRequest(query="sleepy cats", mode="keyword", top_k=5)
+    without = search(store, encoder, COLLECTION, keyword, FusionConfig(candidates=10))
+    with_feedback = search(
+        store, encoder, COLLECTION, keyword, FusionConfig(candidates=10, vector_feedback=3)
+    )
+    assert [h.score for h in without.hits] == [h.score for h in with_feedback.hits]

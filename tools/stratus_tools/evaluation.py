@@ -308,6 +308,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--vector-weight", type=float, default=s.rrf_vector_weight)
     parser.add_argument("--keyword-weight", type=float, default=s.rrf_keyword_weight)
     parser.add_argument("--candidates", type=int, default=s.search_candidates)
+    parser.add_argument(
+        "--vector-feedback", type=int, default=s.search_vector_feedback, help="Rocchio chunks (0: off)"
+    )
+    parser.add_argument("--feedback-weight", type=float, default=s.search_vector_feedback_weight)
     parser.add_argument("--depth", type=int, default=100, help="documents ranked per query (default 100)")
     return parser.parse_args(argv)
 
@@ -372,6 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         vector_weight=args.vector_weight,
         keyword_weight=args.keyword_weight,
         method=args.fusion,
+        vector_feedback=args.vector_feedback,
+        vector_feedback_weight=args.feedback_weight,
     )
     modes = list(MODES) if args.mode == "all" else [args.mode]
     results: dict[str, Any] = {}
@@ -418,6 +424,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "vector_weight",
                     "keyword_weight",
                     "candidates",
+                    "vector_feedback",
+                    "feedback_weight",
                     "depth",
                 )
             },
