@@ -88,8 +88,9 @@ class Settings(BaseSettings):
     bulk_min_documents: int = Field(
         200,
         ge=1,
-        description="`stratus ingest` of at least this many documents takes the bulk path (parse, chunk and "
-        "encode in the CLI's process, index in large commits); `--bulk` / `--streamed` choose explicitly.",
+        description="`stratus ingest` of at least this many documents into the local stack takes the bulk "
+        "path (parse, chunk and encode in the CLI's process, index in large commits); `--bulk` / "
+        "`--streamed` choose explicitly (a deployed stack: streamed unless `--bulk`).",
     )
     bulk_batch_documents: int = Field(
         256,

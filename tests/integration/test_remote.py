@@ -131,3 +131,35 @@ def test_status_and_ask_work_against_the_stack(
     get_settings.cache_clear()
     assert main(["status", "-c", COLLECTION]) == 0
     assert "Documents" in capsys.readouterr().out
+
+
+def test_ingest_into_a_deployed_stack_stays_streamed_unless_bulk_is_asked(
+    idle_stack: LocalStack,
+    deployed: str,
+    environment: None,
+    tmp_path: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Given a folder larger than the bulk threshold
+    saved = {"STRATUS_BULK_MIN_DOCUMENTS": os.environ.get("STRATUS_BULK_MIN_DOCUMENTS")}
+    os.environ["STRATUS_BULK_MIN_DOCUMENTS"] = "2"
+    get_settings.cache_clear()
+    for name in ("one.md", "two.md", "three.md"):
+        (tmp_path / name).write_text(f"# {name}\n\nSome text about {name}.")
+    try:
+        # When it is ingested into the deployed stack without --bulk (no function consumes here)
+        main(["ingest", str(tmp_path), "-c", "remote-files", "--stack", deployed, "--timeout", "1"])
+    finally:
+        restore_environment(saved)
+    # Then the files were uploaded for the stack's functions, not bulk-ingested on this machine
+    printed = capsys.readouterr().out
+    assert "uploaded 3 file(s)" in printed
+    assert "bulk ingestion" not in printed
+    keys = idle_stack.client("s3").list_objects_v2(
+        Bucket=idle_stack.environment["STRATUS_BUCKET"], Prefix="inbox/remote-files/"
+    )
+    assert sorted(o["Key"] for o in keys.get("Contents", [])) == [
+        "inbox/remote-files/one.md",
+        "inbox/remote-files/three.md",
+        "inbox/remote-files/two.md",
+    ]

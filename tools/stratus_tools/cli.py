@@ -347,7 +347,8 @@ def _local_admin_key(settings: Any) -> str:
 def cmd_ingest(args: argparse.Namespace) -> int:
     """Upload files into a collection and wait until each is indexed or failed."""
     console = _console()
-    if _use_target(args) is None and not os.environ.get("STRATUS_BUCKET"):
+    target = _use_target(args)
+    if target is None and not os.environ.get("STRATUS_BUCKET"):
         console.print(
             "[red]no local stack is running (run `make up`), and neither --stack, STRATUS_STACK "
             "nor STRATUS_BUCKET is set[/]"
@@ -355,7 +356,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         return 2
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    records = _ingest(args.collection, [Path(p) for p in args.paths], None, args.timeout, console, args.mode)
+    # A deployed stack's functions do the work unless --bulk asks this machine to (docs/ingestion.md).
+    mode = "streamed" if args.mode == "auto" and target is not None and "stack" in target else args.mode
+    records = _ingest(args.collection, [Path(p) for p in args.paths], None, args.timeout, console, mode)
     _summary_table(console, records, args.collection)
     return 0 if records and all(r.status.value == "INDEXED" for r in records) else 1
 
