@@ -245,6 +245,9 @@ def chunk_store() -> ChunkStore:
         replica=replica,
         memory_max_rows=settings.search_memory_max_rows,
         generations=collection_settings().generation,
+        compact_every=settings.index_compact_every,
+        # Never within the readers' window: a version they may still read keeps its files.
+        compact_keep_s=max(settings.index_compact_keep_s, 10 * settings.read_consistency_s),
     )
 
 

@@ -257,6 +257,18 @@ class Settings(BaseSettings):
         100_000, ge=256, description="Rows a table needs before maintenance builds an ANN index."
     )
     keep_versions_s: float = Field(3600, ge=0, description="Table versions older than this are pruned.")
+    index_compact_every: int = Field(
+        50,
+        ge=0,
+        description="The index writer compacts a chunk table and prunes its old versions every this many "
+        "writes (0: only the hourly maintenance): a commit costs more with every version and fragment kept.",
+    )
+    index_compact_keep_s: float = Field(
+        30,
+        ge=0,
+        description="That pruning keeps the versions younger than this "
+        "(at least 10 × STRATUS_READ_CONSISTENCY_S: a version readers may still read keeps its files).",
+    )
 
     # --- API and local stack -----------------------------------------------------------
     api_host: str = Field("127.0.0.1", description="Address the local API binds.")

@@ -356,8 +356,15 @@ class ChunkStore:
         replica: TableReplica | None = None,
         memory_max_rows: int = 0,
         generations: Callable[[str], int] | None = None,
+        compact_every: int = 0,
+        compact_keep_s: float = 30.0,
     ) -> None:
         self.uri = uri
+        # The writer compacts a table and prunes its versions every `compact_every` writes (0: never;
+        # maintenance still does hourly): a commit's cost grows with the versions and fragments kept.
+        self._compact_every = compact_every
+        self._compact_keep_s = compact_keep_s
+        self._writes_since_compact: dict[str, int] = {}
         # The collection's serving generation (collection settings); None: always generation 0.
         self._generations = generations
         self._storage_options = storage_options or {}
@@ -543,8 +550,35 @@ class ChunkStore:
         if clauses:
             table.delete(scoped(collection, " OR ".join(clauses)))
         self.ensure_fts_index(table)
+        self._compact_now_and_then(table, self.table_name(collection, generation))
         self.committed(collection, generation)
         return {"inserted": inserted, "updated": updated}
+
+    def _compact_now_and_then(self, table: Any, name: str) -> None:
+        """Every `compact_every` writes of this process to a table: compact it, prune its old versions.
+
+        Kept short of the readers' window (they read a version at most read_consistency_s old). A failure
+        is logged, never raised: the write it follows is committed.
+        """
+        if not self._compact_every:
+            return
+        count = self._writes_since_compact.get(name, 0) + 1
+        self._writes_since_compact[name] = count
+        if count < self._compact_every:
+            return
+        self._writes_since_compact[name] = 0
+        started = time.perf_counter()
+        try:
+            table.optimize(cleanup_older_than=timedelta(seconds=self._compact_keep_s))
+        except Exception:
+            _log.exception(
+                "compaction after writes failed; maintenance compacts later", extra={"table": name}
+            )
+            return
+        _log.info(
+            "table compacted after writes",
+            extra={"table": name, "writes": count, "seconds": round(time.perf_counter() - started, 3)},
+        )
 
     def drop_table(self, name: str) -> bool:
         """Drop a table by name (a generation a reindex replaced); False when it did not exist."""
