@@ -223,9 +223,13 @@ class BulkIngest:
         """Stage the batch's rows, record its documents EMBEDDED, send them to index in one message."""
         assert encoded is not None
         started = time.perf_counter()
-        key, members = self._stage_and_record(collection, prepared, encoded.vectors, encoded.encoded)
+        batch_id = hashlib.sha256(
+            "\x1f".join(f"{p.batch.doc_id}:{p.batch.content_sha256}" for p in prepared).encode()
+        ).hexdigest()[:32]
+        vectors, counts = encoded.vectors, encoded.encoded
+        key, members = self._stage_and_record(collection, batch_id, prepared, vectors, counts)
         if members:
-            self._send(collection, key, members, request_id)
+            self._send(collection, batch_id, key, members, request_id)
             report.batches += 1
         report.add_time("write", started)
 
@@ -264,6 +268,7 @@ class BulkIngest:
     def _stage_and_record(
         self,
         collection: str,
+        batch_id: str,
         prepared: list[PreparedVersion],
         vectors: list[Any],
         encoded: list[int],
@@ -280,9 +285,6 @@ class BulkIngest:
                 for item, item_vectors in zip(prepared, vectors, strict=True)
             ]
         )
-        batch_id = hashlib.sha256(
-            "\x1f".join(f"{p.batch.doc_id}:{p.batch.content_sha256}" for p in prepared).encode()
-        ).hexdigest()[:32]
         key = staging_key(self._staging_prefix, collection, "_bulk", batch_id, "embeddings.parquet")
         timings: dict[str, float] = {}
         with stopwatch(timings, "stage_vectors"):
@@ -305,12 +307,9 @@ class BulkIngest:
                 timings_ms=item.timings,
             )
 
+        pairs = list(zip(prepared, encoded, strict=True))
         members = []
-        for (item, _), outcome in zip(
-            zip(prepared, encoded, strict=True),
-            map_concurrently(record, list(zip(prepared, encoded, strict=True))),
-            strict=True,
-        ):
+        for (item, _), outcome in zip(pairs, map_concurrently(record, pairs), strict=True):
             if outcome.result():
                 members.append(
                     BatchMember(
@@ -326,9 +325,10 @@ class BulkIngest:
         emit_metric(MetricName.CHUNKS_PRODUCED, sum(len(p.batch.chunks) for p in prepared))
         return key, members
 
-    def _send(self, collection: str, key: str, members: list[BatchMember], request_id: str) -> None:
+    def _send(
+        self, collection: str, batch_id: str, key: str, members: list[BatchMember], request_id: str
+    ) -> None:
         """One `upsert_many` message to the index queue for the members (their rows at `key`)."""
-        batch_id = key.rsplit("/", 2)[-2]
         self._index_queue.send(
             [
                 StageMessage(
@@ -361,7 +361,7 @@ class BulkIngest:
 
         def put(item: _Sent) -> bool:
             key = self._inbox_key(collection, item.document.source)
-            data = item.document.read()
+            data = item.document.read()  # (read again, not kept from parsing: a batch's bytes stay bounded)
             # A document without a record before the run is new: no inbox object of it to compare.
             info = self._blobs.head(key) if item.had_record else None
             if info is not None and info.size == len(data) and info.etag == _etag(data):
