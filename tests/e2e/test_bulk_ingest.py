@@ -255,3 +255,29 @@ def test_ingest_takes_the_bulk_path_from_the_configured_number_of_documents(
         "bulk ingestion",
         "unchanged re-upload: nothing re-encoded",
     }
+
+
+def test_a_sidecar_over_the_limit_fails_its_document_without_being_read(
+    stack: LocalStack, tmp_path: Path
+) -> None:
+    from stratus.ingest.parsing import MAX_SIDECAR_BYTES
+    from stratus.pipeline.bulk import build_bulk_ingest
+
+    # given a document whose metadata sidecar is one byte over the limit, and one without a sidecar
+    padding = "x" * MAX_SIDECAR_BYTES
+    files: dict[str, str | bytes] = {
+        "big.md": "# Big\n\nA document with a huge sidecar.",
+        "big.md.metadata.json": json.dumps({"metadataAttributes": {"pad": padding}})[: MAX_SIDECAR_BYTES + 1],
+        "plain.md": "# Plain\n\nA document on its own.",
+    }
+    folder = write_folder(tmp_path / "sidecar", files)
+    documents, _ = bulk_documents(collect_uploads([folder]))
+
+    # when the folder is ingested in bulk
+    build_bulk_ingest().run("bulk-sidecar", documents, "bulk-test-sidecar", 120)
+
+    # then that document is FAILED with the fetch stage's reason, and the other one is indexed
+    records = records_of("bulk-sidecar", ["big.md", "plain.md"])
+    assert records["big.md"].status == DocumentStatus.FAILED
+    assert records["big.md"].error == f"metadata sidecar: larger than {MAX_SIDECAR_BYTES} bytes"
+    assert records["plain.md"].status == DocumentStatus.INDEXED

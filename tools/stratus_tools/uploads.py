@@ -163,6 +163,7 @@ def bulk_documents(uploads: Sequence[Upload]) -> tuple[list[BulkDocument], list[
                     upload.path.stat().st_size,
                     content_type_for(upload.path),
                     sidecar.path.read_bytes if sidecar is not None else None,
+                    sidecar.path.stat().st_size if sidecar is not None else 0,
                 )
             )
     return documents, streamed

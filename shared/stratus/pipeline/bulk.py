@@ -54,6 +54,7 @@ class BulkDocument:
     size: int
     content_type: str = "application/octet-stream"
     sidecar: Callable[[], bytes] | None = None
+    sidecar_size: int = 0
 
     @property
     def filename(self) -> str:
@@ -241,7 +242,7 @@ class BulkIngest:
         chunking: CollectionSettings,
     ) -> PreparedVersion | None:
         """The document parsed and chunked, or None (unchanged, stale or FAILED, as fetch records them)."""
-        from stratus.ingest.parsing import parse_metadata_sidecar
+        from stratus.ingest.parsing import MAX_SIDECAR_BYTES, parse_metadata_sidecar
 
         doc_id = make_doc_id(collection, document.source)
         existing = records.get(doc_id)
@@ -249,6 +250,11 @@ class BulkIngest:
         version = existing.version if existing is not None else QUEUED_VERSION
         if document.size > self._max_document_bytes:
             reason = f"document is {document.size} bytes; the limit is {self._max_document_bytes}"
+            self._fetch.record_failure(collection, document.source, version, reason)
+            return None
+        if document.sidecar is not None and document.sidecar_size > MAX_SIDECAR_BYTES:
+            # Never read: the same refusal the fetch stage gives a sidecar over the limit.
+            reason = f"metadata sidecar: larger than {MAX_SIDECAR_BYTES} bytes"
             self._fetch.record_failure(collection, document.source, version, reason)
             return None
         try:
